@@ -1,0 +1,173 @@
+"""Public entry points of the two fused ops, and their ``torch.library`` custom ops.
+
+``time_attention`` and ``feature_attention`` validate their inputs, resolve the backend and
+either run the eager reference (backend ``reference``) or one of the custom ops below, which
+take the backend name as an argument so that every fused backend shares one op, one fake
+(meta) implementation and one autograd formula:
+
+    sed_kernels::time_attention_fwd(h, q, lengths, backend) -> (out, lse)
+    sed_kernels::time_attention_bwd(grad_out, h, q, lengths, out, lse, backend) -> (dh, dq)
+    sed_kernels::feature_attention_fwd(h, W, V, lengths, backend) -> out
+    sed_kernels::feature_attention_bwd(grad_out, h, W, V, lengths, backend) -> (dh, dW, dV)
+
+Under ``torch.autocast`` the floating inputs are cast to the autocast dtype first (the ops
+then run in bf16/fp16 with fp32 accumulation), as PyTorch's own matmul-like ops do.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import reference
+from ._validation import check_feature_attention, check_time_attention
+from .backends import kernels, resolve_backend
+
+
+def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _autocast(*tensors: Tensor) -> tuple[Tensor, ...]:
+    device_type = tensors[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) for t in tensors)
+
+
+# --------------------------------------------------------------------------- time attention
+
+
+@torch.library.custom_op("sed_kernels::time_attention_fwd", mutates_args=())
+def _time_attention_fwd(h: Tensor, q: Tensor, lengths: Tensor, backend: str) -> tuple[Tensor, Tensor]:
+    return kernels(backend, "time_attention").forward(h, q, lengths)
+
+
+@_time_attention_fwd.register_fake
+def _(h, q, lengths, backend):
+    batch, _, hidden = h.shape
+    return h.new_empty(batch, hidden), h.new_empty(batch, dtype=_accumulator_dtype(h.dtype))
+
+
+@torch.library.custom_op("sed_kernels::time_attention_bwd", mutates_args=())
+def _time_attention_bwd(
+    grad_out: Tensor, h: Tensor, q: Tensor, lengths: Tensor, out: Tensor, lse: Tensor, backend: str
+) -> tuple[Tensor, Tensor]:
+    return kernels(backend, "time_attention").backward(grad_out, h, q, lengths, out, lse)
+
+
+@_time_attention_bwd.register_fake
+def _(grad_out, h, q, lengths, out, lse, backend):
+    return h.new_empty(h.shape), torch.empty_like(q)
+
+
+def _time_attention_setup_context(ctx, inputs, output):
+    h, q, lengths, backend = inputs
+    out, lse = output
+    ctx.save_for_backward(h, q, lengths, out, lse)
+    ctx.backend = backend
+
+
+def _time_attention_backward(ctx, grad_out, grad_lse):
+    # lse is an internal statistic of the op, never returned to users: grad_lse is unused.
+    h, q, lengths, out, lse = ctx.saved_tensors
+    dh, dq = _time_attention_bwd(grad_out.contiguous(), h, q, lengths, out, lse, ctx.backend)
+    return dh, dq, None, None
+
+
+_time_attention_fwd.register_autograd(
+    _time_attention_backward, setup_context=_time_attention_setup_context
+)
+
+
+def time_attention(h: Tensor, q: Tensor, lengths: Tensor, *, backend: str = "auto") -> Tensor:
+    """Time attention (paper Eq. 5): softmax over the valid steps of ``h . q``, weighted sum of ``h``.
+
+    Args:
+        h: (B, T, H) layer outputs, padded along T; any strides.
+        q: (B, H) one query per row (the model uses ``last_N @ W_i``).
+        lengths: (B,) integer tensor on h's device, values in [1, T].
+        backend: ``"auto"``, ``"reference"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
+
+    Returns:
+        (B, H) tensor in h's dtype.
+    """
+    check_time_attention(h, q, lengths)
+    h, q = _autocast(h, q)
+    name = resolve_backend(backend, h.device)
+    if name == "reference":
+        return reference.time_attention(h, q, lengths)
+    if h.shape[0] == 0:
+        return h.sum(dim=1)  # (0, H), still attached to the autograd graph
+    out, _ = _time_attention_fwd(h, q.contiguous(), lengths.to(torch.int64).contiguous(), name)
+    return out
+
+
+# ------------------------------------------------------------------------ feature attention
+
+
+@torch.library.custom_op("sed_kernels::feature_attention_fwd", mutates_args=())
+def _feature_attention_fwd(h: Tensor, W: Tensor, V: Tensor, lengths: Tensor, backend: str) -> Tensor:
+    return kernels(backend, "feature_attention").forward(h, W, V, lengths)
+
+
+@_feature_attention_fwd.register_fake
+def _(h, W, V, lengths, backend):
+    return h.new_empty(h.shape[0], h.shape[2])
+
+
+@torch.library.custom_op("sed_kernels::feature_attention_bwd", mutates_args=())
+def _feature_attention_bwd(
+    grad_out: Tensor, h: Tensor, W: Tensor, V: Tensor, lengths: Tensor, backend: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    return kernels(backend, "feature_attention").backward(grad_out, h, W, V, lengths)
+
+
+@_feature_attention_bwd.register_fake
+def _(grad_out, h, W, V, lengths, backend):
+    return h.new_empty(h.shape), torch.empty_like(W), torch.empty_like(V)
+
+
+def _feature_attention_setup_context(ctx, inputs, output):
+    h, W, V, lengths, backend = inputs
+    ctx.save_for_backward(h, W, V, lengths)
+    ctx.backend = backend
+
+
+def _feature_attention_backward(ctx, grad_out):
+    h, W, V, lengths = ctx.saved_tensors
+    dh, dW, dV = _feature_attention_bwd(grad_out.contiguous(), h, W, V, lengths, ctx.backend)
+    return dh, dW, dV, None, None
+
+
+_feature_attention_fwd.register_autograd(
+    _feature_attention_backward, setup_context=_feature_attention_setup_context
+)
+
+
+def feature_attention(
+    h: Tensor, W: Tensor, V: Tensor, lengths: Tensor, *, backend: str = "auto"
+) -> Tensor:
+    """Feature attention (paper Eq. 6, 7): ``sum_{t < len} softmax_features(V tanh(W h_t)) * h_t``.
+
+    Args:
+        h: (B, T, H) layer outputs, padded along T; any strides.
+        W: (d_a, H) first projection.
+        V: (H, d_a) second projection.
+        lengths: (B,) integer tensor on h's device, values in [1, T].
+        backend: ``"auto"``, ``"reference"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
+
+    Returns:
+        (B, H) tensor in h's dtype.
+    """
+    check_feature_attention(h, W, V, lengths)
+    h, W, V = _autocast(h, W, V)
+    name = resolve_backend(backend, h.device)
+    if name == "reference":
+        return reference.feature_attention(h, W, V, lengths)
+    if h.shape[0] == 0:
+        return h.sum(dim=1)  # (0, H), still attached to the autograd graph
+    return _feature_attention_fwd(
+        h, W.contiguous(), V.contiguous(), lengths.to(torch.int64).contiguous(), name
+    )
