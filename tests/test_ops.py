@@ -8,120 +8,27 @@ that reads them shows.
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import sed_kernels
+from kernel_checks import (
+    BACKENDS,
+    DEVICE,
+    FUSED,
+    assert_close_to_reference,
+    make_inputs,
+    pad_with,
+    run_op,
+)
 from sed_kernels import reference
 from sed_kernels.ops import _feature_attention_fwd, _time_attention_fwd
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-BACKENDS = sed_kernels.available_backends(DEVICE)
-FUSED = [name for name in BACKENDS if name != "reference"]
 LOW_PRECISION = [torch.float16, torch.bfloat16]
 
 # (B, T, H, d_a): B = 1 and T = 1, odd H and d_a, T not a multiple of any block size.
 SHAPES = [(1, 1, 1, 1), (3, 7, 37, 19), (2, 70, 64, 48), (4, 33, 20, 33)]
-
-
-# ------------------------------------------------------------------------------- helpers
-
-
-def make_lengths(batch: int, steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Random lengths in [1, T] that include both edge cases 1 and T when B allows."""
-    lengths = torch.randint(1, steps + 1, (batch,), generator=generator)
-    lengths[0] = steps
-    if batch > 1:
-        lengths[1] = 1
-    return lengths.to(DEVICE)
-
-
-def make_inputs(shape, dtype, seed=0, scale=1.0):
-    batch, steps, hidden, attn = shape
-    gen = torch.Generator().manual_seed(seed)
-
-    def rand(*size, s=scale):
-        return (torch.randn(*size, generator=gen) * s).to(DEVICE, dtype)
-
-    lengths = make_lengths(batch, steps, gen)
-    return {
-        "h": rand(batch, steps, hidden),
-        "q": rand(batch, hidden, s=scale / hidden**0.5),
-        "W": rand(attn, hidden, s=1 / hidden**0.5),
-        "V": rand(hidden, attn, s=1 / attn**0.5),
-        "lengths": lengths,
-        "grad": rand(batch, hidden),
-    }
-
-
-def pad_with(h: torch.Tensor, lengths: torch.Tensor, value: float) -> torch.Tensor:
-    mask = reference.valid_mask(lengths, h.shape[1])[..., None]
-    return h.masked_fill(~mask, value)
-
-
-def run_op(op: str, backend: str, inputs: dict, dtype=None):
-    """Output and gradients (w.r.t. h and the op's parameters) of ``op`` on ``backend``."""
-    names = ("h", "q") if op == "time" else ("h", "W", "V")
-    leaves = {n: inputs[n].detach().to(dtype or inputs[n].dtype).requires_grad_() for n in names}
-    fn = sed_kernels.time_attention if op == "time" else sed_kernels.feature_attention
-    out = fn(*leaves.values(), inputs["lengths"], backend=backend)
-    out.backward(inputs["grad"].to(out.dtype))
-    return out.detach(), {n: leaf.grad for n, leaf in leaves.items()}
-
-
-@contextlib.contextmanager
-def poisoned_allocations():
-    """Make torch.empty and friends return NaN-filled floating tensors while kernels run."""
-    originals = {name: getattr(torch, name) for name in ("empty", "empty_like", "empty_strided")}
-    original_new_empty = torch.Tensor.new_empty
-
-    def poison(tensor):
-        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
-
-    def wrap(fn):
-        return lambda *args, **kwargs: poison(fn(*args, **kwargs))
-
-    try:
-        for name, fn in originals.items():
-            setattr(torch, name, wrap(fn))
-        torch.Tensor.new_empty = lambda self, *a, **k: poison(original_new_empty(self, *a, **k))
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(torch, name, fn)
-        torch.Tensor.new_empty = original_new_empty
-
-
-def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return (actual.double() - expected.double()).abs().max().item()
-
-
-def assert_close_to_reference(op, backend, inputs, dtype):
-    """The backend's error vs an fp64 reference is at most twice eager's same-dtype error.
-
-    fp32 and fp64 also get an absolute floor for summation-order differences.
-    """
-    expected_out, expected_grads = run_op(op, "reference", inputs, torch.float64)
-    eager_out, eager_grads = run_op(op, "reference", inputs, dtype)
-    with poisoned_allocations():
-        fused_out, fused_grads = run_op(op, backend, inputs, dtype)
-    assert fused_out.dtype == dtype
-    floor = {torch.float64: 1e-10, torch.float32: 2e-6}.get(dtype, 1e-5)
-    pairs = [("out", fused_out, eager_out, expected_out)] + [
-        (name, fused_grads[name], eager_grads[name], expected_grads[name]) for name in fused_grads
-    ]
-    for name, fused, eager, expected in pairs:
-        assert torch.isfinite(fused).all(), f"{name}: non-finite values (unwritten elements?)"
-        fused_error = max_error(fused, expected)
-        eager_error = max_error(eager, expected)
-        scale = expected.abs().max().item() + 1.0
-        assert fused_error <= 2 * eager_error + floor * scale, (
-            f"{name} ({dtype}): {backend} error {fused_error:.3g} vs eager {dtype} "
-            f"error {eager_error:.3g}"
-        )
 
 
 # ------------------------------------------------------------------------ against the spec
