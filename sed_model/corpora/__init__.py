@@ -1,0 +1,61 @@
+"""Corpus loaders: each yields sorted (audio path, label, speaker[, session]) utterances.
+
+Use ``load_corpus(name, data_dir)`` as the single entry point: it returns the corpus (its
+``classes`` final, also for a CSV manifest) and its utterances.
+
+=========  ==========================================  ===================  ================
+name       data_dir (--data)                           classes              default protocol
+=========  ==========================================  ===================  ================
+emodb      folder holding SSTTTEV.wav                  7                    loso
+ravdess    folder holding Actor_01..Actor_24           8                    loso
+cremad     AudioWAV folder (or its parent)             6                    kfold (5)
+iemocap    folder holding Session1..Session5           5 (paper's)          loso-session
+iemocap4   same as iemocap                             4 (exc -> hap)       loso-session
+enterface  folder holding "subject 1".."subject 44"   6                    enterface-paper
+csv        manifest file path,label,speaker[,session]  labels in manifest   loso(-session)
+demo       none (synthetic, generated in the cache)    4                    loso
+=========  ==========================================  ===================  ================
+"""
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from sed_model.corpora.base import Corpus, Utterance
+from sed_model.errors import CorpusError
+
+__all__ = ["CORPUS_NAMES", "Corpus", "Utterance", "get_corpus", "load_corpus"]
+
+_MODULES = {
+    "emodb": "emodb",
+    "ravdess": "ravdess",
+    "cremad": "cremad",
+    "iemocap": "iemocap",
+    "iemocap4": "iemocap4",
+    "enterface": "enterface",
+    "csv": "csv_manifest",
+    "demo": "demo",
+}
+CORPUS_NAMES: tuple[str, ...] = tuple(_MODULES)
+
+
+def get_corpus(name: str) -> Corpus:
+    """The loader of corpus ``name``; a CSV manifest gets a fresh loader each call."""
+    if name not in _MODULES:
+        raise CorpusError(f"unknown corpus {name!r}; expected one of {', '.join(CORPUS_NAMES)}")
+    module = importlib.import_module(f"sed_model.corpora.{_MODULES[name]}")
+    return module.CsvManifest() if name == "csv" else module.CORPUS
+
+
+def load_corpus(
+    name: str, data_dir: str | Path | None = None, *, classes: Sequence[str] | None = None
+) -> tuple[Corpus, list[Utterance]]:
+    """(corpus, utterances sorted by path). data_dir: see the table above (None only for demo).
+    classes: for "csv" only, the allowed labels in logit order (default: sorted labels seen)."""
+    if classes is not None and name != "csv":
+        raise CorpusError(f"classes can only be given for the csv corpus; {name!r} has fixed classes")
+    corpus = get_corpus(name)
+    if classes is not None:
+        corpus = type(corpus)(classes)
+    utterances = corpus.utterances(Path(data_dir) if data_dir is not None else None)
+    return corpus, utterances
