@@ -1,0 +1,186 @@
+"""Speaker-independent splits: disjoint speakers, every utterance tested once, the paper preset."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fixtures_corpora import EMODB_DATA
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sed_model.corpora import get_corpus, load_corpus
+from sed_model.corpora.base import Utterance
+from sed_model.errors import SedError
+from sed_model.splits import Fold, make_folds, parse_folds_arg
+
+ENTERFACE_CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+
+
+def corpus_of(counts: dict[str, int], classes=("a", "b", "c"), session=None) -> list[Utterance]:
+    """counts[speaker] utterances per speaker, labels cycling through classes."""
+    return [
+        Utterance(Path(f"/corpus/{speaker}/{i:03d}.wav"), classes[i % len(classes)], speaker, session and session(speaker))
+        for speaker, n in counts.items()
+        for i in range(n)
+    ]
+
+
+def enterface_like(per_subject: dict[int, int]) -> list[Utterance]:
+    return [
+        Utterance(Path(f"/e/subject {s}/{ENTERFACE_CLASSES[i % 6]}/{i}.avi"), ENTERFACE_CLASSES[i % 6], f"{s:02d}")
+        for s, n in per_subject.items()
+        for i in range(n)
+    ]
+
+
+def assert_speaker_disjoint(folds: list[Fold], utterances: list[Utterance]):
+    for fold in folds:
+        assert not set(fold.train) & set(fold.test)
+        train_speakers = {utterances[i].speaker for i in fold.train}
+        test_speakers = {utterances[i].speaker for i in fold.test}
+        assert not train_speakers & test_speakers, fold.name
+
+
+def assert_each_tested_once(folds, utterances):
+    tested = Counter(i for fold in folds for i in fold.test)
+    assert tested == Counter(range(len(utterances)))
+    for fold in folds:
+        assert sorted(fold.train + fold.test) == list(range(len(utterances)))
+
+
+def test_loso_one_fold_per_speaker_each_utterance_tested_once():
+    utterances = corpus_of({"s1": 5, "s2": 7, "s3": 4, "s4": 6})
+    folds = make_folds(utterances, "loso")
+    assert [f.name for f in folds] == ["speaker s1", "speaker s2", "speaker s3", "speaker s4"]
+    assert_speaker_disjoint(folds, utterances)
+    assert_each_tested_once(folds, utterances)
+    assert [len(f.test) for f in folds] == [5, 7, 4, 6]
+
+
+def test_loso_session_keeps_both_speakers_of_a_session_together():
+    counts = {f"Ses0{s}{g}": 6 for s in range(1, 6) for g in "FM"}
+    utterances = corpus_of(counts, session=lambda speaker: speaker[:5])
+    folds = make_folds(utterances, "session")
+    assert [f.name for f in folds] == ["Ses01", "Ses02", "Ses03", "Ses04", "Ses05"]
+    assert_speaker_disjoint(folds, utterances)
+    assert_each_tested_once(folds, utterances)
+    assert all({utterances[i].speaker for i in f.test} == {f.name + "F", f.name + "M"} for f in folds)
+    with pytest.raises(SedError, match=r"loso-session needs a session for every utterance; .* has none"):
+        make_folds(corpus_of({"s1": 3, "s2": 3}), "loso-session")
+
+
+def test_speaker_grouped_kfold_is_balanced_and_deterministic():
+    utterances = corpus_of({f"s{i:02d}": 3 + i % 5 for i in range(12)})
+    folds = make_folds(utterances, "4", seed=7)
+    assert [f.name for f in folds] == ["fold 1/4", "fold 2/4", "fold 3/4", "fold 4/4"]
+    assert_speaker_disjoint(folds, utterances)
+    assert_each_tested_once(folds, utterances)
+    sizes = [len(f.test) for f in folds]
+    assert max(sizes) - min(sizes) <= 7  # at most one speaker's worth apart
+    assert make_folds(utterances, "kfold", k=4, seed=7) == folds
+    assert len(make_folds(utterances, "kfold")) == 5  # default k
+    with pytest.raises(SedError, match=r"13 speaker-grouped folds are impossible with 12 speakers"):
+        make_folds(utterances, "13")
+    with pytest.raises(SedError, match=r"1 speaker-grouped folds are impossible"):
+        make_folds(utterances, "1")
+
+
+def test_holdout_is_speaker_disjoint_seeded_and_about_a_fifth():
+    utterances = corpus_of({f"s{i}": 10 for i in range(10)})
+    (fold,) = make_folds(utterances, "holdout", seed=3)
+    assert fold.name == "holdout"
+    assert_speaker_disjoint([fold], utterances)
+    assert len(fold.test) == 20 and len(fold.train) == 80
+    assert make_folds(utterances, "holdout", seed=3) == [fold]
+    other_seeds = {make_folds(utterances, "holdout", seed=s)[0].test for s in range(6)}
+    assert len(other_seeds) > 1
+
+
+def test_enterface_paper_preset_holds_out_260_whole_subjects_when_possible():
+    # 43 subjects; some with fewer files, so that whole subjects can sum to exactly 260
+    per_subject = {s: 30 for s in range(1, 45) if s != 14}
+    per_subject.update({3: 25, 7: 25, 20: 28, 33: 27})
+    utterances = enterface_like(per_subject)
+    (fold,) = make_folds(utterances, "paper")
+    assert fold.name == "enterface-paper" and len(fold.test) == 260
+    assert_speaker_disjoint([fold], utterances)
+    assert len(fold.train) + len(fold.test) == len(utterances)  # nothing left out
+    assert make_folds(utterances, "enterface-paper") == [fold]
+
+
+def test_enterface_paper_preset_with_no_exact_subset_drops_the_rest_of_one_subject():
+    utterances = enterface_like({s: 30 for s in range(1, 44)})  # 260 is no multiple of 30
+    (fold,) = make_folds(utterances, "paper", seed=0)
+    assert len(fold.test) == 260
+    assert_speaker_disjoint([fold], utterances)
+    left_out = set(range(len(utterances))) - set(fold.train) - set(fold.test)
+    assert len(left_out) == 10
+    (partial,) = {utterances[i].speaker for i in left_out}  # all from one subject...
+    tested_of_partial = [i for i in fold.test if utterances[i].speaker == partial]
+    assert len(tested_of_partial) == 20  # ...whose other 20 are tested, spread over the classes
+    assert Counter(utterances[i].label for i in tested_of_partial) == {"anger": 4, "disgust": 4, "fear": 3, "happiness": 3, "sadness": 3, "surprise": 3}
+
+
+def test_enterface_paper_preset_needs_a_corpus_of_that_size():
+    with pytest.raises(SedError, match=r"holds out 260 test utterances .* has 120 utterances of 4 speakers"):
+        make_folds(enterface_like({s: 30 for s in range(1, 5)}), "paper")
+
+
+def test_training_side_with_a_single_class_is_an_error():
+    utterances = corpus_of({"s1": 4}, classes=("a",)) + corpus_of({"s2": 4}, classes=("b",))
+    with pytest.raises(SedError, match=r"fold speaker s1: the training side has only class 'b'; expected files of at least two classes"):
+        make_folds(utterances, "loso")
+
+
+def test_a_single_speaker_cannot_be_split():
+    with pytest.raises(SedError, match=r"at least two speakers; found only 's1'"):
+        make_folds(corpus_of({"s1": 6}), "loso")
+    with pytest.raises(SedError, match=r"empty utterance list"):
+        make_folds([], "loso")
+
+
+def test_folds_argument_forms():
+    assert parse_folds_arg("loso") == ("loso", None)
+    assert parse_folds_arg("10") == ("kfold", 10)
+    assert parse_folds_arg("session") == ("loso-session", None)
+    assert parse_folds_arg("paper") == ("enterface-paper", None)
+    assert parse_folds_arg("holdout") == ("holdout", None)
+    assert parse_folds_arg("default") == ("default", None)
+    with pytest.raises(SedError, match=r"--folds 'leave-one-out' is not understood"):
+        parse_folds_arg("leave-one-out")
+
+
+def test_default_protocol_comes_from_the_corpus():
+    utterances = enterface_like({s: 30 for s in range(1, 44)})
+    assert make_folds(utterances, "default", corpus=get_corpus("enterface"))[0].name == "enterface-paper"
+    with pytest.raises(SedError, match=r"protocol 'default' needs the corpus"):
+        make_folds(utterances, "default")
+
+
+@pytest.mark.skipif(not EMODB_DATA.is_dir(), reason=f"EmoDB clips not present at {EMODB_DATA}")
+def test_real_emodb_loso_has_ten_folds():
+    corpus, utterances = load_corpus("emodb", EMODB_DATA)
+    folds = make_folds(utterances, "default", corpus=corpus)
+    assert len(folds) == 10
+    assert_speaker_disjoint(folds, utterances)
+    assert_each_tested_once(folds, utterances)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 12), min_size=2, max_size=9),
+    protocol=st.sampled_from(["loso", "2", "3", "holdout"]),
+    seed=st.integers(0, 5),
+)
+def test_no_speaker_is_ever_on_both_sides(counts, protocol, seed):
+    utterances = corpus_of({f"s{i}": n for i, n in enumerate(counts)}, classes=("a", "b"))
+    try:
+        folds = make_folds(utterances, protocol, seed=seed)
+    except SedError as error:  # too few speakers for K, or a training side of one class
+        assert "impossible" in str(error) or "training side" in str(error)
+        return
+    assert_speaker_disjoint(folds, utterances)
+    for fold in folds:
+        assert len({utterances[i].label for i in fold.train}) >= 2
+    if protocol != "holdout":
+        assert_each_tested_once(folds, utterances)
