@@ -1,0 +1,50 @@
+"""The ``cpu`` backend: C++/OpenMP kernels of ``csrc/cpu`` (module ``sed_kernels._cpu``).
+
+One launcher module per op (``time_attention``, ``feature_attention``), each with the plain
+``forward``/``backward`` functions of the backend contract. ``AVAILABLE`` is True when the
+compiled module imported; otherwise importing this package warns once (see
+:mod:`sed_kernels._native`).
+
+Choices the kernels make:
+
+- Compute dtype: float32, or float64 for float64 inputs (native double kernels, for
+  gradient checks). float16/bfloat16 inputs are converted to float32 by the launchers before
+  the call (one extra copy of ``h``) and the results converted back.
+- Threads: ``torch.get_num_threads()`` OpenMP threads of the extension's own OpenMP runtime.
+- Instruction set: the module holds the kernels compiled for AVX-512, AVX2+FMA and the
+  architecture's baseline; the best one the CPU supports is used (``_cpu.isa()``;
+  ``_cpu.set_isa(name)`` selects another for tests).
+- Determinism: every sum over steps is reduced in a fixed order. dW and dV of feature
+  attention come from one partial per thread chunk (chunks fixed by the lengths and the thread
+  count), summed in chunk order: bitwise identical run to run for a given thread count.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+
+from sed_kernels._native import REBUILD_HINT, load_extension
+
+extension = load_extension("_cpu", "cpu")
+AVAILABLE: bool = extension is not None
+
+__all__ = ["AVAILABLE", "compute_dtype", "extension", "require_extension"]
+
+
+def require_extension() -> ModuleType:
+    """The compiled ``sed_kernels._cpu`` module; RuntimeError when it was not built."""
+    if extension is None:
+        raise RuntimeError(f"sed_kernels: the 'cpu' backend needs sed_kernels._cpu; {REBUILD_HINT}")
+    return extension
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype the kernels compute in: float64 for float64 inputs, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """Name of a compute dtype as the extension expects it ('float32' or 'float64')."""
+    return str(dtype).removeprefix("torch.")
