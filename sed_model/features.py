@@ -11,6 +11,8 @@ Per 10 ms frame: the 65 ComParE_2016 low-level descriptors (LLDs) followed by th
 - Input. ``opensmile.Smile.process_signal`` on the decoded mono signal (``load_audio``), so wav
   files and the audio of eNTERFACE's .avi files go through the same path. Native sample rate
   unless ``FeatureConfig.sampling_rate`` asks for resampling.
+- Full scale. opensmile converts the signal to int16 as ``(x * 32768).astype(int16)``, which
+  wraps a sample of +1.0 round to -32768; signals are clipped to [-1, 32767/32768] first.
 - Minimum length. ComParE_2016's pitch and voice-quality LLDs use a 60 ms window: below 60 ms
   openSMILE returns a single row of NaN ("Segment too short"); from 60 ms on it returns >= 2
   finite rows. Shorter signals are therefore skipped as "too short"; any output that is still
@@ -115,6 +117,15 @@ def _opensmile_version() -> str:
     return opensmile.__version__
 
 
+def _as_opensmile_input(signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """(n,) float32 clipped to the int16 range opensmile converts to; AudioError if not usable."""
+    signal = np.asarray(signal, dtype=np.float32)
+    if signal.ndim != 1:
+        raise AudioError(f"expected a mono signal of shape (n,), got shape {signal.shape}")
+    _check_length(signal, sampling_rate)
+    return np.clip(signal, -1.0, 32767 / 32768)
+
+
 def _check_length(signal: np.ndarray, sampling_rate: int) -> None:
     if signal.size == 0:
         raise AudioError("empty audio (0 samples)")
@@ -132,10 +143,7 @@ def extract_frames(signal: np.ndarray, sampling_rate: int, config: FeatureConfig
     signal: (n,) float mono. Raises AudioError when the signal is empty, too short or gives
     non-finite features.
     """
-    signal = np.asarray(signal, dtype=np.float32)
-    if signal.ndim != 1:
-        raise AudioError(f"expected a mono signal of shape (n,), got shape {signal.shape}")
-    _check_length(signal, sampling_rate)
+    signal = _as_opensmile_input(signal, sampling_rate)
     lld = _smile(config.feature_set, "LowLevelDescriptors", config.sampling_rate).process_signal(
         signal, sampling_rate
     ).to_numpy(dtype=np.float32)  # (100T-4, 65)
@@ -153,10 +161,7 @@ def extract_functionals_vector(
     signal: np.ndarray, sampling_rate: int, config: FeatureConfig = FeatureConfig()
 ) -> np.ndarray:
     """ComParE_2016 functionals of one mono signal: (6373,) float32 (the SVM baseline's input)."""
-    signal = np.asarray(signal, dtype=np.float32)
-    if signal.ndim != 1:
-        raise AudioError(f"expected a mono signal of shape (n,), got shape {signal.shape}")
-    _check_length(signal, sampling_rate)
+    signal = _as_opensmile_input(signal, sampling_rate)
     vector = _smile(config.feature_set, "Functionals", config.sampling_rate).process_signal(
         signal, sampling_rate
     ).to_numpy(dtype=np.float32)[0]  # (6373,)

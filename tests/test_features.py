@@ -81,6 +81,15 @@ def test_frames_are_lld_and_delta_aligned_by_position_and_cut_to_the_shorter():
     np.testing.assert_array_equal(x[:, 65:], delta.to_numpy(np.float32)[: len(lld)])
 
 
+def test_full_scale_samples_do_not_wrap_around():
+    signal = tone(0.2)
+    signal[::50] = 1.0  # opensmile's int16 conversion would turn these into -32768
+    clipped = np.minimum(signal, 32767 / 32768)
+    np.testing.assert_array_equal(extract_frames(signal, RATE), extract_frames(clipped, RATE))
+    with pytest.raises(AudioError, match=r"expected a mono signal of shape \(n,\), got shape \(2, 3200\)"):
+        extract_frames(np.zeros((2, 3200), np.float32), RATE)
+
+
 def test_feature_names_are_the_65_llds_then_their_deltas():
     names = frame_feature_names()
     assert len(names) == FEATURE_DIM
