@@ -1,7 +1,6 @@
 """Corpus loaders on tiny fixture trees of every layout, the real EmoDB clips, and bad folders."""
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
