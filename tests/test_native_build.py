@@ -1,0 +1,301 @@
+"""The native extensions built by ``pip install .`` (``csrc/``) and their launchers.
+
+- ``sed_kernels._cpu`` is always built; ``sed_kernels._cuda`` whenever nvcc was found.
+- The launchers of ``sed_kernels.cpu`` (every instruction-set variant built into the module)
+  against the eager reference in float64 on the same (rounded) inputs, for float32, float16,
+  bfloat16 and float64: odd sizes, T = 1, lengths 1 and T, NaN in padded steps,
+  non-contiguous ``h`` (a transposed buffer and a stride over features), outputs fully
+  written (allocations poisoned with NaN), dW/dV bitwise reproducible.
+- The same checks for ``sed_kernels.cuda`` when a GPU is present; without one, the CUDA
+  module must still load and fail with a clear RuntimeError.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from sed_kernels import reference
+
+cpu_backend = pytest.importorskip("sed_kernels.cpu")
+cuda_backend = pytest.importorskip("sed_kernels.cuda")
+from sed_kernels.cpu import feature_attention as cpu_feature  # noqa: E402
+from sed_kernels.cpu import time_attention as cpu_time  # noqa: E402
+
+HAS_GPU = torch.cuda.is_available()
+# Absolute tolerance per input dtype for outputs and gradients of size ~1 (the kernels
+# compute in float32 / float64; float16 and bfloat16 add the rounding of the results).
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+# (B, T, H, d_a): odd sizes, T = 1, several step blocks per row, H not a multiple of any
+# vector width.
+SHAPES = [(3, 7, 5, 3), (2, 1, 8, 8), (4, 67, 37, 19), (3, 130, 64, 50)]
+
+
+def nvcc_found() -> bool:
+    home = os.environ.get("CUDA_HOME")
+    return shutil.which("nvcc") is not None or bool(home and os.path.isfile(f"{home}/bin/nvcc"))
+
+
+def make_case(shape, dtype, device="cpu", seed=0):
+    """Inputs in ``dtype`` (NaN on padded steps of h) with lengths covering 1 and T."""
+    batch, steps, hidden, attention = shape
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*size, scale=1.0):
+        return (torch.randn(*size, generator=gen, dtype=torch.float64) * scale).to(dtype)
+
+    lengths = torch.randint(1, steps + 1, (batch,), generator=gen)
+    lengths[0] = steps
+    lengths[-1] = 1
+    h = rand(batch, steps, hidden)
+    padded = ~reference.valid_mask(lengths, steps)
+    h[padded] = float("nan")
+    case = {
+        "h": h,
+        "q": rand(batch, hidden, scale=hidden**-0.5),
+        "W": rand(attention, hidden, scale=hidden**-0.5),
+        "V": rand(hidden, attention, scale=attention**-0.5),
+        "grad": rand(batch, hidden),
+        "lengths": lengths,
+    }
+    return {name: value.to(device) for name, value in case.items()}
+
+
+def reference_time(case):
+    """Output and (dh, dq) of the eager reference in float64 on the same rounded inputs."""
+    h = case["h"].double().nan_to_num(0.0).requires_grad_()
+    q = case["q"].double().requires_grad_()
+    out = reference.time_attention(h, q, case["lengths"])
+    out.backward(case["grad"].double())
+    return out.detach(), (h.grad, q.grad)
+
+
+def reference_feature(case):
+    h = case["h"].double().nan_to_num(0.0).requires_grad_()
+    W = case["W"].double().requires_grad_()
+    V = case["V"].double().requires_grad_()
+    out = reference.feature_attention(h, W, V, case["lengths"])
+    out.backward(case["grad"].double())
+    return out.detach(), (h.grad, W.grad, V.grad)
+
+
+def run_time(kernels, case, h=None):
+    h = case["h"] if h is None else h
+    out, lse = kernels.forward(h, case["q"], case["lengths"])
+    grads = kernels.backward(case["grad"], h, case["q"], case["lengths"], out, lse)
+    return out, lse, grads
+
+
+def run_feature(kernels, case, h=None):
+    h = case["h"] if h is None else h
+    out = kernels.forward(h, case["W"], case["V"], case["lengths"])
+    grads = kernels.backward(case["grad"], h, case["W"], case["V"], case["lengths"])
+    return out, grads
+
+
+def assert_close(actual, expected, dtype, what):
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+    error = (actual.double().cpu() - expected.cpu()).abs().max().item()
+    assert error <= TOLERANCE[dtype], f"{what}: max abs error {error:.3g} > {TOLERANCE[dtype]:.1g}"
+
+
+def assert_padded_steps_zero(grad_h, lengths):
+    padded = ~reference.valid_mask(lengths, grad_h.shape[1])
+    assert (grad_h[padded] == 0).all(), "dh is not exactly zero on padded steps"
+
+
+@pytest.fixture(params=cpu_backend.extension.available_isas() if cpu_backend.AVAILABLE else [])
+def cpu_isa(request):
+    """Runs a test with each instruction-set variant of the CPU kernels this CPU supports."""
+    module = cpu_backend.extension
+    previous = module.isa()
+    module.set_isa(request.param)
+    yield request.param
+    module.set_isa(previous)
+
+
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """torch.empty returns NaN-filled floating tensors: unwritten outputs show up as NaN."""
+    original = torch.empty
+
+    def empty(*args, **kwargs):
+        tensor = original(*args, **kwargs)
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    monkeypatch.setattr(torch, "empty", empty)
+
+
+# ---- build --------------------------------------------------------------------------------
+
+
+def test_cpu_module_is_built_and_importable():
+    import sed_kernels._cpu as module
+
+    assert cpu_backend.AVAILABLE
+    assert module.isa() in module.available_isas()
+    assert module.available_isas()[-1] == "baseline"
+
+
+@pytest.mark.skipif(not nvcc_found(), reason="nvcc not found: the CUDA module is not built")
+@pytest.mark.skipif(
+    os.environ.get("SED_KERNELS_BUILD_CUDA") == "0", reason="SED_KERNELS_BUILD_CUDA=0"
+)
+def test_cuda_module_is_built_when_nvcc_is_found():
+    import sed_kernels._cuda  # noqa: F401
+
+    assert cuda_backend.EXTENSION_LOADED
+    assert cuda_backend.AVAILABLE == HAS_GPU
+
+
+@pytest.mark.skipif(HAS_GPU or not cuda_backend.EXTENSION_LOADED, reason="needs _cuda, no GPU")
+def test_cuda_module_without_gpu_raises_clear_error():
+    kernels = cuda_backend.extension
+    with pytest.raises(RuntimeError, match=r"sed_kernels\._cuda: .*failed"):
+        kernels.time_attention_forward(
+            h=0, stride_b=1, stride_t=1, stride_h=1, q=0, lengths=0, out=0, lse=0, workspace=0,
+            batch=1, steps=1, hidden=1, dtype="float32", device=0, stream=0,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="dtype"):
+        kernels.time_attention_workspace(1, 1, 1, "int8")
+
+
+def test_cpu_module_rejects_unknown_isa_and_dtype():
+    with pytest.raises(ValueError, match="available"):
+        cpu_backend.extension.set_isa("sse9")
+    with pytest.raises(ValueError, match="float32"):
+        cpu_backend.extension.time_attention_forward(
+            h=0, stride_b=1, stride_t=1, stride_h=1, q=0, lengths=0, out=0, lse=0, batch=1,
+            steps=1, hidden=1, dtype="float16", num_threads=1,
+        )  # fmt: skip
+
+
+# ---- CPU launchers against the reference ------------------------------------------------------
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_cpu_time_attention_matches_reference(cpu_isa, shape, dtype, poisoned_empty):
+    case = make_case(shape, dtype)
+    out, lse, (grad_h, grad_q) = run_time(cpu_time, case)
+    expected_out, (expected_dh, expected_dq) = reference_time(case)
+    assert_close(out, expected_out, dtype, "out")
+    assert lse.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert_close(grad_h, expected_dh, dtype, "dh")
+    assert_close(grad_q, expected_dq, dtype, "dq")
+    assert_padded_steps_zero(grad_h, case["lengths"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_cpu_feature_attention_matches_reference(cpu_isa, shape, dtype, poisoned_empty):
+    case = make_case(shape, dtype)
+    out, (grad_h, grad_W, grad_V) = run_feature(cpu_feature, case)
+    expected_out, (expected_dh, expected_dW, expected_dV) = reference_feature(case)
+    assert_close(out, expected_out, dtype, "out")
+    assert_close(grad_h, expected_dh, dtype, "dh")
+    assert_close(grad_W, expected_dW, dtype, "dW")
+    assert_close(grad_V, expected_dV, dtype, "dV")
+    assert_padded_steps_zero(grad_h, case["lengths"])
+
+
+def non_contiguous_views(h):
+    """h as a slice of a transposed (T, B, H) buffer, and with a feature stride of 2."""
+    like = {"dtype": h.dtype, "device": h.device}
+    transposed = torch.full((h.shape[1], h.shape[0], h.shape[2]), float("nan"), **like)
+    transposed.copy_(h.transpose(0, 1))
+    wide = torch.full((*h.shape[:2], 2 * h.shape[2]), float("nan"), **like)
+    wide[..., ::2] = h
+    return {"transposed": transposed.transpose(0, 1), "feature stride 2": wide[..., ::2]}
+
+
+@pytest.mark.parametrize("layout", ["transposed", "feature stride 2"])
+def test_cpu_kernels_read_non_contiguous_h(cpu_isa, layout):
+    case = make_case((3, 40, 21, 11), torch.float32)
+    h = non_contiguous_views(case["h"])[layout]
+    assert not h.is_contiguous()
+    for got, want in zip(run_time(cpu_time, case, h), run_time(cpu_time, case)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6, equal_nan=False)
+    for got, want in zip(run_feature(cpu_feature, case, h), run_feature(cpu_feature, case)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_cpu_feature_gradients_are_bitwise_reproducible():
+    case = make_case((6, 150, 48, 40), torch.float32, seed=3)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(max(2, previous))  # several chunks of dW/dV partials
+        first = run_feature(cpu_feature, case)[1]
+        for _ in range(3):
+            again = run_feature(cpu_feature, case)[1]
+            for a, b in zip(first, again):
+                assert torch.equal(a, b), "feature-attention gradients differ between runs"
+        torch.set_num_threads(1)  # another chunking: equal up to rounding
+        for a, b in zip(first, run_feature(cpu_feature, case)[1]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_cpu_time_gradients_are_bitwise_reproducible():
+    case = make_case((5, 300, 33, 1), torch.float32, seed=4)
+    first = run_time(cpu_time, case)
+    for a, b in zip(first[2], run_time(cpu_time, case)[2]):
+        assert torch.equal(a, b)
+
+
+# ---- CUDA launchers (need a GPU) ---------------------------------------------------------------
+
+needs_gpu = pytest.mark.skipif(not cuda_backend.AVAILABLE, reason="needs a GPU and sed_kernels._cuda")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_cuda_kernels_match_reference(shape, dtype, poisoned_empty):
+    from sed_kernels.cuda import feature_attention, time_attention
+
+    case = make_case(shape, dtype, device="cuda")
+    out, lse, (grad_h, grad_q) = run_time(time_attention, case)
+    expected_out, (expected_dh, expected_dq) = reference_time(case)
+    assert_close(out, expected_out, dtype, "time out")
+    assert_close(grad_h, expected_dh, dtype, "time dh")
+    assert_close(grad_q, expected_dq, dtype, "time dq")
+    assert_padded_steps_zero(grad_h, case["lengths"])
+    out, (grad_h, grad_W, grad_V) = run_feature(feature_attention, case)
+    expected_out, (expected_dh, expected_dW, expected_dV) = reference_feature(case)
+    assert_close(out, expected_out, dtype, "feature out")
+    assert_close(grad_h, expected_dh, dtype, "feature dh")
+    assert_close(grad_W, expected_dW, dtype, "feature dW")
+    assert_close(grad_V, expected_dV, dtype, "feature dV")
+    assert_padded_steps_zero(grad_h, case["lengths"])
+
+
+@needs_gpu
+@pytest.mark.parametrize("layout", ["transposed", "feature stride 2"])
+def test_cuda_kernels_read_non_contiguous_h(layout):
+    from sed_kernels.cuda import feature_attention, time_attention
+
+    case = make_case((3, 40, 21, 11), torch.float32, device="cuda")
+    h = non_contiguous_views(case["h"])[layout]
+    for got, want in zip(run_time(time_attention, case, h), run_time(time_attention, case)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(run_feature(feature_attention, case, h), run_feature(feature_attention, case)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@needs_gpu
+def test_cuda_feature_gradients_are_bitwise_reproducible():
+    from sed_kernels.cuda import feature_attention
+
+    case = make_case((8, 300, 64, 48), torch.float32, device="cuda", seed=5)
+    first = run_feature(feature_attention, case)[1]
+    for _ in range(3):
+        for a, b in zip(first, run_feature(feature_attention, case)[1]):
+            assert torch.equal(a, b)
