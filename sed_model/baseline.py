@@ -1,0 +1,171 @@
+"""Classical baseline: ComParE_2016 functionals with a linear SVM, on the model's folds.
+
+    python -m sed_model.baseline --corpus emodb --data DIR --folds loso
+
+Per utterance the 6373 ComParE_2016 functionals (``sed_model.features.extract_functionals``);
+per fold a ``StandardScaler`` fitted on the training split and a ``LinearSVC``
+(squared hinge, L2, one-vs-rest, no class weighting). ``C`` is fixed (default 1e-3, a usual
+value for standardised ComParE functionals) and never chosen on the test fold; ``--tune``
+picks it instead by an inner speaker-grouped cross-validation on each fold's training split
+only (nested CV, UAR as the criterion). The folds are made by ``sed_model.splits.make_folds``
+exactly as for the neural models (same protocol, same seed, same utterances unless the
+feature extractor skipped a file for one feature kind and not the other). Results are
+reported like the models': per-class recall and UAR pooled over folds, and per-fold UAR.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from tqdm.auto import tqdm
+
+from .checkpoint import write_json
+from .cli import add_data_options, positive_float, run_main
+from .corpora import load_corpus
+from .errors import SedError
+from .features import extract_functionals
+from .metrics import classification_report, mean_and_std, report_from_confusion
+from .splits import make_folds
+
+DEFAULT_C = 1e-3
+TUNING_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+INNER_FOLDS = 5
+
+
+def svm_pipeline(C: float):
+    """StandardScaler (fitted on the training data it is given) + linear SVM."""
+    return make_pipeline(StandardScaler(), LinearSVC(C=C, max_iter=20000))
+
+
+def fit_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float, tune: bool):
+    """The fitted classifier of one training split, and the C it uses."""
+    if not tune:
+        return svm_pipeline(C).fit(X, y), C
+    inner = GroupKFold(n_splits=min(INNER_FOLDS, len(set(groups))))
+    search = GridSearchCV(svm_pipeline(C), {"linearsvc__C": list(TUNING_GRID)},
+                          scoring="recall_macro", cv=inner)
+    search.fit(X, y, groups=groups)
+    return search.best_estimator_, float(search.best_params_["linearsvc__C"])
+
+
+def run_baseline(
+    corpus: str,
+    data: str | Path | None,
+    *,
+    folds: str | None = None,
+    C: float = DEFAULT_C,
+    tune: bool = False,
+    seed: int = 0,
+    workers: int | None = None,
+    strict: bool = False,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Cross-validated functionals + linear SVM; a metrics dict shaped like the trainer's."""
+    loader, utterances = load_corpus(corpus, Path(data) if data else None)
+    vectors = extract_functionals([u.path for u in utterances], cache_dir=cache_dir,
+                                  workers=workers, progress=progress, strict=strict)
+    kept = [i for i, v in enumerate(vectors) if v is not None]
+    if not kept:
+        raise SedError(f"none of the {len(utterances)} files of {corpus!r} could be used")
+    utterances = [utterances[i] for i in kept]
+    X = np.stack([vectors[i] for i in kept]).astype(np.float64)  # (N, 6373)
+    y = np.array([loader.classes.index(u.label) for u in utterances])
+    speakers = np.array([u.speaker for u in utterances])
+    results = []
+    for index, fold in enumerate(tqdm(make_folds(utterances, folds or "default", seed=seed,
+                                                 corpus=loader),
+                                      desc="SVM folds", disable=not progress)):
+        train, test = np.array(fold.train), np.array(fold.test)
+        if len(set(y[train])) < 2:
+            raise SedError(f"fold {fold.name!r}: the training split has a single class")
+        classifier, used_C = fit_fold(X[train], y[train], speakers[train], C, tune)
+        report = classification_report(y[test], classifier.predict(X[test]), loader.classes)
+        results.append({"index": index, "name": fold.name, "n_train": len(train),
+                        "n_test": len(test), "test_speakers": sorted(set(speakers[test])),
+                        "C": used_C, "final": report})
+    pooled = np.sum([r["final"]["confusion"] for r in results], axis=0)
+    return {
+        "corpus": loader.name,
+        "model": "ComParE_2016 functionals + StandardScaler + LinearSVC",
+        "C": "tuned by inner speaker-grouped CV on training folds" if tune else C,
+        "classes": list(loader.classes),
+        "n_utterances": len(utterances),
+        "skipped_files": len(vectors) - len(kept),
+        "folds": results,
+        "summary": {"final": {
+            "pooled": report_from_confusion(pooled, loader.classes),
+            "uar": mean_and_std([r["final"]["uar"] for r in results]),
+            "wa": mean_and_std([r["final"]["wa"] for r in results]),
+        }},
+    }
+
+
+def format_result(metrics: dict) -> str:
+    s = metrics["summary"]["final"]
+    classes = metrics["classes"]
+    recall = s["pooled"]["recall"]
+    n = len(metrics["folds"])
+    return "\n".join([
+        f"{metrics['corpus']}: {metrics['model']}, C = {metrics['C']}, {n} folds",
+        "  ".join(f"{c[:3].capitalize()} {recall[c]:.2f}" if recall[c] is not None else f"{c} -"
+                  for c in classes),
+        f"UAR {s['pooled']['uar']:.3f}  WA {s['pooled']['wa']:.3f} (pooled over folds); "
+        f"UAR mean over folds {s['uar']['mean']:.3f} +- {s['uar']['std']:.3f}",
+    ])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sed_model.baseline",
+        description="ComParE_2016 functionals + linear SVM on the same speaker-independent "
+                    "folds as the neural models; prints per-class recall and UAR.",
+    )
+    parser.add_argument("--corpus", default="demo",
+                        help="corpus name (emodb, ravdess, cremad, iemocap, iemocap4, enterface, "
+                             "csv, demo; default demo)")
+    parser.add_argument("--data", default=None,
+                        help="the corpus folder (or the manifest for csv); not needed for demo")
+    parser.add_argument("--folds", default=None,
+                        help="loso, K, holdout, session or paper, as for sed_model.train "
+                             "(default: the corpus' usual protocol)")
+    parser.add_argument("--C", type=positive_float, default=DEFAULT_C, dest="C",
+                        help=f"SVM regularisation constant (default {DEFAULT_C}); fixed, never "
+                             "chosen on test data")
+    parser.add_argument("--tune", action="store_true",
+                        help="choose C per fold from " + ", ".join(map(str, TUNING_GRID))
+                             + f" by {INNER_FOLDS}-fold speaker-grouped CV on the training "
+                               "split only (nested CV)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of random splits (holdout, K folds); default 0")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="write the full result (per fold, confusion matrices) to FILE")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_data_options(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point; user errors print ``error: ...`` and exit with status 2."""
+    run_main(_baseline_command, argv)
+
+
+def _baseline_command(argv: list[str] | None) -> None:
+    args = build_parser().parse_args(argv)
+    metrics = run_baseline(args.corpus, args.data, folds=args.folds, C=args.C, tune=args.tune,
+                           seed=args.seed, workers=args.workers, strict=args.strict,
+                           cache_dir=args.cache_dir, progress=not args.no_progress)
+    print(format_result(metrics))
+    if args.json is not None:
+        write_json(args.json, metrics)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

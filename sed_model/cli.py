@@ -1,0 +1,160 @@
+"""Pieces shared by the command-line tools: error handling and the training options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import SedError
+from .model import VARIANTS
+from .presets import PRESETS
+from .trainer import TrainConfig
+
+
+def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None) -> None:
+    """Run ``main(argv)``; a :class:`SedError` prints ``error: ...`` and exits with status 2.
+
+    Warnings (skipped files) are printed as one ``warning: ...`` line each.
+    """
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    try:
+        main(argv)
+    except SedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def cell_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive layer sizes such as 256,256; got {text!r}"
+        ) from None
+
+
+# Presets chosen when --preset is not given: the paper's setting for its corpora, the
+# reduced CPU setting for EmoDB, the small demo setting for everything else.
+CORPUS_PRESETS = {"enterface": "enterface", "iemocap": "iemocap", "iemocap4": "iemocap",
+                  "emodb": "emodb-cpu"}
+
+# TrainConfig fields set from command-line options of the same name.
+TRAINING_OPTIONS = ("corpus", "data", "preset", "folds", "epochs", "steps", "batch_size", "lr",
+                    "cells", "eval_every", "device", "backend", "seed")
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """--workers, --strict, --cache-dir: how features are extracted (not part of the result)."""
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="processes for feature extraction (default: number of CPU cores)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop with an error at the first unusable audio file instead of "
+                             "skipping it with a warning")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="feature cache folder (default: $SED_MODEL_CACHE/features or "
+                             "~/.cache/sed_model/features)")
+
+
+def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = True) -> None:
+    """The options that define a training run (shared by train and compare)."""
+    parser.add_argument("--corpus", default=None,
+                        help="corpus name: emodb, ravdess, cremad, iemocap (5 classes), iemocap4, "
+                             "enterface, csv (a path,label,speaker manifest given with --data) or "
+                             "demo (synthetic, generated on first use; the default)")
+    parser.add_argument("--data", default=None,
+                        help="the corpus folder (or the manifest for csv); not needed for demo")
+    if variant:
+        parser.add_argument("--variant", choices=VARIANTS, default=None,
+                            help="model variant (rows of the paper's Tables 2/3): lstm = last step "
+                                 "of the top layer, general = last steps of all layers, time = time "
+                                 "attention (Eq. 5), feature = feature attention (Eq. 6); "
+                                 "default feature")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="hyperparameter preset: "
+                             + "; ".join(f"{p.name} = {p.description}" for p in PRESETS.values())
+                             + ". Default: enterface/iemocap for those corpora, emodb-cpu for "
+                               "emodb, demo otherwise")
+    parser.add_argument("--folds", default=None,
+                        help="evaluation protocol: loso (leave one speaker out), K (an integer: "
+                             "K speaker-grouped folds), holdout (fixed held-out speakers), session "
+                             "(leave one IEMOCAP session out), paper (the paper's eNTERFACE "
+                             "260-utterance test set). Default: the corpus' usual protocol")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, default=None,
+                        help="train for this many passes over the training split (default: preset)")
+    length.add_argument("--steps", type=positive_int, default=None,
+                        help="train for this many optimizer steps (default: preset)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="utterances per mini-batch (default: preset)")
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="Adam learning rate (default: preset)")
+    parser.add_argument("--cells", type=cell_sizes, default=None,
+                        help="LSTM layer sizes, bottom to top, e.g. 256,256 (default: preset)")
+    parser.add_argument("--eval-every", type=positive_int, default=None,
+                        help="evaluate on the held-out fold every N steps; these points are the "
+                             "UAR curves (default: preset, else once per epoch)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="where to train; auto = cuda if available, else cpu (default auto)")
+    parser.add_argument("--backend", default=None,
+                        help="attention kernel backend: auto, reference, cpu, triton or cuda "
+                             "(default auto: the fastest one built for the device)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of weight initialisation, batch order and random splits "
+                             "(default 0)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="run folder (default runs/<corpus>-<variant>-<timestamp>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the killed run in --out-dir: completed folds are kept, "
+                             "the running fold continues from its last checkpoint; training "
+                             "options are read from the run's config.json")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (for log files)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for torch (default: torch's choice, one per core); on "
+                             "a busy machine 1 can be several times faster for small models")
+    add_data_options(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of the given options; with --resume, the saved one (options given
+    explicitly override it, and the trainer refuses to resume when they differ)."""
+    given = {name: getattr(args, name) for name in TRAINING_OPTIONS if getattr(args, name) is not None}
+    if getattr(args, "variant", None) is not None:
+        given["variant"] = args.variant
+    if args.resume:
+        if args.out_dir is None:
+            raise SedError("--resume needs --out-dir: the folder of the run to continue")
+        from .checkpoint import read_json
+
+        config_path = args.out_dir / "config.json"
+        if not config_path.exists():
+            raise SedError(f"cannot resume: {args.out_dir} holds no run (no config.json)")
+        saved = TrainConfig.from_json(read_json(config_path))
+        fields = {name: value for name, value in given.items() if name in TrainConfig.__dataclass_fields__}
+        return TrainConfig(**{**saved.__dict__, **fields})
+    corpus = given.get("corpus", "demo")
+    given.setdefault("preset", CORPUS_PRESETS.get(corpus, "demo"))
+    return TrainConfig(**given)

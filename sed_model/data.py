@@ -1,0 +1,154 @@
+"""From a corpus to padded, normalised, length-bucketed training batches.
+
+:func:`load_dataset` reads a corpus (``sed_model.corpora.load_corpus``), extracts the frame
+features of every utterance (``sed_model.features.extract_corpus``: cached, parallel, with a
+progress bar) and drops the utterances the extractor could not use (it warns about each one
+and counts them; ``strict=True`` turns them into an error). Folds are made afterwards on
+the utterances kept, so fold indices always point at usable features.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .corpora import Corpus, load_corpus
+from .errors import SedError
+from .features import Normalizer, extract_corpus
+from .splits import Fold
+
+
+@dataclass
+class Dataset:
+    """Frame features of a corpus' usable utterances.
+
+    ``features[i]`` is (T_i, 130) float32; ``labels[i]`` indexes ``classes``.
+    """
+
+    corpus: str
+    loader: Corpus  # gives the default protocol to make_folds
+    classes: tuple[str, ...]
+    utterances: list  # sed_model.corpora.Utterance, in corpus order
+    features: list[np.ndarray]
+    labels: np.ndarray  # (N,) int64
+    skipped: int  # utterances the feature extractor could not use
+
+    @property
+    def speakers(self) -> list[str]:
+        return [u.speaker for u in self.utterances]
+
+
+def load_dataset(
+    corpus_name: str,
+    data_dir: str | Path | None,
+    *,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    strict: bool = False,
+    progress: bool = True,
+) -> Dataset:
+    """Load ``corpus_name`` from ``data_dir`` and extract the features of all utterances."""
+    corpus, utterances = load_corpus(corpus_name, Path(data_dir) if data_dir else None)
+    if not utterances:
+        raise SedError(f"corpus {corpus_name!r} at {data_dir} has no utterances")
+    features = extract_corpus(
+        [u.path for u in utterances],
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+        strict=strict,
+    )
+    kept = [i for i, f in enumerate(features) if f is not None]
+    if not kept:
+        raise SedError(f"none of the {len(utterances)} files of {corpus_name!r} could be used")
+    class_index = {name: i for i, name in enumerate(corpus.classes)}
+    return Dataset(
+        corpus=corpus.name,
+        loader=corpus,
+        classes=tuple(corpus.classes),
+        utterances=[utterances[i] for i in kept],
+        features=[features[i] for i in kept],
+        labels=np.array([class_index[utterances[i].label] for i in kept], dtype=np.int64),
+        skipped=len(utterances) - len(kept),
+    )
+
+
+def check_training_split(dataset: Dataset, fold: Fold) -> None:
+    """:class:`SedError` when a fold cannot be trained: no files or a single class."""
+    if not fold.train:
+        raise SedError(f"fold {fold.name!r}: the training split has no usable files")
+    if not fold.test:
+        raise SedError(f"fold {fold.name!r}: the test split has no usable files")
+    present = sorted({dataset.classes[int(dataset.labels[i])] for i in fold.train})
+    if len(present) < 2:
+        raise SedError(
+            f"fold {fold.name!r}: the training split has a single class ({present[0]}); "
+            f"need at least 2 of {', '.join(dataset.classes)}"
+        )
+
+
+@dataclass
+class Split:
+    """One side of a fold, normalised and ready to batch."""
+
+    features: list[torch.Tensor]  # each (T_i, 130) float32
+    lengths: np.ndarray  # (N,) int64
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def batch(self, indices, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded features (B, T_max, 130), lengths (B,) and labels (B,) of ``indices``."""
+        rows = [self.features[i] for i in indices]
+        x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, T_max, 130)
+        lengths = torch.as_tensor(self.lengths[indices], dtype=torch.int64)
+        return x.to(device), lengths.to(device), self.labels[indices].to(device)
+
+
+def make_split(dataset: Dataset, indices, normalizer: Normalizer) -> Split:
+    """Normalise the utterances ``indices`` of ``dataset`` with ``normalizer``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    features = [torch.from_numpy(np.asarray(normalizer(dataset.features[i]), np.float32))
+                for i in indices]
+    return Split(
+        features=features,
+        lengths=np.array([len(f) for f in features], dtype=np.int64),
+        labels=torch.as_tensor(dataset.labels[indices], dtype=torch.int64),
+    )
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Batches in one pass over the training split (the last batch may be smaller)."""
+    return math.ceil(n_train / batch_size)
+
+
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket_batches: int = 8
+) -> list[np.ndarray]:
+    """One epoch of length-bucketed batches of indices into ``lengths``.
+
+    The utterances are shuffled, cut into buckets of ``bucket_batches`` batches, sorted by
+    length inside each bucket (so a batch holds utterances of similar length and little
+    padding) and cut into batches; the order of the batches is shuffled again. Every
+    utterance appears exactly once per epoch. The order depends only on ``rng``, which is
+    what makes a resumed run take the same batches as an uninterrupted one.
+    """
+    order = rng.permutation(len(lengths))
+    bucket = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), bucket):
+        chunk = order[start : start + bucket]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def evaluation_batches(lengths: np.ndarray, batch_size: int = 64) -> list[np.ndarray]:
+    """Batches of indices sorted by length (least padding), for evaluation."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

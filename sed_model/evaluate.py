@@ -1,0 +1,140 @@
+"""Evaluate a trained checkpoint on a corpus (all utterances, or some speakers).
+
+    python -m sed_model.evaluate --checkpoint runs/emodb-feature-.../best.pt --corpus emodb --data DIR
+    python -m sed_model.evaluate --checkpoint best.pt --corpus emodb --data DIR --speakers 03,08 --json
+
+The checkpoint's normalisation statistics (fitted on its training split) are applied. A
+checkpoint from cross-validation was trained on every speaker but its fold's test speakers;
+evaluating it on those training speakers measures fit, not generalisation, so the command
+says how many of the utterances come from speakers the model was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
+from .cli import add_data_options, run_main
+from .data import load_dataset, make_split
+from .errors import SedError
+from .metrics import classification_report
+from .trainer import predict_split, resolve_device
+
+
+def evaluate_checkpoint(
+    checkpoint_path: str | Path,
+    corpus: str,
+    data: str | Path | None,
+    *,
+    speakers: list[str] | None = None,
+    device: str = "auto",
+    backend: str | None = None,
+    workers: int | None = None,
+    strict: bool = False,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """UAR, WA, per-class recall and confusion matrix of a checkpoint on a corpus.
+
+    The corpus' labels are matched to the checkpoint's classes by name; a label the model
+    does not know is an error. Returns :func:`classification_report`'s dict plus
+    ``checkpoint``, ``corpus``, ``speakers`` and ``n_from_training_speakers``.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    class_names = list(checkpoint["class_names"])
+    dataset = load_dataset(corpus, data, cache_dir=cache_dir, workers=workers, strict=strict,
+                           progress=progress)
+    indices = np.arange(len(dataset.utterances))
+    if speakers:
+        known = set(dataset.speakers)
+        unknown = [s for s in speakers if s not in known]
+        if unknown:
+            raise SedError(f"speakers {', '.join(unknown)} are not in {corpus}; "
+                           f"its speakers are {', '.join(sorted(known))}")
+        indices = np.array([i for i in indices if dataset.speakers[i] in speakers])
+    used_classes = sorted({dataset.classes[dataset.labels[i]] for i in indices})
+    foreign = [c for c in used_classes if c not in class_names]
+    if foreign:
+        raise SedError(f"{corpus} has classes {', '.join(foreign)} that the checkpoint does not "
+                       f"know (it was trained on {', '.join(class_names)})")
+    to_model_class = np.array([class_names.index(c) if c in class_names else -1
+                               for c in dataset.classes])
+
+    target_device = resolve_device(device)
+    model = model_from_checkpoint(checkpoint, backend=backend, device=str(target_device))
+    split = make_split(dataset, indices, normalizer_from_checkpoint(checkpoint))
+    predicted = predict_split(model, split, target_device).argmax(axis=1)
+    report = classification_report(to_model_class[dataset.labels[indices]], predicted, class_names)
+
+    trained_on = set()
+    if checkpoint["config"]["corpus"] == dataset.corpus:
+        tested = set(checkpoint["fold"]["test_speakers"])
+        trained_on = {dataset.speakers[i] for i in indices} - tested
+    report.update({
+        "checkpoint": str(checkpoint_path),
+        "corpus": dataset.corpus,
+        "speakers": sorted({dataset.speakers[i] for i in indices}),
+        "n_from_training_speakers": int(sum(dataset.speakers[i] in trained_on for i in indices)),
+    })
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['corpus']}: {report['n']} utterances of speakers {', '.join(report['speakers'])}",
+             f"UAR {report['uar']:.3f}  WA {report['wa']:.3f}",
+             "per-class recall: " + ", ".join(
+                 f"{c} {r:.2f}" if r is not None else f"{c} -" for c, r in report["recall"].items())]
+    if report["n_from_training_speakers"]:
+        lines.append(f"note: {report['n_from_training_speakers']} of these utterances come from "
+                     "speakers the model was trained on (use --speakers to pick held-out ones)")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sed_model.evaluate",
+        description="Evaluate a checkpoint written by sed_model.train on a corpus: UAR, WA, "
+                    "per-class recall and the confusion matrix.",
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a best.pt or last.pt written by sed_model.train")
+    parser.add_argument("--corpus", required=True,
+                        help="corpus name (emodb, ravdess, cremad, iemocap, iemocap4, enterface, "
+                             "csv, demo)")
+    parser.add_argument("--data", default=None,
+                        help="the corpus folder (or the manifest for csv); not needed for demo")
+    parser.add_argument("--speakers", default=None,
+                        help="comma-separated speaker ids to evaluate on (default: all)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the full result (with confusion matrix) as JSON")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to run the model (default auto: cuda if available)")
+    parser.add_argument("--backend", default=None,
+                        help="attention kernel backend (default: the one saved in the checkpoint)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_data_options(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point; user errors print ``error: ...`` and exit with status 2."""
+    run_main(_evaluate_command, argv)
+
+
+def _evaluate_command(argv: list[str] | None) -> None:
+    args = build_parser().parse_args(argv)
+    speakers = [s.strip() for s in args.speakers.split(",") if s.strip()] if args.speakers else None
+    report = evaluate_checkpoint(
+        args.checkpoint, args.corpus, args.data, speakers=speakers, device=args.device,
+        backend=args.backend, workers=args.workers, strict=args.strict, cache_dir=args.cache_dir,
+        progress=not (args.no_progress or args.json),
+    )
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+
+
+if __name__ == "__main__":
+    main()
