@@ -1,0 +1,1 @@
+from . import feature_attention, time_attention

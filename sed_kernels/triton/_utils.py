@@ -1,0 +1,213 @@
+"""Shared pieces of the Triton kernels: launch configurations and dtype plumbing.
+
+Launch configurations (block sizes, warps, how many programs share the steps of one row)
+are chosen by :func:`time_attention_config` and :func:`feature_attention_config` only, so
+that tuning on a GPU changes these two functions and nothing else. Both are plain
+heuristics from the tile sizes a program holds in registers; they are not tuned yet.
+``triton.autotune`` is not used: it cannot run under the interpreter, which is how the
+kernels are tested on a machine without a GPU.
+
+Interpreter notes (``TRITON_INTERPRET=1``, set before ``triton`` is imported): the kernels
+then run on CPU tensors, one program after the other, with NumPy doing the arithmetic.
+NumPy has no bfloat16, so ``tl.dot`` on bfloat16 tiles gives wrong numbers there; under the
+interpreter (and only there) the feature-attention kernels cast bfloat16 tiles to float32
+before ``tl.dot``. On a GPU the bfloat16 dot stays bfloat16 (tensor cores, fp32 accumulate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Register budget of one (BLOCK_T, BLOCK_H) tile of the time-attention kernels, in elements.
+_TIME_TILE_ELEMENTS = 8192
+# A row's steps are split across programs only in pieces of at least this many blocks.
+_MIN_BLOCKS_PER_SPLIT = 4
+# Programs per streaming multiprocessor the split heuristics aim for.
+_PROGRAMS_PER_SM = 2
+# Upper bound of the fp32 dW and dV partial buffers of the feature-attention backward.
+_MAX_WEIGHT_PARTIAL_BYTES = 256 * 2**20
+
+
+def interpreter_active() -> bool:
+    """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    knobs = getattr(triton, "knobs", None)  # triton >= 3.4; older versions read the variable
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def check_device(h: torch.Tensor) -> None:
+    """Raise a clear error when the Triton backend cannot run on ``h``'s device."""
+    if h.device.type == "cuda" or interpreter_active():
+        return
+    raise RuntimeError(
+        f"sed_kernels.triton: the Triton backend needs CUDA tensors, got h on {h.device}; "
+        "to run it on CPU tensors set TRITON_INTERPRET=1 in the environment before triton "
+        "is imported (slow, for testing only)."
+    )
+
+
+@contextlib.contextmanager
+def explain_resource_errors(function: str, **sizes: object):
+    """Re-raise Triton's out-of-resources launch error with the op, sizes and a way out."""
+    try:
+        yield
+    except triton.OutOfResources as error:
+        shown = ", ".join(f"{name}={value}" for name, value in sizes.items())
+        raise RuntimeError(
+            f"sed_kernels.triton.{function}: the kernel does not fit this GPU for {shown} "
+            f"({error}). The feature-attention kernels hold the whole attention dim d_a per "
+            "block of steps in shared memory, which bounds d_a (on an H100: 1024 for "
+            "fp16/bf16/fp32, 512 for fp64; less on GPUs with less shared memory); use "
+            "backend='cuda' or backend='reference' for larger sizes."
+        ) from error
+
+
+def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: float64 for float64 inputs, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+_TL_DTYPES = {
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+}
+
+
+def triton_dtype(dtype: torch.dtype) -> tl.dtype:
+    """The ``triton.language`` dtype of a torch floating dtype."""
+    return _TL_DTYPES[dtype]
+
+
+def dot_operand_dtype(dtype: torch.dtype) -> tl.dtype:
+    """Dtype in which ``tl.dot`` operands are fed: the input dtype, except bfloat16 under the
+    interpreter, where NumPy cannot multiply bfloat16 and float32 is used instead."""
+    if dtype == torch.bfloat16 and interpreter_active():
+        return tl.float32
+    return triton_dtype(dtype)
+
+
+def _num_programs_target(device: torch.device) -> int:
+    """How many programs fill the device; 1 under the interpreter (programs run one by one)."""
+    if device.type != "cuda":
+        return 1
+    return _PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _steps_per_split(batch: int, steps: int, block_t: int, device: torch.device,
+                     max_programs: int | None = None) -> int:
+    """Steps of a row handled by one program (a multiple of ``block_t``).
+
+    Rows are split along T only when the batch alone cannot fill the device (long
+    utterances, small batches); each split then covers at least ``_MIN_BLOCKS_PER_SPLIT``
+    blocks of steps.
+    """
+    target = _num_programs_target(device)
+    if max_programs is not None:
+        target = min(target, max_programs)
+    splits = min(triton.cdiv(target, batch), triton.cdiv(steps, _MIN_BLOCKS_PER_SPLIT * block_t))
+    splits = max(1, splits)
+    return triton.cdiv(triton.cdiv(steps, splits), block_t) * block_t
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeAttentionConfig:
+    """Launch configuration of the time-attention kernels.
+
+    One program handles ``steps_per_split`` consecutive steps of one row with all ``H``
+    features at once (``block_h >= H``, the score needs the whole dot product), walking
+    them in blocks of ``block_t`` steps. ``steps_per_split >= T`` means one program per row.
+    """
+
+    block_t: int
+    block_h: int
+    steps_per_split: int
+    num_warps: int
+
+    def num_splits(self, steps: int) -> int:
+        return triton.cdiv(steps, self.steps_per_split)
+
+
+def time_attention_config(batch: int, steps: int, hidden: int, dtype: torch.dtype,
+                          device: torch.device) -> TimeAttentionConfig:
+    """Heuristic launch configuration of the time-attention kernels (not tuned yet)."""
+    block_h = triton.next_power_of_2(hidden)
+    tile_elements = _TIME_TILE_ELEMENTS // (2 if dtype == torch.float64 else 1)
+    block_t = max(2, min(64, tile_elements // block_h))
+    num_warps = 4 if block_t * block_h <= 4096 else 8
+    return TimeAttentionConfig(
+        block_t=block_t,
+        block_h=block_h,
+        steps_per_split=_steps_per_split(batch, steps, block_t, device),
+        num_warps=num_warps,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureAttentionConfig:
+    """Launch configuration of the feature-attention kernels.
+
+    One program handles ``steps_per_split`` consecutive steps of one row in blocks of
+    ``block_t`` steps. The feature axis H is walked in chunks of ``block_n`` features (both
+    as the reduction axis of ``W h`` and as the output axis of ``V u``); the attention axis
+    d_a is held whole (``block_da >= d_a``). ``tl.dot`` needs every block size >= 16.
+    ``num_stages`` is Triton's software-pipelining depth of the chunk loops.
+    """
+
+    block_t: int
+    block_n: int
+    block_da: int
+    steps_per_split: int
+    num_warps: int
+    num_stages: int = 2
+
+    def num_splits(self, steps: int) -> int:
+        return triton.cdiv(steps, self.steps_per_split)
+
+
+def feature_attention_config(batch: int, steps: int, hidden: int, attention_dim: int,
+                             dtype: torch.dtype, device: torch.device,
+                             backward: bool) -> FeatureAttentionConfig:
+    """Heuristic launch configuration of the feature-attention kernels (not tuned yet).
+
+    ``block_da`` covers d_a. The (block_t, block_da) tiles of ``u`` (and ``du``, ``dz`` in
+    backward) and the (block_n, block_da) tiles of W, V and the dW/dV partials live in
+    registers and shared memory, so ``block_t``, ``block_n`` and the pipelining depth shrink
+    as the tile width in bytes grows (``width``: d_a in fp16 elements; fp32 counts twice,
+    fp64 four times). The thresholds come from compiling for sm_90 without a GPU (ptxas
+    register and spill counts, no timing): with fp16, forward spills nothing up to
+    d_a = 512 and backward nothing up to d_a = 256; backward spills at d_a >= 512 with
+    every block size tried (640 bytes per thread at d_a = H = 512), and fp32 backward
+    spills from d_a = 256 on. The backward keeps one dW and one dV partial per program, so
+    its number of programs is capped by ``_MAX_WEIGHT_PARTIAL_BYTES``.
+    """
+    block_da = max(16, triton.next_power_of_2(attention_dim))
+    width = block_da * torch.finfo(dtype).bits // 16
+    if backward:
+        block_t, block_n = (32, 32) if width <= 64 else (16, 16)
+        num_stages = 1 if width >= 512 else 2
+    else:
+        block_t, block_n = (32, 32) if width <= 256 else ((32, 16) if width <= 512 else (16, 16))
+        num_stages = 1 if width >= 1024 else 2
+    block_n = min(block_n, max(16, triton.next_power_of_2(hidden)))
+    max_programs = None
+    if backward:
+        accumulator_bytes = torch.finfo(accumulator_dtype(dtype)).bits // 8
+        bytes_per_program = 2 * hidden * attention_dim * accumulator_bytes
+        max_programs = max(1, _MAX_WEIGHT_PARTIAL_BYTES // bytes_per_program)
+    return FeatureAttentionConfig(
+        block_t=block_t,
+        block_n=block_n,
+        block_da=block_da,
+        steps_per_split=_steps_per_split(batch, steps, block_t, device, max_programs),
+        num_warps=8 if block_da >= 128 else 4,
+        num_stages=num_stages,
+    )
