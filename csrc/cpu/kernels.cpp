@@ -299,6 +299,7 @@ void time_backward(const TimeBackwardArgs& args) {
 // matmuls against the packed weights; the block's h, u, s tiles live in per-thread scratch
 // (no (B, T, d_a) or (B, T, H) buffer), and the backward recomputes them.
 constexpr int64_t kFeatureStepsPerBlock = 8 * kRowsPerTile;
+constexpr int kChunksPerThread = 4;  // dW/dV partials of the backward, per thread
 
 // Padded sizes and scratch row strides of one feature-attention call.
 template <class T>
@@ -536,11 +537,14 @@ void feature_backward(const FeatureBackwardArgs& args) {
   pack_panels(V, A, 1, H, A, V_packed.get());
   pack_panels(W, H, 1, A, H, W_packed.get());
 
-  // Chunks: one per thread, consecutive blocks with about equal step counts. Each chunk sums
-  // its dW, dV in block order; the chunks are then summed in chunk order. So the result is
-  // the same run after run (for a given thread count), whatever the thread scheduling.
+  // Chunks: kChunksPerThread per thread, consecutive blocks with about equal step counts,
+  // taken by the threads dynamically (so a descheduled thread does not hold up the others).
+  // Each chunk sums its dW, dV in block order; the chunks are then summed in chunk order.
+  // So the result is the same run after run (for a given thread count), whatever thread
+  // computed which chunk.
   const StepBlocks blocks(args.lengths, size.batch, kFeatureStepsPerBlock);
-  const int chunks = thread_count(size, blocks.count());
+  const int threads = thread_count(size, blocks.count());
+  const int chunks = int(min_i64(int64_t(threads) * kChunksPerThread, blocks.count()));
   Scratch<int64_t> chunk_first(chunks + 1);
   {
     int64_t total = 0;
@@ -558,9 +562,9 @@ void feature_backward(const FeatureBackwardArgs& args) {
   T* grad_W = static_cast<T*>(args.grad_W);
   T* grad_V = static_cast<T*>(args.grad_V);
 
-#pragma omp parallel num_threads(chunks)
+#pragma omp parallel num_threads(threads)
   {
-#pragma omp for schedule(static, 1)
+#pragma omp for schedule(dynamic, 1)
     for (int c = 0; c < chunks; ++c) {
       const FeatureBackwardScratch<T> s(L, scratch.get() + c * chunk_scratch);
       for (int64_t i = chunk_first[c]; i < chunk_first[c + 1]; ++i)
