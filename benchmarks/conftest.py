@@ -72,6 +72,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "opensmile": _version("opensmile"),
         "memory_gib": _memory_gib(),
         "os": platform.platform(),
+        # Other work on the machine makes timings noisy; the load at the end of the run shows it.
+        "load_average": [round(load, 2) for load in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 
 

@@ -9,7 +9,8 @@ Usage::
 
 Every time is the median over the timed rounds (per call). Speed-ups compare cases of one
 group (ops: op, pass, shape, dtype; model: variant): ``vs eager`` = reference time / this
-time, ``vs compile`` = torch.compile time / this time, so above 1 is faster. ``GB/s`` is the
+time, ``vs compile`` = torch.compile time / this time, so above 1 is faster. ``IQR %`` is
+the interquartile range of the rounds over the median: the noise of the run. ``GB/s`` is the
 ideal traffic (each input read once, each output written once; see test_ops_bench.py) per
 second, ``% copy`` that as a fraction of a large device copy measured in the same run,
 ``GFLOP/s`` the matrix-product FLOPs of feature attention per second, ``peak MiB`` the CUDA
@@ -25,9 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 BACKEND_ORDER = ("reference", "compile", "cpu", "cuda", "triton")
-OP_COLUMNS = ("op", "pass", "B×T×H×d_a", "dtype", "backend", "median ms", "vs eager", "vs compile",
-              "GB/s", "% copy", "GFLOP/s", "peak MiB")
-MODEL_COLUMNS = ("variant", "backend", "median ms", "vs eager", "vs compile", "steps/s", "peak MiB")
+OP_COLUMNS = ("op", "pass", "B×T×H×d_a", "dtype", "backend", "median ms", "IQR %", "vs eager",
+              "vs compile", "GB/s", "% copy", "GFLOP/s", "peak MiB")
+MODEL_COLUMNS = ("variant", "backend", "median ms", "IQR %", "vs eager", "vs compile", "steps/s", "peak MiB")
 FEATURE_COLUMNS = ("case", "workers", "files", "median s", "utt/s", "audio s/s")
 
 
@@ -56,6 +57,14 @@ def load(path: Path) -> dict:
 def _median(bench: dict) -> float | None:
     stats = bench.get("stats") or {}
     return stats.get("median")
+
+
+def _spread(bench: dict) -> str:
+    """Interquartile range of the rounds as a percentage of the median: the run's noise."""
+    stats = bench.get("stats") or {}
+    if stats.get("iqr") is None or not stats.get("median"):
+        return "–"
+    return f"{100 * stats['iqr'] / stats['median']:.0f}"
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -104,6 +113,7 @@ def op_rows(data: dict) -> list[list[str]]:
                 dtype,
                 backend,
                 _fmt(None if median is None else median * 1e3, 3),
+                _spread(bench),
                 _ratio(eager, median),
                 _ratio(compiled, median),
                 _fmt(info.get("GBps"), 1),
@@ -130,6 +140,7 @@ def model_rows(data: dict) -> list[list[str]]:
                 variant,
                 backend,
                 _fmt(None if median is None else median * 1e3, 1),
+                _spread(bench),
                 _ratio(eager, median),
                 _ratio(compiled, median),
                 _fmt(bench["extra_info"].get("steps_per_s"), 2),
@@ -181,6 +192,8 @@ def machine_lines(data: dict) -> list[str]:
     if commit or data.get("datetime"):
         dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
         lines.append(f"date: {data.get('datetime', '?')}; commit {str(commit.get('id', '?'))[:10]}{dirty}")
+    if sed.get("load_average"):
+        lines.append(f"load average (1, 5, 15 min) when the file was written: {sed['load_average']}")
     ops = _by_suite(data, "ops")
     copy = next((b["extra_info"]["copy_GBps"] for b in ops if "copy_GBps" in b["extra_info"]), None)
     if copy is not None:
@@ -189,6 +202,10 @@ def machine_lines(data: dict) -> list[str]:
 
 
 def table(columns: Sequence[str], rows: list[list[str]], *, markdown: bool) -> str:
+    """Aligned text or Markdown; columns empty in every row (e.g. CUDA memory on CPU) are left out."""
+    kept = [i for i in range(len(columns)) if any(row[i] != "–" for row in rows)]
+    columns = [columns[i] for i in kept]
+    rows = [[row[i] for i in kept] for row in rows]
     if markdown:
         numeric = [all(_is_numeric(row[i]) for row in rows) for i in range(len(columns))]
         head = "| " + " | ".join(columns) + " |"

@@ -12,7 +12,8 @@ dtype x backend, where the backend is
   correctness tool.
 
 Every call goes through the public API, so the eager reference and the fused backends pay the
-same input validation. ``fwd`` runs on inputs that do not require grad (inference);
+same input validation (which reads ``lengths``: one device synchronisation per call on CUDA;
+``torch.compile`` skips that check while tracing, so its compiled calls do not pay it). ``fwd`` runs on inputs that do not require grad (inference);
 ``fwd+bwd`` computes ``torch.autograd.grad(out, inputs, grad_out)`` for h and q (time) or h, W,
 V (feature). Before timing, each case's result is checked against the eager reference.
 
@@ -57,7 +58,7 @@ OPS = ("time_attention", "feature_attention")
 PASSES = ("fwd", "fwd+bwd")
 FUSED = ("cpu", "cuda", "triton")
 BACKENDS = ("reference", "compile", *FUSED)
-TOLERANCE = {torch.float32: 2e-3, torch.bfloat16: 5e-2}
+TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 3e-2}  # relative to the largest value
 
 
 @pytest.fixture(scope="session")
@@ -136,11 +137,21 @@ def make_call(op: str, pass_: str, backend: str, inputs: dict):
     return forward_backward
 
 
-def check_result(result, expected, dtype: torch.dtype) -> None:
-    """The benchmarked case computes what the eager fp32 reference computes."""
-    tolerance = TOLERANCE[dtype]
-    for got, want in zip(result if isinstance(result, tuple) else (result,), expected if isinstance(expected, tuple) else (expected,)):
-        torch.testing.assert_close(got.float(), want.float(), rtol=tolerance, atol=tolerance)
+def check_result(result, expected, dtype: torch.dtype, case: str) -> None:
+    """The benchmarked case computes what the eager fp32 reference computes.
+
+    Tolerance relative to each tensor's largest value, so that long sums (dW, dV over every
+    valid step) and tiny entries (dh) are judged alike.
+    """
+    results = result if isinstance(result, tuple) else (result,)
+    expectations = expected if isinstance(expected, tuple) else (expected,)
+    for index, (got, want) in enumerate(zip(results, expectations)):
+        error = (got.float() - want.float()).abs().max().item()
+        scale = want.abs().max().item()
+        assert error <= TOLERANCE[dtype] * max(scale, 1e-6), (
+            f"{case}: output {index} differs from the fp32 reference by {error:.3g} "
+            f"(largest reference value {scale:.3g}, relative tolerance {TOLERANCE[dtype]:g})"
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -177,7 +188,7 @@ def test_op(benchmark, settings, usable_backends, copy_bandwidth, op, pass_, bac
     call = make_call(op, pass_, backend, inputs)
     fp32_inputs = {name: t.float() if t.is_floating_point() else t for name, t in inputs.items()}
     expected = make_call(op, pass_, "reference", fp32_inputs)()
-    check_result(call(), expected, dtype)  # also the first warm-up call (compiles)
+    check_result(call(), expected, dtype, f"{op} {pass_} {backend}")  # also the first warm-up call (compiles)
     del expected
 
     median = harness.measure(benchmark, call, settings, warmup_calls=2 if backend == "compile" else 1)

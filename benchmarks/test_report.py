@@ -16,7 +16,7 @@ def bench(median: float, **extra) -> dict:
     """One pytest-benchmark entry, with the keys that report.py reads."""
     return {
         "name": f"test_case[{extra.get('backend', extra.get('case'))}]",
-        "stats": {"median": median, "min": median, "max": median, "rounds": 3},
+        "stats": {"median": median, "min": median, "max": median, "iqr": median / 10, "rounds": 3},
         "extra_info": extra,
     }
 
@@ -45,6 +45,8 @@ def result_file(tmp_path):
             op("compile", 0.005, GBps=4.0, fraction_of_copy=0.4, copy_GBps=10.0, GFLOPps=40.0),
             bench(0.5, suite="model", variant="feature", backend="reference", preset="emodb-cpu",
                   cells=[128, 128], batch=32, frames=200, device="cpu", steps_per_s=2.0),
+            bench(0.75, suite="model", variant="feature", backend="compile", preset="emodb-cpu",
+                  cells=[128, 128], batch=32, frames=200, device="cpu", steps_per_s=4 / 3),
             bench(0.25, suite="model", variant="feature", backend="cpu", preset="emodb-cpu",
                   cells=[128, 128], batch=32, frames=200, device="cpu", steps_per_s=4.0),
             bench(4.0, suite="features", case="1 worker", workers=1, files=16, seconds_per_file=2.0,
@@ -68,18 +70,29 @@ def rows_of(text: str, first_cell: str) -> list[list[str]]:
 def test_speedups_against_eager_and_compile(result_file, capsys):
     assert report.main([str(result_file), "--markdown"]) == 0
     text = capsys.readouterr().out
-    rows = {row[4]: row for row in rows_of(text, "feature") if len(row) == len(report.OP_COLUMNS)}
-    # columns: op pass shape dtype backend median vs-eager vs-compile GB/s %copy GFLOP/s peak
+    rows = {row[4]: row for row in rows_of(text, "feature") if len(row) == len(report.OP_COLUMNS) - 1}
+    # columns: op pass shape dtype backend median IQR% vs-eager vs-compile GB/s %copy GFLOP/s peak
     assert list(rows) == ["reference", "compile", "cpu"]  # fixed backend order
-    assert rows["cpu"][5:11] == ["2.000", "5.00×", "2.50×", "10.0", "100%", "100.0"]
-    assert rows["reference"][6:8] == ["1.00×", "0.50×"]
-    assert rows["compile"][6:8] == ["2.00×", "1.00×"]
-    assert rows["cpu"][11] == "–"  # no CUDA peak memory on CPU
-    model = {row[1]: row for row in rows_of(text, "feature") if len(row) == len(report.MODEL_COLUMNS)}
-    assert model["cpu"][2:6] == ["250.0", "2.00×", "–", "4.00"]
+    assert rows["cpu"][5:12] == ["2.000", "10", "5.00×", "2.50×", "10.0", "100%", "100.0"]
+    assert rows["reference"][7:9] == ["1.00×", "0.50×"]
+    assert rows["compile"][7:9] == ["2.00×", "1.00×"]
+    assert len(rows["cpu"]) == len(report.OP_COLUMNS) - 1  # no CUDA peak memory on CPU: column left out
+    model = {row[1]: row for row in rows_of(text, "feature") if len(row) == len(report.MODEL_COLUMNS) - 1}
+    assert list(model) == ["reference", "compile", "cpu"]
+    assert model["cpu"][2:7] == ["250.0", "10", "2.00×", "3.00×", "4.00"]
     assert rows_of(text, "1 worker") == [["1 worker", "1", "16 × 2 s", "4.000", "4.0", "8.0"]]
     assert "cells [128, 128], batch 32, T = 200 frames" in text
     assert "commit 0123456789" in text and "Test CPU" in text and "10.0 GB/s" in text
+
+
+def test_cuda_peak_memory_column(result_file, capsys):
+    data = json.loads(result_file.read_text())
+    data["benchmarks"][1]["extra_info"]["peak_memory_bytes"] = 3 * 2**20
+    result_file.write_text(json.dumps(data))
+    assert report.main([str(result_file), "--markdown"]) == 0
+    text = capsys.readouterr().out
+    rows = {row[4]: row for row in rows_of(text, "feature") if len(row) == len(report.OP_COLUMNS)}
+    assert rows["cpu"][-1] == "3" and rows["reference"][-1] == "–"
 
 
 def test_plain_text_output_is_aligned(result_file, capsys):
