@@ -274,12 +274,14 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     attention_weights(h_tile, W_t, V_t, hidden, attention, u_tile, a_tile, red);
 
+    // da = g * h rounded once (mul_rn: no FMA contraction), so that the same da enters
+    // sum(a * da) and da - sum(a * da), which cancel for near one-hot a.
     const A a_dot_da = reduce_rows<A>(
-        hidden, [&](int r, int64_t j) { return a_tile[j * kLd + r] * g[j] * h_tile[j * kLd + r]; },
+        hidden, [&](int r, int64_t j) { return a_tile[j * kLd + r] * mul_rn(g[j], h_tile[j * kLd + r]); },
         [](A x, A y) { return x + y; }, A(0), red);
     for (int64_t j = slice; j < hidden; j += kSlices) {
-      const A a = a_tile[j * kLd + i_row];
-      ds_tile[j * kLd + i_row] = i_row < n ? a * (g[j] * h_tile[j * kLd + i_row] - a_dot_da) : A(0);
+      const A a = a_tile[j * kLd + i_row], da = mul_rn(g[j], h_tile[j * kLd + i_row]);
+      ds_tile[j * kLd + i_row] = i_row < n ? a * (da - a_dot_da) : A(0);
     }
     __syncthreads();
 
