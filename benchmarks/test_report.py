@@ -113,6 +113,7 @@ def test_plain_text_output_is_aligned(result_file, capsys):
         ('{"benchmarks": 3}', "not a pytest-benchmark result"),
         ('{"benchmarks": [{"name": "x", "stats": {"median": 1}, "extra_info": {}}]}', "no benchmark of benchmarks/"),
     ],
+    ids=["missing", "not-json", "not-pytest-benchmark", "other-benchmarks"],
 )
 def test_bad_input_is_one_line_error(tmp_path, capsys, content, message):
     path = tmp_path / "input.json"
