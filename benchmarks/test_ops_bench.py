@@ -121,11 +121,11 @@ def make_call(op: str, pass_: str, backend: str, inputs: dict):
         torch._dynamo.reset()
         run_op = torch.compile(run_op)
         backend = "reference"
-    differentiable = [inputs["h"], *(inputs[name] for name in weight_names)]
+    op_tensors = [inputs["h"], *(inputs[name] for name in weight_names)]
     if pass_ == "fwd":
-        return lambda: run_op(*differentiable, lengths=inputs["lengths"], backend=backend)
+        return lambda: run_op(*op_tensors, lengths=inputs["lengths"], backend=backend)
 
-    leaves = [t.detach().requires_grad_() for t in differentiable]
+    leaves = [t.detach().requires_grad_() for t in op_tensors]
     generator = torch.Generator().manual_seed(1)
     grad_out = torch.randn(inputs["h"].shape[0], inputs["h"].shape[2], generator=generator)
     grad_out = grad_out.to(device=inputs["h"].device, dtype=inputs["h"].dtype)
