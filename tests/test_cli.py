@@ -1,0 +1,157 @@
+"""End to end on a small slice of the synthetic demo corpus: train, evaluate, predict,
+compare, baseline, through the importable functions and once through the command line."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sed_model import baseline, compare, evaluate, predict, train
+from sed_model.corpora import demo
+from sed_model.evaluate import evaluate_checkpoint
+from sed_model.predict import predict_files
+from sed_model.trainer import TrainConfig
+from sed_model.trainer import train as train_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+TINY = ["--steps", "3", "--eval-every", "3", "--cells", "8,8", "--device", "cpu",
+        "--workers", "1", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """32 demo files (4 synthetic speakers x 4 emotions x 2) listed in a CSV manifest, with
+    their own feature cache; returns (manifest, environment for subprocesses)."""
+    root = tmp_path_factory.mktemp("demo")
+    demo.generate(root / "audio", utterances_per_cell=2)
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "speaker"])
+        for name, speaker, emotion in demo.expected_files(utterances_per_cell=2):
+            writer.writerow([f"audio/{name}", emotion, speaker])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SED_MODEL_CACHE", str(root / "cache"))
+        yield manifest, {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    """A feature-variant run on the manifest (2 speaker-grouped folds)."""
+    manifest, _ = corpus
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(corpus="csv", data=str(manifest), variant="feature", folds="2",
+                         steps=3, eval_every=3, cells=(8, 8), device="cpu")
+    return out, train_run(config, out, progress=False, workers=1)
+
+
+def test_train_writes_the_run_folder(trained):
+    out, metrics = trained
+    for name in ("best.pt", "metrics.json", "curves.png", "confusion.png", "fold-02/best.pt"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["classes"] == ["angry", "happy", "neutral", "sad"]
+    assert saved["summary"]["final"]["pooled"]["n"] == 32
+    assert set(saved["summary"]) == {"final", "best"}
+
+
+def test_evaluate_and_predict(trained, corpus, capsys):
+    out, metrics = trained
+    manifest, _ = corpus
+    tested = metrics["folds"][0]["test_speakers"]
+    report = evaluate_checkpoint(out / "best.pt", "csv", manifest, speakers=tested, workers=1,
+                                 progress=False)
+    assert report["n"] == 8 * len(tested) and report["n_from_training_speakers"] == 0
+    assert 0.0 <= report["uar"] <= 1.0
+
+    evaluate.main(["--checkpoint", str(out / "best.pt"), "--corpus", "csv", "--data",
+                   str(manifest), "--json", "--workers", "1"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n"] == 32 and printed["n_from_training_speakers"] == 8 * (4 - len(tested))
+
+    wavs = sorted((manifest.parent / "audio").glob("*.wav"))[:2]
+    results = predict_files(out / "best.pt", wavs, with_attention=True)
+    assert [r["label"] in metrics["classes"] for r in results] == [True, True]
+    assert sum(results[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert results[0]["weights"][0].shape[1] == 8  # (T, H_1) feature weights
+
+    plot = out / "attention.png"
+    predict.main(["--checkpoint", str(out / "best.pt"), *map(str, wavs), "--json",
+                  "--plot-attention", str(plot)])
+    assert [r["file"] for r in json.loads(capsys.readouterr().out)] == list(map(str, wavs))
+    assert plot.stat().st_size > 0
+
+
+def test_compare_and_baseline(corpus, tmp_path, capsys):
+    manifest, _ = corpus
+    compare.main(["--corpus", "csv", "--data", str(manifest), "--folds", "2", *TINY,
+                  "--variants", "lstm,time", "--out-dir", str(tmp_path / "cmp"),
+                  "--markdown", str(tmp_path / "table.md")])
+    table = (tmp_path / "table.md").read_text()
+    assert "| LSTM |" in table and "| Time |" in table and "| Feature |" not in table
+    assert "Final models" in table and "Best held-out UAR" in table
+    assert (tmp_path / "cmp" / "curves.png").is_file()
+    capsys.readouterr()
+
+    baseline.main(["--corpus", "csv", "--data", str(manifest), "--folds", "2", "--workers", "1",
+                   "--no-progress", "--json", str(tmp_path / "svm.json")])
+    assert "UAR" in capsys.readouterr().out
+    svm = json.loads((tmp_path / "svm.json").read_text())
+    assert len(svm["folds"]) == 2 and svm["summary"]["final"]["pooled"]["n"] == 32
+
+
+def test_predict_attention_of_a_variant_without_attention(corpus, tmp_path, capsys):
+    manifest, _ = corpus
+    train.main(["--corpus", "csv", "--data", str(manifest), "--folds", "holdout", "--variant",
+                "general", *TINY, "--out-dir", str(tmp_path / "g")])
+    wav = next((manifest.parent / "audio").glob("*.wav"))
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--checkpoint", str(tmp_path / "g" / "best.pt"), str(wav),
+                      "--plot-attention", str(tmp_path / "a.png")])
+    assert exit_info.value.code == 2
+    assert "'general' has no attention" in capsys.readouterr().err
+
+
+def test_command_line_train_and_a_bad_data_path(corpus, tmp_path):
+    manifest, env = corpus
+    done = subprocess.run(
+        [sys.executable, "-m", "sed_model.train", "--corpus", "csv", "--data", str(manifest),
+         "--folds", "holdout", *TINY, "--out-dir", str(tmp_path / "cli")],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "UAR" in done.stdout and (tmp_path / "cli" / "best.pt").is_file()
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "sed_model.train", "--corpus", "emodb", "--data",
+         str(tmp_path / "no-such-folder")],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: ") and "no-such-folder" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("module", [train, evaluate, predict, compare, baseline])
+def test_help_explains_every_option(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    parser = module.build_parser()
+    text = capsys.readouterr().out
+    for action in parser._actions:
+        assert action.help, f"{module.__name__}: option {action.option_strings} has no help"
+        for option in action.option_strings:
+            assert option in text

@@ -1,0 +1,219 @@
+"""Trainer, metrics, batching and checkpoints on small random-feature datasets."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sed_model.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    normalizer_from_checkpoint,
+    save_checkpoint,
+    write_json,
+)
+from sed_model.corpora import get_corpus
+from sed_model.corpora.base import Utterance
+from sed_model.data import Dataset, check_training_split, epoch_batches
+from sed_model.errors import SedError
+from sed_model.metrics import classification_report, report_from_confusion
+from sed_model.splits import Fold
+from sed_model.trainer import TrainConfig, train
+
+CLASSES = ("anger", "joy", "sadness")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_dataset(speakers=("s1", "s2", "s3", "s4"), per_class=3, seed=0) -> Dataset:
+    """Random frames of lengths 3..12 whose mean depends on the class (learnable)."""
+    rng = np.random.default_rng(seed)
+    utterances, features, labels = [], [], []
+    for speaker in speakers:
+        for label, name in enumerate(CLASSES):
+            for n in range(per_class):
+                x = rng.standard_normal((int(rng.integers(3, 13)), 130)).astype(np.float32)
+                x[:, :10] += 1.5 * label
+                utterances.append(Utterance(Path(f"/none/{speaker}_{name}_{n}.wav"), name, speaker))
+                features.append(x)
+                labels.append(label)
+    return Dataset(corpus="random", loader=get_corpus("emodb"), classes=CLASSES,
+                   utterances=utterances, features=features, labels=np.array(labels), skipped=0)
+
+
+def tiny_config(**changes) -> TrainConfig:
+    values = dict(corpus="random", variant="feature", preset="demo", folds="2", steps=8,
+                  batch_size=8, cells=(6, 5), eval_every=2, lr=1e-2, device="cpu",
+                  backend="reference", seed=3)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+# ------------------------------------------------------------------------------- metrics
+def test_metrics_on_a_hand_computed_confusion_matrix():
+    # reference 0: 3 utterances (2 right), 1: 2 (both right), 2: 1 (wrong, predicted 0)
+    y_true = [0, 0, 0, 1, 1, 2]
+    y_pred = [0, 0, 1, 1, 1, 0]
+    report = classification_report(y_true, y_pred, CLASSES)
+    assert report["confusion"] == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert report["recall"] == {"anger": pytest.approx(2 / 3), "joy": 1.0, "sadness": 0.0}
+    assert report["uar"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert report["wa"] == pytest.approx(4 / 6)
+    assert report_from_confusion(report["confusion"], CLASSES) == report
+
+
+def test_uar_leaves_out_classes_without_reference_utterances():
+    report = classification_report([0, 0, 1], [0, 2, 1], CLASSES)
+    assert report["recall"]["sadness"] is None
+    assert report["uar"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+# ------------------------------------------------------------------------------ batching
+def test_epoch_batches_cover_every_utterance_once_with_little_padding():
+    lengths = np.random.default_rng(0).integers(1, 500, size=203)
+    batches = epoch_batches(lengths, batch_size=8, rng=np.random.default_rng(5), bucket_batches=4)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(203))
+    assert all(len(b) <= 8 for b in batches)
+    assert all(np.all(np.diff(lengths[b]) >= 0) for b in batches)  # sorted inside a bucket
+    again = epoch_batches(lengths, batch_size=8, rng=np.random.default_rng(5), bucket_batches=4)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))  # a function of the rng
+
+
+def test_training_split_needs_files_and_two_classes():
+    dataset = random_dataset()
+    one_class = tuple(i for i, y in enumerate(dataset.labels) if y == 0)
+    with pytest.raises(SedError, match="single class"):
+        check_training_split(dataset, Fold("f", one_class, (1, 2)))
+    with pytest.raises(SedError, match="no usable files"):
+        check_training_split(dataset, Fold("f", (), (1, 2)))
+
+
+def test_config_resolution():
+    config = TrainConfig(preset="iemocap").resolved()
+    assert (config.cells, config.lr, config.batch_size, config.steps, config.epochs) == (
+        (256, 256), 1e-4, 64, 30000, None)
+    assert config.betas == (0.9, 0.7) and config.weight_decay == 1e-4
+    enterface = TrainConfig(preset="enterface", batch_size=4).resolved()
+    assert (enterface.cells, enterface.epochs, enterface.batch_size) == ((512, 256), 1500, 4)
+    with pytest.raises(SedError, match="either epochs or steps"):
+        TrainConfig(epochs=1, steps=1).resolved()
+    with pytest.raises(SedError, match="unknown preset"):
+        TrainConfig(preset="fast").resolved()
+    assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip(tmp_path):
+    metrics = train(tiny_config(steps=2), tmp_path / "run", dataset=random_dataset(), progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert checkpoint["class_names"] == list(CLASSES)
+    assert checkpoint["config"] == metrics["config"]
+    assert set(checkpoint) >= {"model", "optimizer", "rng", "step", "fold", "normalizer", "history"}
+    model = model_from_checkpoint(checkpoint)
+    x = torch.from_numpy(normalizer_from_checkpoint(checkpoint)(random_dataset().features[0]))[None]
+    logits = model(x, torch.tensor([x.shape[1]]))
+    save_checkpoint(tmp_path / "copy.pt", {k: v for k, v in checkpoint.items() if k != "format"})
+    again = model_from_checkpoint(load_checkpoint(tmp_path / "copy.pt"))
+    torch.testing.assert_close(again(x, torch.tensor([x.shape[1]])), logits)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_loading_something_else_is_a_clear_error(tmp_path):
+    with pytest.raises(SedError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(SedError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    torch.save({"a": 1}, tmp_path / "other.pt")
+    with pytest.raises(SedError, match="not a sed_model checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_write_json_replaces_atomically(tmp_path):
+    write_json(tmp_path / "m.json", {"a": 1})
+    write_json(tmp_path / "m.json", {"a": 2})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+# --------------------------------------------------------------------------------- runs
+def test_run_folder_and_metrics(tmp_path):
+    metrics = train(tiny_config(), tmp_path, dataset=random_dataset(), progress=False)
+    for name in ("config.json", "metrics.json", "best.pt", "curves.png", "confusion.png",
+                 "fold-01/best.pt", "fold-01/last.pt", "fold-02/metrics.json"):
+        assert (tmp_path / name).is_file(), name
+    assert len(metrics["folds"]) == 2
+    fold = metrics["folds"][0]
+    assert [p["step"] for p in fold["history"]] == [0, 2, 4, 6, 8]
+    assert fold["best"]["uar"] == max(p["uar"] for p in fold["history"])
+    assert fold["final"]["uar"] == fold["history"][-1]["uar"]
+    assert fold["final"]["step"] == 8
+    pooled = metrics["summary"]["final"]["pooled"]
+    assert pooled["n"] == 36 and np.array(pooled["confusion"]).sum() == 36
+    assert metrics["headline"] == "final"
+    assert load_checkpoint(tmp_path / "best.pt")["fold"]["index"] == 0
+    with pytest.raises(SedError, match="already holds a run"):
+        train(tiny_config(), tmp_path, dataset=random_dataset(), progress=False)
+
+
+def test_the_model_learns_a_separable_task(tmp_path):
+    metrics = train(tiny_config(steps=30, eval_every=30, cells=(16,)), tmp_path,
+                    dataset=random_dataset(per_class=6), progress=False)
+    assert metrics["summary"]["final"]["pooled"]["uar"] > 0.8
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(fold_index_step):
+    def on_checkpoint(path, step):
+        if (path.parent.name, step) == fold_index_step:
+            raise Killed
+    return on_checkpoint
+
+
+@pytest.mark.parametrize("kill", [("fold-01", 4), ("fold-02", 6)])
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, kill):
+    dataset = random_dataset()
+    reference = train(tiny_config(), tmp_path / "a", dataset=dataset, progress=False)
+
+    with pytest.raises(Killed):
+        train(tiny_config(), tmp_path / "b", dataset=dataset, progress=False,
+              on_checkpoint=kill_at(kill))
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    seen = []
+    resumed = train(tiny_config(), tmp_path / "b", dataset=dataset, progress=False, resume=True,
+                    on_checkpoint=lambda path, step: seen.append((path.parent.name, step)))
+
+    if kill[0] == "fold-02":  # fold 1 was complete: skipped, not retrained
+        assert all(name == "fold-02" for name, _ in seen)
+    assert seen[0] == (kill[0], kill[1] + 2)  # continues after the last checkpoint
+    assert resumed["folds"] == reference["folds"]
+    for fold in ("fold-01", "fold-02"):
+        a = load_checkpoint(tmp_path / "a" / fold / "last.pt")
+        b = load_checkpoint(tmp_path / "b" / fold / "last.pt")
+        assert a["step"] == b["step"] == 8
+        for name, tensor in a["model"].items():
+            assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_resume_refuses_other_options(tmp_path):
+    dataset = random_dataset()
+    with pytest.raises(Killed):
+        train(tiny_config(), tmp_path, dataset=dataset, progress=False,
+              on_checkpoint=kill_at(("fold-01", 2)))
+    with pytest.raises(SedError, match="lr"):
+        train(tiny_config(lr=0.5), tmp_path, dataset=dataset, progress=False, resume=True)
+    with pytest.raises(SedError, match="holds no run"):
+        train(tiny_config(), tmp_path / "empty", dataset=dataset, progress=False, resume=True)
