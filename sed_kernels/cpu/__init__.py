@@ -10,13 +10,17 @@ Choices the kernels make:
 - Compute dtype: float32, or float64 for float64 inputs (native double kernels, for
   gradient checks). float16/bfloat16 inputs are converted to float32 by the launchers before
   the call (one extra copy of ``h``) and the results converted back.
-- Threads: ``torch.get_num_threads()`` OpenMP threads of the extension's own OpenMP runtime.
+- Threads: ``torch.get_num_threads()`` OpenMP threads. The module links libgomp; with torch
+  imported first (as here) it shares torch's libgomp and thread pool (same soname).
 - Instruction set: the module holds the kernels compiled for AVX-512, AVX2+FMA and the
   architecture's baseline; the best one the CPU supports is used (``_cpu.isa()``;
   ``_cpu.set_isa(name)`` selects another for tests).
 - Determinism: every sum over steps is reduced in a fixed order. dW and dV of feature
-  attention come from one partial per thread chunk (chunks fixed by the lengths and the thread
-  count), summed in chunk order: bitwise identical run to run for a given thread count.
+  attention come from per-chunk partials (4 chunks per thread, fixed by the lengths and the
+  thread count, whichever thread computes them), summed in chunk order: bitwise identical run
+  to run for a given thread count.
+- Under heavy CPU oversubscription (more runnable threads than cores), OpenMP's default
+  spin-waiting can cost more than the kernels; ``OMP_WAIT_POLICY=passive`` helps there.
 """
 
 from __future__ import annotations
