@@ -284,8 +284,24 @@ class NinjaBuildExt(build_ext):
     def run_plans(self, build_dir: Path, plans: list[ModulePlan]) -> None:
         jobs = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
         ninja = find_ninja()
-        failed = [p for p in plans if not self.run_with(ninja, build_dir, p, plans, jobs)]
-        for plan in failed:
+        if ninja is not None:
+            steps = [(self.command(step), step) for plan in plans for step in plan.steps]
+            write_ninja_file(build_dir / "build.ninja", steps)
+            # -k 0: keep going, so that an optional module's failure does not stop the others;
+            # then ninja, now up to date for everything that built, says which module failed.
+            subprocess.run([ninja, "-C", str(build_dir), "-k", "0", "-j", str(jobs)])
+            built = {
+                plan.name: subprocess.run(
+                    [ninja, "-C", str(build_dir), str(plan.library)], capture_output=True
+                ).returncode
+                == 0
+                for plan in plans
+            }
+        else:
+            built = {plan.name: self.run_without_ninja(plan, jobs) for plan in plans}
+        for plan in plans:
+            if built[plan.name]:
+                continue
             if not plan.optional:
                 raise BuildError(
                     f"building {plan.name} failed (compiler output above); see setup.py for the "
@@ -293,22 +309,10 @@ class NinjaBuildExt(build_ext):
                 )
             print(
                 f"WARNING: building {plan.name} failed (compiler output above); installing without "
-                f"it. Set SED_KERNELS_BUILD_CUDA=0 to skip it or =1 to make this an error.",
+                "it. Set SED_KERNELS_BUILD_CUDA=0 to skip it or =1 to make this an error.",
                 file=sys.stderr,
             )
             self.extensions = [e for e in self.extensions if e.name != plan.name]
-
-    def run_with(self, ninja, build_dir, plan, plans, jobs) -> bool:
-        """Build ``plan``'s library; True on success. Ninja builds all plans on its first call."""
-        if ninja is None:
-            return self.run_without_ninja(plan, jobs)
-        if plan is plans[0]:
-            write_ninja_file(build_dir / "build.ninja", [(self.command(s), s) for p in plans for s in p.steps])
-            # -k 0: keep going, so an optional module's failure does not stop the others.
-            subprocess.run([ninja, "-C", str(build_dir), "-k", "0", "-j", str(jobs)])
-        # Ninja is up to date for what succeeded: asking again for one target says which failed.
-        result = subprocess.run([ninja, "-C", str(build_dir), str(plan.library)], capture_output=True)
-        return result.returncode == 0
 
     def run_without_ninja(self, plan: ModulePlan, jobs: int) -> bool:
         print(f"ninja not found: compiling {plan.name} without it (no incremental rebuilds)")
@@ -329,9 +333,7 @@ def write_ninja_file(path: Path, commands: list[tuple[list[str], Step]]) -> None
     lines = ["ninja_required_version = 1.3", ""]
     for rule in ("cxx", "nvcc", "link"):
         lines += [f"rule {rule}", "  command = $cmd", f"  description = {rule.upper()} $out"]
-        if rule == "cxx":
-            lines += ["  depfile = $out.d", "  deps = gcc"]
-        elif rule == "nvcc":
+        if rule != "link":  # compilers write the headers they read to $out.d
             lines += ["  depfile = $out.d", "  deps = gcc"]
         lines.append("")
     for command, step in commands:
