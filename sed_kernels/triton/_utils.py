@@ -12,6 +12,9 @@ then run on CPU tensors, one program after the other, with NumPy doing the arith
 NumPy has no bfloat16, so ``tl.dot`` on bfloat16 tiles gives wrong numbers there; under the
 interpreter (and only there) the feature-attention kernels cast bfloat16 tiles to float32
 before ``tl.dot``. On a GPU the bfloat16 dot stays bfloat16 (tensor cores, fp32 accumulate).
+The interpreter also rounds fp32 -> bfloat16 conversions wrongly (it truncates, and its
+round-to-nearest mode mishandles the carry), so under the interpreter bfloat16 outputs are
+written in fp32 and rounded by torch (:func:`kernel_output_dtype`).
 """
 
 from __future__ import annotations
@@ -93,6 +96,14 @@ def dot_operand_dtype(dtype: torch.dtype) -> tl.dtype:
     if dtype == torch.bfloat16 and interpreter_active():
         return tl.float32
     return triton_dtype(dtype)
+
+
+def kernel_output_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype in which a kernel writes an output of ``dtype``: ``dtype`` itself, except
+    bfloat16 under the interpreter (fp32, rounded to bfloat16 by torch afterwards)."""
+    if dtype == torch.bfloat16 and interpreter_active():
+        return torch.float32
+    return dtype
 
 
 def _num_programs_target(device: torch.device) -> int:

@@ -9,7 +9,7 @@ its valid steps in blocks of ``BLOCK_T``. Per block everything stays on chip; ne
 (B, T, d_a) nor a (B, T, H) intermediate is written:
 
 * ``z = h_blk @ W^T`` (BLOCK_T, d_a) by ``tl.dot`` over chunks of ``BLOCK_N`` features of H,
-  ``u = tanh(z)``;
+  ``u = tanh(z)`` (from ``exp``; ``tl`` has no tanh that the interpreter runs);
 * the feature axis of ``s = u @ V^T`` is walked in chunks of ``BLOCK_N``: a first pass keeps
   the per-step running max and sum of the softmax (online softmax over features), a second
   pass recomputes each chunk of ``s``, forms ``a`` and adds ``sum_t a * h`` for the chunk.
@@ -23,6 +23,8 @@ Backward (same grid) recomputes ``u``, ``s`` and ``a`` per block, with
 
 * ``ds = a * (g * h - c)``; ``du = ds @ V``; ``dV += ds^T @ u``;
 * ``dz = du * (1 - u^2)``; ``dh = g * a + dz @ W`` (written directly); ``dW += dz^T @ h``.
+  ``1 - u^2`` is computed from the fp32 ``z`` as ``4 e / (1 + e)^2``, ``e = exp(-2|z|)``:
+  where tanh saturates, ``1 - u^2`` of a rounded ``u`` (eager autograd) loses most digits.
 
 dW and dV are accumulated per program in fp32 (fp64 for fp64 inputs) partial buffers
 (num_programs, d_a, H) and (num_programs, H, d_a), each program reading and writing only its
@@ -34,7 +36,6 @@ Dots take their operands in the input dtype (fp16/bf16 tensor cores, fp32 accumu
 fp32 uses ``input_precision="ieee"``, no TF32; fp64 in fp64), so ``u``, ``ds`` and ``dz`` are
 rounded to the input dtype before a dot, as the eager same-dtype model does. Under the
 interpreter bfloat16 operands are cast to fp32 instead (NumPy has no bfloat16 matmul).
-``tanh`` is computed from ``exp`` (``tl`` has no portable tanh that the interpreter runs).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from ._utils import (
     dot_operand_dtype,
     explain_resource_errors,
     feature_attention_config,
+    kernel_output_dtype,
     triton_dtype,
 )
 
@@ -59,10 +61,35 @@ _DOT_PRECISION = "ieee"
 
 @triton.jit
 def _tanh(x):
-    """tanh from exp, stable for large |x|: sign(x) (1 - e) / (1 + e) with e = exp(-2|x|)."""
+    """tanh to a few ulps in fp32 and fp64 (``tl`` has no tanh that the interpreter runs).
+
+    |x| >= 1/8: sign(x) (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.78 (no overflow, no
+    cancellation worse than 1 - 0.78). |x| < 1/8: the odd Taylor series to x^15, whose next
+    term is below 1e-17 relative, avoiding the cancellation of 1 - e near 0.
+    """
     e = tl.exp(-2.0 * tl.abs(x))
     magnitude = (1.0 - e) / (1.0 + e)
-    return tl.where(x >= 0, magnitude, -magnitude)
+    large = tl.where(x >= 0, magnitude, -magnitude)
+    is_small = tl.abs(x) < 0.125
+    x = tl.where(is_small, x, 0.0)  # keeps x * x finite where the series is not used
+    y = x * x
+    series = -929569.0 / 638512875.0
+    series = series * y + 21844.0 / 6081075.0
+    series = series * y - 1382.0 / 155925.0
+    series = series * y + 62.0 / 2835.0
+    series = series * y - 17.0 / 315.0
+    series = series * y + 2.0 / 15.0
+    series = series * y - 1.0 / 3.0
+    small = x + x * y * series
+    return tl.where(is_small, small, large)
+
+
+@triton.jit
+def _tanh_derivative(x):
+    """1 - tanh(x)^2 = 4 e / (1 + e)^2 with e = exp(-2|x|): no cancellation as |tanh| -> 1,
+    unlike 1 - u^2 from a rounded u (what eager autograd computes)."""
+    e = tl.exp(-2.0 * tl.abs(x))
+    return 4.0 * e / ((1.0 + e) * (1.0 + e))
 
 
 @triton.jit
@@ -89,11 +116,11 @@ def _load_v_chunk(v_ptr, offs_f, offs_da, H, DA):
 
 
 @triton.jit
-def _tanh_projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H, DA,
+def _projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H, DA,
                      BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DA: tl.constexpr,
                      NUM_CHUNKS: tl.constexpr, ACC_DTYPE: tl.constexpr,
                      DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
-    """u = tanh(h_blk @ W^T): (BLOCK_T, BLOCK_DA), reduction over H in chunks of BLOCK_N."""
+    """z = h_blk @ W^T: (BLOCK_T, BLOCK_DA), reduction over H in chunks of BLOCK_N."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_da = tl.arange(0, BLOCK_DA)
     z = tl.zeros((BLOCK_T, BLOCK_DA), ACC_DTYPE)
@@ -103,7 +130,7 @@ def _tanh_projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H,
         w_chunk = _load_w_chunk(w_ptr, offs_da, offs_f, H, DA)  # (BLOCK_DA, BLOCK_N)
         z = tl.dot(h_chunk.to(DOT_DTYPE), tl.trans(w_chunk.to(DOT_DTYPE)), z,
                    input_precision=PRECISION)
-    return _tanh(z)
+    return z
 
 
 @triton.jit
@@ -140,9 +167,9 @@ def _feature_attention_fwd_kernel(
     for t0 in range(t_begin, t_end, BLOCK_T):
         offs_t = t0 + tl.arange(0, BLOCK_T)
         t_valid = offs_t < t_end
-        u_dot = _tanh_projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H,
-                                 DA, BLOCK_T, BLOCK_N, BLOCK_DA, NUM_CHUNKS, ACC_DTYPE,
-                                 DOT_DTYPE, PRECISION).to(DOT_DTYPE)  # (BLOCK_T, BLOCK_DA)
+        z = _projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H, DA,
+                        BLOCK_T, BLOCK_N, BLOCK_DA, NUM_CHUNKS, ACC_DTYPE, DOT_DTYPE, PRECISION)
+        u_dot = _tanh(z).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
 
         # Pass 1: per-step max and sum of exp over the features (online softmax).
         row_max = tl.full((BLOCK_T,), float("-inf"), ACC_DTYPE)
@@ -205,9 +232,9 @@ def _feature_attention_bwd_kernel(
     for t0 in range(t_begin, t_end, BLOCK_T):
         offs_t = t0 + tl.arange(0, BLOCK_T)
         t_valid = offs_t < t_end
-        u_dot = _tanh_projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H,
-                                 DA, BLOCK_T, BLOCK_N, BLOCK_DA, NUM_CHUNKS, ACC_DTYPE,
-                                 DOT_DTYPE, PRECISION).to(DOT_DTYPE)  # (BLOCK_T, BLOCK_DA)
+        z = _projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H, DA,
+                        BLOCK_T, BLOCK_N, BLOCK_DA, NUM_CHUNKS, ACC_DTYPE, DOT_DTYPE, PRECISION)
+        u_dot = _tanh(z).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
 
         # Pass 1 (online over feature chunks): softmax max/sum and c_t = sum_n a g h.
         row_max = tl.full((BLOCK_T,), float("-inf"), ACC_DTYPE)
@@ -250,10 +277,7 @@ def _feature_attention_bwd_kernel(
             tl.store(dv_ptrs, dv, mask=dv_mask)
 
         # Pass 3: dz = du (1 - u^2); dh = g a + dz @ W; dW += dz^T @ h.
-        # u as rounded to the dot dtype (as an eager same-dtype model stores it): no fp32 copy
-        # of u stays live through the passes (register pressure).
-        u = u_dot.to(ACC_DTYPE)
-        dz = (du * (1.0 - u * u)).to(DOT_DTYPE)  # (BLOCK_T, BLOCK_DA)
+        dz = (du * _tanh_derivative(z)).to(DOT_DTYPE)  # (BLOCK_T, BLOCK_DA)
         for chunk in range(NUM_CHUNKS):
             offs_f = chunk * BLOCK_N + offs_n
             scores = _feature_scores(u_dot, _load_v_chunk(v_ptr, offs_f, offs_da, H, DA),
@@ -310,8 +334,8 @@ def forward(h: torch.Tensor, W: torch.Tensor, V: torch.Tensor, lengths: torch.Te
     num_splits = config.num_splits(steps)
     num_chunks = triton.cdiv(hidden, config.block_n)
     if num_splits == 1:
-        out = torch.empty((batch, hidden), dtype=h.dtype, device=h.device)
-        out_partials = out
+        out_partials = torch.empty((batch, 1, hidden), dtype=kernel_output_dtype(h.dtype),
+                                   device=h.device)
     else:
         out_partials = torch.empty((batch, num_splits, hidden),
                                    dtype=accumulator_dtype(h.dtype), device=h.device)
@@ -325,9 +349,8 @@ def forward(h: torch.Tensor, W: torch.Tensor, V: torch.Tensor, lengths: torch.Te
             NUM_CHUNKS=num_chunks, CHUNKS_POW2=triton.next_power_of_2(num_chunks),
             num_warps=config.num_warps, num_stages=config.num_stages, **_dtypes(h.dtype),
         )
-    if num_splits > 1:
-        out = out_partials.sum(dim=1).to(h.dtype)
-    return out
+    out = out_partials[:, 0] if num_splits == 1 else out_partials.sum(dim=1)
+    return out.to(h.dtype)
 
 
 def backward(grad_out: torch.Tensor, h: torch.Tensor, W: torch.Tensor, V: torch.Tensor,
@@ -344,7 +367,7 @@ def backward(grad_out: torch.Tensor, h: torch.Tensor, W: torch.Tensor, V: torch.
     num_splits = config.num_splits(steps)
     num_programs = batch * num_splits
     acc_dtype = accumulator_dtype(h.dtype)
-    dh = torch.empty((batch, steps, hidden), dtype=h.dtype, device=h.device)
+    dh = torch.empty((batch, steps, hidden), dtype=kernel_output_dtype(h.dtype), device=h.device)
     dw_partials = torch.zeros((num_programs, attention_dim, hidden), dtype=acc_dtype,
                               device=h.device)
     dv_partials = torch.zeros((num_programs, hidden, attention_dim), dtype=acc_dtype,
@@ -361,4 +384,4 @@ def backward(grad_out: torch.Tensor, h: torch.Tensor, W: torch.Tensor, V: torch.
         )
     dW = dw_partials.sum(dim=0).to(W.dtype)
     dV = dv_partials.sum(dim=0).to(V.dtype)
-    return dh, dW, dV
+    return dh.to(h.dtype), dW, dV

@@ -16,8 +16,16 @@ A split beyond a row's length leaves ``m = -inf, l = 0, acc = 0`` and drops out 
 
 Backward: one pass over ``h`` with the saved ``lse``. With ``p_t = exp(s_t - lse)`` and
 ``D = grad_out . out``: ``ds_t = p_t (grad_out . h_t - D)``, ``dh_t = p_t grad_out + ds_t q``,
-``dq = sum_t ds_t h_t``. Each program writes dh for its steps (zeros on padded steps) and its
-partial dq; partials of several splits are summed by ``torch.sum`` (deterministic).
+``dq = sum_t ds_t h_t``. Each program writes dh for its steps (zeros on padded steps).
+
+dq correction for fp16/bf16: ``out`` arrives rounded to the input dtype, so ``D`` is off by
+``delta = D_exact - D = sum_t ds_t`` (as ``sum_t p_t = 1``). dh keeps the contract's ``D``
+(it is written before ``delta`` is known; its error ``p_t delta q`` is spread over the
+steps), but dq gets the exact ``ds_t - p_t delta``:
+``dq = sum_t ds_t h_t - delta * sum_t p_t h_t``, the last sum being the unrounded output.
+This removes most of dq's error beyond its own final rounding; for fp32/fp64 ``delta`` is
+at rounding level. With several splits, each program writes its partial
+``sum ds h``, ``sum p h`` and ``sum ds``, combined by torch ops (deterministic).
 
 Arithmetic in fp32 (fp64 for fp64 inputs); no ``tl.dot`` (both products are matrix-vector),
 so every dtype runs unchanged under the interpreter.
@@ -33,6 +41,7 @@ from ._utils import (
     TimeAttentionConfig,
     accumulator_dtype,
     check_device,
+    kernel_output_dtype,
     time_attention_config,
     triton_dtype,
 )
@@ -95,9 +104,12 @@ def _time_attention_fwd_kernel(
 def _time_attention_bwd_kernel(
     grad_out_ptr, h_ptr, q_ptr, lengths_ptr, out_ptr, lse_ptr,
     dh_ptr,  # (B, T, H) contiguous
-    dq_ptr,  # (B, S, H): dq itself when S == 1, else accumulator-dtype partials
+    dq_ptr,  # (B, H): final output -- used when not WRITE_PARTIALS
+    # (B, S, H), (B, S, H), (B, S) -- used when WRITE_PARTIALS
+    part_dq_ptr, part_out_ptr, part_ds_sum_ptr,
     T, H, stride_hb, stride_ht, stride_hh, steps_per_split,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    WRITE_PARTIALS: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
@@ -118,7 +130,9 @@ def _time_attention_bwd_kernel(
     h_row_ptr = h_ptr + row * stride_hb
     dh_row_ptr = dh_ptr + row * T * H
 
-    dq = tl.zeros((BLOCK_H,), ACC_DTYPE)
+    dq = tl.zeros((BLOCK_H,), ACC_DTYPE)  # sum_t ds_t h_t
+    exact_out = tl.zeros((BLOCK_H,), ACC_DTYPE)  # sum_t p_t h_t
+    ds_sum = tl.zeros((), ACC_DTYPE)  # sum_t ds_t = D_exact - D
     for t0 in range(t_begin, t_end, BLOCK_T):
         offs_t = t0 + tl.arange(0, BLOCK_T)
         t_valid = offs_t < t_end
@@ -127,10 +141,13 @@ def _time_attention_bwd_kernel(
             mask=t_valid[:, None] & h_in[None, :], other=0.0,
         ).to(ACC_DTYPE)  # (BLOCK_T, BLOCK_H)
         scores = tl.sum(h_tile * q[None, :], axis=1)
-        p = tl.where(t_valid, tl.exp(scores - lse), 0.0)  # attention weights, 0 on padded steps
+        scores = tl.where(t_valid, scores, float("-inf"))
+        p = tl.exp(scores - lse)  # attention weights, 0 on padded steps
         ds = p * (tl.sum(h_tile * grad_out[None, :], axis=1) - delta)  # (BLOCK_T,)
         dh = p[:, None] * grad_out[None, :] + ds[:, None] * q[None, :]  # (BLOCK_T, BLOCK_H)
         dq += tl.sum(ds[:, None] * h_tile, axis=0)
+        exact_out += tl.sum(p[:, None] * h_tile, axis=0)
+        ds_sum += tl.sum(ds, axis=0)
         tl.store(
             dh_row_ptr + offs_t[:, None] * H + offs_h[None, :],
             dh.to(dh_ptr.dtype.element_ty),
@@ -148,8 +165,14 @@ def _time_attention_bwd_kernel(
             mask=(offs_t < t_stop)[:, None] & h_in[None, :],
         )
 
-    tl.store(dq_ptr + (row * num_splits + split) * H + offs_h,
-             dq.to(dq_ptr.dtype.element_ty), mask=h_in)
+    if WRITE_PARTIALS:
+        part = row * num_splits + split
+        tl.store(part_dq_ptr + part * H + offs_h, dq, mask=h_in)
+        tl.store(part_out_ptr + part * H + offs_h, exact_out, mask=h_in)
+        tl.store(part_ds_sum_ptr + part, ds_sum)
+    else:
+        dq -= ds_sum * exact_out
+        tl.store(dq_ptr + row * H + offs_h, dq.to(dq_ptr.dtype.element_ty), mask=h_in)
 
 
 def forward(h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
@@ -166,7 +189,7 @@ def forward(h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
         config = time_attention_config(batch, steps, hidden, h.dtype, h.device)
     num_splits = config.num_splits(steps)
     acc_dtype = accumulator_dtype(h.dtype)
-    out = torch.empty((batch, hidden), dtype=h.dtype, device=h.device)
+    out = torch.empty((batch, hidden), dtype=kernel_output_dtype(h.dtype), device=h.device)
     lse = torch.empty((batch,), dtype=acc_dtype, device=h.device)
     write_partials = num_splits > 1
     if write_partials:
@@ -189,7 +212,7 @@ def forward(h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
         out_acc = (split_scale[:, :, None] * part_acc).sum(dim=1)  # (B, H)
         out.copy_(out_acc / row_sum[:, None])
         lse.copy_(row_max[:, 0] + torch.log(row_sum))
-    return out, lse
+    return out.to(h.dtype), lse
 
 
 def backward(grad_out: torch.Tensor, h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
@@ -204,19 +227,25 @@ def backward(grad_out: torch.Tensor, h: torch.Tensor, q: torch.Tensor, lengths: 
     if config is None:
         config = time_attention_config(batch, steps, hidden, h.dtype, h.device)
     num_splits = config.num_splits(steps)
-    dh = torch.empty((batch, steps, hidden), dtype=h.dtype, device=h.device)
-    if num_splits == 1:
-        dq = torch.empty((batch, hidden), dtype=q.dtype, device=h.device)
-        dq_partials = dq
-    else:
-        dq_partials = torch.empty((batch, num_splits, hidden), dtype=accumulator_dtype(h.dtype),
-                                  device=h.device)
+    acc_dtype = accumulator_dtype(h.dtype)
+    output_dtype = kernel_output_dtype(h.dtype)
+    dh = torch.empty((batch, steps, hidden), dtype=output_dtype, device=h.device)
+    dq = torch.empty((batch, hidden), dtype=output_dtype, device=h.device)
+    write_partials = num_splits > 1
+    if write_partials:
+        part_dq = torch.empty((batch, num_splits, hidden), dtype=acc_dtype, device=h.device)
+        part_out = torch.empty((batch, num_splits, hidden), dtype=acc_dtype, device=h.device)
+        part_ds_sum = torch.empty((batch, num_splits), dtype=acc_dtype, device=h.device)
+    else:  # unused by the kernel
+        part_dq = part_out = part_ds_sum = dq
     _time_attention_bwd_kernel[(batch, num_splits)](
-        grad_out, h, q, lengths, out, lse, dh, dq_partials,
+        grad_out, h, q, lengths, out, lse, dh, dq, part_dq, part_out, part_ds_sum,
         steps, hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
-        BLOCK_T=config.block_t, BLOCK_H=config.block_h,
-        ACC_DTYPE=triton_dtype(accumulator_dtype(h.dtype)), num_warps=config.num_warps,
+        BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
+        WRITE_PARTIALS=write_partials, num_warps=config.num_warps,
     )
-    if num_splits > 1:
-        dq = dq_partials.sum(dim=1).to(q.dtype)
-    return dh, dq
+    if write_partials:
+        # dq = sum_t ds_t h_t - delta * sum_t p_t h_t over all splits (see module docstring).
+        delta = part_ds_sum.sum(dim=1, keepdim=True)  # (B, 1)
+        dq.copy_(part_dq.sum(dim=1) - delta * part_out.sum(dim=1))
+    return dh.to(h.dtype), dq.to(h.dtype)
