@@ -195,15 +195,15 @@ def feature_attention_config(batch: int, steps: int, hidden: int, attention_dim:
     as the tile width in bytes grows (``width``: d_a in fp16 elements; fp32 counts twice,
     fp64 four times). The thresholds come from compiling for sm_90 without a GPU (ptxas
     register and spill counts, no timing): with fp16, forward spills nothing up to
-    d_a = 512 and backward nothing up to d_a = 256; backward spills at d_a >= 512 with
-    every block size tried (640 bytes per thread at d_a = H = 512), and fp32 backward
-    spills from d_a = 256 on. The backward keeps one dW and one dV partial per program, so
+    d_a = 512 and backward nothing up to d_a = 256 (larger blocks spill even at d_a = 19);
+    backward spills at d_a >= 512 with every block size tried (about 650 bytes per thread
+    at d_a = H = 512), and fp32 backward spills from d_a = 256 on. The backward keeps one dW and one dV partial per program, so
     its number of programs is capped by ``_MAX_WEIGHT_PARTIAL_BYTES``.
     """
     block_da = max(16, triton.next_power_of_2(attention_dim))
     width = block_da * torch.finfo(dtype).bits // 16
     if backward:
-        block_t, block_n = (32, 32) if width <= 64 else (16, 16)
+        block_t, block_n = 16, 16
         num_stages = 1 if width >= 512 else 2
     else:
         block_t, block_n = (32, 32) if width <= 256 else ((32, 16) if width <= 512 else (16, 16))

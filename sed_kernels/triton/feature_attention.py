@@ -19,7 +19,9 @@ its valid steps in blocks of ``BLOCK_T``. Per block everything stays on chip; ne
 Forward partial outputs (B, num_splits, H) are summed by ``torch.sum`` (deterministic).
 
 Backward (same grid) recomputes ``u``, ``s`` and ``a`` per block, with
-``g = grad_out[b]``, ``c_t = sum_n a_tn g_n h_tn`` (computed online in the softmax pass):
+``g = grad_out[b]`` and ``c_t = sum_n a_tn g_n h_tn``. Per block it walks the H chunks three
+times, recomputing the chunk of ``s`` each time: (1) softmax max/sum and ``c`` (online),
+(2) ``ds``, ``du`` and dV, (3) dh and dW:
 
 * ``ds = a * (g * h - c)``; ``du = ds @ V``; ``dV += ds^T @ u``;
 * ``dz = du * (1 - u^2)``; ``dh = g * a + dz @ W`` (written directly); ``dW += dz^T @ h``.
@@ -28,9 +30,11 @@ Backward (same grid) recomputes ``u``, ``s`` and ``a`` per block, with
 
 dW and dV are accumulated per program in fp32 (fp64 for fp64 inputs) partial buffers
 (num_programs, d_a, H) and (num_programs, H, d_a), each program reading and writing only its
-own slice, then summed over programs by ``torch.sum``: deterministic, no atomics. The
-partial traffic per block is the main cost at large H*d_a; ``feature_attention_config``
-caps the number of programs so the partials stay bounded (tuning item).
+own slice (read-add-write per block, after a ``tl.debug_barrier`` so the previous block's
+writes by other threads are visible), then summed over programs by ``torch.sum``:
+deterministic, no atomics. This partial traffic per block is the main cost at large
+H*d_a; ``feature_attention_config`` caps the number of programs so the partials stay
+bounded (tuning item).
 
 Dots take their operands in the input dtype (fp16/bf16 tensor cores, fp32 accumulation;
 fp32 uses ``input_precision="ieee"``, no TF32; fp64 in fp64), so ``u``, ``ds`` and ``dz`` are
