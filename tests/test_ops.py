@@ -66,9 +66,10 @@ def test_large_logits_do_not_overflow(op, backend):
 @pytest.mark.parametrize("op", ["time", "feature"])
 def test_non_contiguous_h(op, backend):
     inputs = make_inputs((3, 21, 30, 17), torch.float32, seed=3)
-    # A (T, B, H) buffer seen as (B, T, H), as from a time-major LSTM, then every 2nd feature.
-    time_major = inputs["h"].transpose(0, 1).contiguous()
-    wide = torch.cat([time_major, time_major], dim=-1).transpose(0, 1)[..., ::2]
+    # A (T, B, 2H) buffer seen as (B, T, H): time-major, as from a time-major LSTM, and
+    # every second feature, so that no stride of h is the contiguous one.
+    time_major = inputs["h"].transpose(0, 1)  # (T, B, H)
+    wide = torch.stack([time_major, time_major], dim=-1).flatten(-2).transpose(0, 1)[..., ::2]
     assert not wide.is_contiguous()
     torch.testing.assert_close(wide, inputs["h"])
     ref_out, ref_grads = run_op(op, "reference", inputs)

@@ -105,7 +105,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     time_forward_combine(const int64_t* __restrict__ lengths, int64_t hidden, int chunk, int chunks,
                          const acc_t<T>* __restrict__ part_max, const acc_t<T>* __restrict__ part_sum,
-                         const acc_t<T>* __restrict__ part_acc, T* __restrict__ out,
+                         const acc_t<T>* __restrict__ part_acc, acc_t<T>* __restrict__ out,
                          acc_t<T>* __restrict__ lse) {
   using A = acc_t<T>;
   const int64_t b = blockIdx.x;
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j = threadIdx.x; j < hidden; j += kThreads) {
     A acc = 0;
     for (int c = 0; c < valid; ++c) acc += exp_acc(maxes[c] - m) * part_acc[(b * chunks + c) * hidden + j];
-    out[b * hidden + j] = from_acc<T>(acc * inv_l);
+    out[b * hidden + j] = acc * inv_l;  // kept in the accumulator type for the backward
   }
   if (threadIdx.x == 0) lse[b] = m + log_acc(l);
 }
@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kThreads)
 template <class T, bool Staged>
 __global__ void __launch_bounds__(kThreads)
     time_backward_chunk(const T* __restrict__ grad_out, StridedSteps h, const T* __restrict__ q,
-                        const int64_t* __restrict__ lengths, const T* __restrict__ out,
+                        const int64_t* __restrict__ lengths, const acc_t<T>* __restrict__ out,
                         const acc_t<T>* __restrict__ lse, T* __restrict__ grad_h, int64_t steps,
                         int64_t hidden, int chunk, int chunks, acc_t<T>* __restrict__ part_dq) {
   using A = acc_t<T>;
@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   if (warp == 0) {
     A d = 0;
-    for (int64_t j = lane; j < hidden; j += kWarpSize) d += to_acc(g[j]) * to_acc(out[b * hidden + j]);
+    for (int64_t j = lane; j < hidden; j += kWarpSize) d += to_acc(g[j]) * out[b * hidden + j];
     d = warp_sum(d);
     if (lane == 0) *d_shared = d;
   }
@@ -237,7 +237,7 @@ void time_attention_forward(DType dtype, StridedSteps h, const void* q, const in
                                              chunks, part_max, part_sum, part_acc);
     check_launch("time_forward_chunk launch");
     time_forward_combine<T><<<unsigned(batch), kThreads, 0, stream>>>(
-        lengths, hidden, chunk, chunks, part_max, part_sum, part_acc, static_cast<T*>(out),
+        lengths, hidden, chunk, chunks, part_max, part_sum, part_acc, static_cast<A*>(out),
         static_cast<A*>(lse));
     check_launch("time_forward_combine launch");
   });
@@ -261,7 +261,7 @@ void time_attention_backward(DType dtype, const void* grad_out, StridedSteps h, 
     request_shared_memory(kernel, smem, launch.device, "time_attention backward");
     kernel<<<grid, kThreads, smem, stream>>>(
         static_cast<const T*>(grad_out), h, static_cast<const T*>(q), lengths,
-        static_cast<const T*>(out), static_cast<const A*>(lse), static_cast<T*>(grad_h), steps,
+        static_cast<const A*>(out), static_cast<const A*>(lse), static_cast<T*>(grad_h), steps,
         hidden, chunk, chunks, part_dq);
     check_launch("time_backward_chunk launch");
     time_backward_combine<T><<<unsigned(batch), kThreads, 0, stream>>>(

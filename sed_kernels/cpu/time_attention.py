@@ -1,7 +1,8 @@
 """Launcher of the C++/OpenMP time-attention kernels (``csrc/cpu/kernels.cpp``).
 
-Contract: see the op layer in :mod:`sed_kernels.ops`. float16/bfloat16 inputs are converted to float32 here, before the
-kernels run (one copy of ``h``), and the outputs converted back; float32 and float64 run
+Contract: see the op layer in :mod:`sed_kernels.ops`. float16/bfloat16 inputs are converted
+to float32 here, before the kernels run (one copy of ``h``), and the gradients converted back
+(``out`` stays in float32, as the contract asks); float32 and float64 run
 natively. ``h`` may have any strides: they are passed to the kernel, which never reads
 padded steps.
 """
@@ -16,7 +17,7 @@ from sed_kernels.cpu import compute_dtype, dtype_name, require_extension
 def forward(
     h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``out`` (B, H) in h.dtype and ``lse`` (B,) in float32 (float64 for float64 ``h``)."""
+    """``out`` (B, H) and ``lse`` (B,), both in float32 (float64 for float64 ``h``)."""
     kernels = require_extension()
     dtype = compute_dtype(h.dtype)
     batch, steps, hidden = h.shape
@@ -31,7 +32,7 @@ def forward(
         batch=batch, steps=steps, hidden=hidden, dtype=dtype_name(dtype),
         num_threads=torch.get_num_threads(),
     )  # fmt: skip
-    return out.to(h.dtype), lse
+    return out, lse
 
 
 def backward(

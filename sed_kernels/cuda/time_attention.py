@@ -21,12 +21,12 @@ def _workspace(kernels, h: torch.Tensor) -> torch.Tensor:
 def forward(
     h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``out`` (B, H) in h.dtype and ``lse`` (B,) in float32 (float64 for float64 ``h``)."""
+    """``out`` (B, H) and ``lse`` (B,), both in float32 (float64 for float64 ``h``)."""
     kernels = require_extension()
     batch, steps, hidden = h.shape
     q = q.to(h.dtype).contiguous()
     lengths = lengths.contiguous()
-    out = torch.empty((batch, hidden), dtype=h.dtype, device=h.device)
+    out = torch.empty((batch, hidden), dtype=accumulator_dtype(h.dtype), device=h.device)
     lse = torch.empty((batch,), dtype=accumulator_dtype(h.dtype), device=h.device)
     workspace = _workspace(kernels, h)
     kernels.time_attention_forward(
@@ -51,7 +51,7 @@ def backward(
     batch, steps, hidden = h.shape
     grad_out = grad_out.to(h.dtype).contiguous()
     q = q.to(h.dtype).contiguous()
-    out = out.to(h.dtype).contiguous()
+    out = out.to(accumulator_dtype(h.dtype)).contiguous()
     lse = lse.to(accumulator_dtype(h.dtype)).contiguous()
     lengths = lengths.contiguous()
     grad_h = torch.empty((batch, steps, hidden), dtype=h.dtype, device=h.device)
