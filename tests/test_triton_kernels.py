@@ -184,7 +184,9 @@ def test_low_precision_no_worse_than_eager(op, dtype, config_name):
         eager = reference_results(op, inputs, dtype)
         actual = kernel_results(op, inputs, config_name)
         for name, value in exact.items():
-            assert actual[name].dtype == dtype
+            # time attention's out stays fp32 for the backward; the op layer rounds it
+            expected_dtype = torch.float32 if (op, name) == ("time", "out") else dtype
+            assert actual[name].dtype == expected_dtype, name
             assert torch.isfinite(actual[name]).all(), f"{name}: non-finite values"
             kernel_error = max_error(actual[name], value)
             eager_error = max_error(eager[name], value)

@@ -17,15 +17,10 @@ A split beyond a row's length leaves ``m = -inf, l = 0, acc = 0`` and drops out 
 Backward: one pass over ``h`` with the saved ``lse``. With ``p_t = exp(s_t - lse)`` and
 ``D = grad_out . out``: ``ds_t = p_t (grad_out . h_t - D)``, ``dh_t = p_t grad_out + ds_t q``,
 ``dq = sum_t ds_t h_t``. Each program writes dh for its steps (zeros on padded steps).
-
-dq correction for fp16/bf16: ``out`` arrives rounded to the input dtype, so ``D`` is off by
-``delta = D_exact - D = sum_t ds_t`` (as ``sum_t p_t = 1``). dh keeps the contract's ``D``
-(it is written before ``delta`` is known; its error ``p_t delta q`` is spread over the
-steps), but dq gets the exact ``ds_t - p_t delta``:
-``dq = sum_t ds_t h_t - delta * sum_t p_t h_t``, the last sum being the unrounded output.
-This removes most of dq's error beyond its own final rounding; for fp32/fp64 ``delta`` is
-at rounding level. With several splits, each program writes its partial
-``sum ds h``, ``sum p h`` and ``sum ds``, combined by torch ops (deterministic).
+``out`` is kept in fp32 (fp64) between forward and backward, as the backend contract asks:
+``D`` cancels against ``grad_out . h_t``, and an ``out`` rounded to bf16 would lose dq's
+digits. With several splits, each program writes its partial ``sum ds h``, summed by torch
+(deterministic).
 
 Arithmetic in fp32 (fp64 for fp64 inputs); no ``tl.dot`` (both products are matrix-vector),
 so every dtype runs unchanged under the interpreter.
@@ -105,8 +100,8 @@ def _time_attention_bwd_kernel(
     grad_out_ptr, h_ptr, q_ptr, lengths_ptr, out_ptr, lse_ptr,
     dh_ptr,  # (B, T, H) contiguous
     dq_ptr,  # (B, H): final output -- used when not WRITE_PARTIALS
-    # (B, S, H), (B, S, H), (B, S) -- used when WRITE_PARTIALS
-    part_dq_ptr, part_out_ptr, part_ds_sum_ptr,
+    # (B, S, H) -- used when WRITE_PARTIALS
+    part_dq_ptr,
     T, H, stride_hb, stride_ht, stride_hh, steps_per_split,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr,
     WRITE_PARTIALS: tl.constexpr,
@@ -131,8 +126,6 @@ def _time_attention_bwd_kernel(
     dh_row_ptr = dh_ptr + row * T * H
 
     dq = tl.zeros((BLOCK_H,), ACC_DTYPE)  # sum_t ds_t h_t
-    exact_out = tl.zeros((BLOCK_H,), ACC_DTYPE)  # sum_t p_t h_t
-    ds_sum = tl.zeros((), ACC_DTYPE)  # sum_t ds_t = D_exact - D
     for t0 in range(t_begin, t_end, BLOCK_T):
         offs_t = t0 + tl.arange(0, BLOCK_T)
         t_valid = offs_t < t_end
@@ -146,8 +139,6 @@ def _time_attention_bwd_kernel(
         ds = p * (tl.sum(h_tile * grad_out[None, :], axis=1) - delta)  # (BLOCK_T,)
         dh = p[:, None] * grad_out[None, :] + ds[:, None] * q[None, :]  # (BLOCK_T, BLOCK_H)
         dq += tl.sum(ds[:, None] * h_tile, axis=0)
-        exact_out += tl.sum(p[:, None] * h_tile, axis=0)
-        ds_sum += tl.sum(ds, axis=0)
         tl.store(
             dh_row_ptr + offs_t[:, None] * H + offs_h[None, :],
             dh.to(dh_ptr.dtype.element_ty),
@@ -168,10 +159,7 @@ def _time_attention_bwd_kernel(
     if WRITE_PARTIALS:
         part = row * num_splits + split
         tl.store(part_dq_ptr + part * H + offs_h, dq, mask=h_in)
-        tl.store(part_out_ptr + part * H + offs_h, exact_out, mask=h_in)
-        tl.store(part_ds_sum_ptr + part, ds_sum)
     else:
-        dq -= ds_sum * exact_out
         tl.store(dq_ptr + row * H + offs_h, dq.to(dq_ptr.dtype.element_ty), mask=h_in)
 
 
@@ -180,7 +168,7 @@ def forward(h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
     """Time attention forward; see the module docstring and the backend contract.
 
     h (B, T, H) any strides, q (B, H), lengths (B,) int64 in [1, T].
-    Returns out (B, H) in h.dtype and lse (B,) in fp32 (fp64 for fp64 inputs).
+    Returns out (B, H) and lse (B,), both in fp32 (fp64 for fp64 inputs).
     ``config`` overrides the heuristic launch configuration (tests, tuning).
     """
     check_device(h)
@@ -189,7 +177,7 @@ def forward(h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
         config = time_attention_config(batch, steps, hidden, h.dtype, h.device)
     num_splits = config.num_splits(steps)
     acc_dtype = accumulator_dtype(h.dtype)
-    out = torch.empty((batch, hidden), dtype=kernel_output_dtype(h.dtype), device=h.device)
+    out = torch.empty((batch, hidden), dtype=acc_dtype, device=h.device)
     lse = torch.empty((batch,), dtype=acc_dtype, device=h.device)
     write_partials = num_splits > 1
     if write_partials:
@@ -212,7 +200,7 @@ def forward(h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
         out_acc = (split_scale[:, :, None] * part_acc).sum(dim=1)  # (B, H)
         out.copy_(out_acc / row_sum[:, None])
         lse.copy_(row_max[:, 0] + torch.log(row_sum))
-    return out.to(h.dtype), lse
+    return out, lse
 
 
 def backward(grad_out: torch.Tensor, h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
@@ -234,18 +222,14 @@ def backward(grad_out: torch.Tensor, h: torch.Tensor, q: torch.Tensor, lengths: 
     write_partials = num_splits > 1
     if write_partials:
         part_dq = torch.empty((batch, num_splits, hidden), dtype=acc_dtype, device=h.device)
-        part_out = torch.empty((batch, num_splits, hidden), dtype=acc_dtype, device=h.device)
-        part_ds_sum = torch.empty((batch, num_splits), dtype=acc_dtype, device=h.device)
     else:  # unused by the kernel
-        part_dq = part_out = part_ds_sum = dq
+        part_dq = dq
     _time_attention_bwd_kernel[(batch, num_splits)](
-        grad_out, h, q, lengths, out, lse, dh, dq, part_dq, part_out, part_ds_sum,
+        grad_out, h, q, lengths, out, lse, dh, dq, part_dq,
         steps, hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
         BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
         WRITE_PARTIALS=write_partials, num_warps=config.num_warps,
     )
     if write_partials:
-        # dq = sum_t ds_t h_t - delta * sum_t p_t h_t over all splits (see module docstring).
-        delta = part_ds_sum.sum(dim=1, keepdim=True)  # (B, 1)
-        dq.copy_(part_dq.sum(dim=1) - delta * part_out.sum(dim=1))
+        dq.copy_(part_dq.sum(dim=1))  # dq = sum over splits of sum_t ds_t h_t
     return dh.to(h.dtype), dq.to(h.dtype)
