@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -177,9 +178,14 @@ def _compare_command(argv: list[str] | None) -> None:
     config = config_from_args(args)
     out_dir = args.out_dir or Path("runs") / f"compare-{config.corpus}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"comparison folder: {out_dir}", flush=True)
-    comparison = compare(config, out_dir, variants=variants, resume=args.resume,
-                         progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
-                         workers=args.workers, strict=args.strict, cache_dir=args.cache_dir)
+    try:
+        comparison = compare(config, out_dir, variants=variants, resume=args.resume,
+                             progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
+                             workers=args.workers, strict=args.strict, cache_dir=args.cache_dir)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python -m sed_model.compare --resume --out-dir {out_dir}",
+              file=sys.stderr)
+        sys.exit(130)
     print(format_tables(comparison))
     if args.markdown is not None:
         args.markdown.write_text(format_tables(comparison, markdown=True) + "\n")

@@ -1,6 +1,8 @@
 """Trainer, metrics, batching and checkpoints on small random-feature datasets."""
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,9 @@ def test_write_json_replaces_atomically(tmp_path):
     write_json(tmp_path / "m.json", {"a": 2})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
 
 
 # --------------------------------------------------------------------------------- runs
