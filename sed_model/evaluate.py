@@ -22,7 +22,7 @@ from .cli import add_data_options, run_main
 from .data import load_dataset, make_split
 from .errors import SedError
 from .metrics import classification_report
-from .trainer import predict_split, resolve_device
+from .trainer import check_backend, predict_split, resolve_device
 
 
 def evaluate_checkpoint(
@@ -65,6 +65,8 @@ def evaluate_checkpoint(
                                for c in dataset.classes])
 
     target_device = resolve_device(device)
+    if backend is not None:
+        check_backend(backend, target_device)
     model = model_from_checkpoint(checkpoint, backend=backend, device=str(target_device))
     split = make_split(dataset, indices, normalizer_from_checkpoint(checkpoint))
     predicted = predict_split(model, split, target_device).argmax(axis=1)

@@ -28,7 +28,7 @@ from .errors import SedError
 from .features import extract_frames, load_audio
 from .model import VARIANTS_WITH_ATTENTION
 from .plots import plot_attention
-from .trainer import resolve_device
+from .trainer import check_backend, resolve_device
 
 
 def predict_files(
@@ -48,6 +48,8 @@ def predict_files(
     checkpoint = load_checkpoint(checkpoint_path)
     class_names = list(checkpoint["class_names"])
     target_device = resolve_device(device)
+    if backend is not None:
+        check_backend(backend, target_device)
     model = model_from_checkpoint(checkpoint, backend=backend, device=str(target_device))
     if with_attention and model.variant not in VARIANTS_WITH_ATTENTION:
         raise SedError(f"the checkpoint's variant {model.variant!r} has no attention to plot "

@@ -52,6 +52,8 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+import sed_kernels
+
 from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 from .data import (
     Dataset,
@@ -152,6 +154,14 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise SedError(f"device must be auto, cpu or cuda; got {name!r}")
     return torch.device(name)
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """:class:`SedError` unless ``backend`` is ``auto`` or usable for tensors on ``device``."""
+    usable = sed_kernels.available_backends(device)
+    if backend != "auto" and backend not in usable:
+        raise SedError(f"attention backend {backend!r} is not usable on {device.type} here; "
+                       f"expected auto or one of {', '.join(usable)}")
 
 
 def dataset_folds(dataset: Dataset, folds_arg: str | None, seed: int) -> list[Fold]:
@@ -373,6 +383,7 @@ def train(
     variants on one dataset); otherwise it is loaded with :func:`load_dataset`.
     """
     config = config.resolved()
+    check_backend(config.backend, resolve_device(config.device))
     out_dir = Path(out_dir) if out_dir else default_out_dir(config.corpus, config.variant)
     if dataset is None:
         dataset = load_dataset(config.corpus, config.data, cache_dir=cache_dir, workers=workers,

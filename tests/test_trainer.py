@@ -213,6 +213,15 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, kill):
             assert torch.equal(tensor, b["model"][name]), name
 
 
+def test_unusable_backend_or_device_is_a_clear_error(tmp_path):
+    with pytest.raises(SedError, match="backend 'nope'"):
+        train(tiny_config(backend="nope"), tmp_path, dataset=random_dataset(), progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(SedError, match="no CUDA GPU"):
+            train(tiny_config(device="cuda"), tmp_path, dataset=random_dataset(), progress=False)
+    assert not (tmp_path / "config.json").exists()
+
+
 def test_resume_refuses_other_options(tmp_path):
     dataset = random_dataset()
     with pytest.raises(Killed):
