@@ -15,8 +15,12 @@ Choices where the paper is silent (see DESIGN.md section 1):
 
 * The LSTM layers are stacked plainly (layer ``i`` reads layer ``i-1``); the *dense*
   connections are the skip connections from every layer into the dense layer (Eq. 7).
-  Each layer is its own ``nn.LSTM`` so that every layer's whole output ``h_i`` is kept;
-  padded batches run as packed sequences, so padding never enters the recurrence.
+  Each layer is its own ``nn.LSTM`` so that every layer's whole output ``h_i`` is kept.
+  The layers are unidirectional, so the output at a valid step never depends on the padded
+  steps after it: on CPU the padded batch runs as is (PyTorch's packed-sequence backward
+  on CPU spends most of its time filling slices, 3-6x slower than the padded LSTM), and
+  the attention ops and ``last_i`` never read padded steps. On CUDA the batch runs packed
+  (cuDNN's packed kernels skip the padded work).
 * ``last_i`` is the output at the last *valid* step of each row, not the padded end.
 * Time attention (Eq. 5) uses Luong's "general" score with the query
   ``q_i = last_N @ W_i`` (``W_i``: (H_N, H_i)), a softmax over valid steps and the
@@ -111,18 +115,21 @@ class DenseLSTMAttention(nn.Module):
 
     # ------------------------------------------------------------------ layers
     def lstm_outputs(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output ``h_i`` (B, T, H_i), zero at padded steps.
+        """Every layer's output ``h_i`` (B, T, H_i); only steps ``t < lengths[b]`` are meaningful.
 
         ``x`` (B, T, input_dim) is padded along T; ``lengths`` (B,) holds the valid lengths.
         """
         total = x.shape[1]
-        lengths_cpu = lengths.to("cpu", torch.int64)
+        packed = x.device.type == "cuda"
+        lengths_cpu = lengths.to("cpu", torch.int64) if packed else None
         outputs = []
         h = x
         for lstm in self.lstms:
-            packed = pack_padded_sequence(h, lengths_cpu, batch_first=True, enforce_sorted=False)
-            packed_out, _ = lstm(packed)
-            h, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=total)
+            if packed:
+                seq = pack_padded_sequence(h, lengths_cpu, batch_first=True, enforce_sorted=False)
+                h, _ = pad_packed_sequence(lstm(seq)[0], batch_first=True, total_length=total)
+            else:
+                h, _ = lstm(h)
             outputs.append(h)  # (B, T, H_i)
         return outputs
 
