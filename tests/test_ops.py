@@ -151,8 +151,15 @@ def test_opcheck(backend):
     )
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_torch_compile_fullgraph(backend):
+COMPILE_CASES = [(backend, "aot_eager") for backend in BACKENDS] + [
+    (backend, "inductor") for backend in FUSED[:1]
+]
+
+
+@pytest.mark.parametrize("backend, compiler", COMPILE_CASES)
+def test_torch_compile_fullgraph(backend, compiler):
+    """aot_eager checks the fake implementations and autograd registration on every backend;
+    one inductor case checks that the default compiler treats the custom ops as opaque."""
     inputs = make_inputs((3, 11, 16, 8), torch.float32, seed=23)
 
     def loss(h, q, W, V, lengths):
@@ -160,7 +167,8 @@ def test_torch_compile_fullgraph(backend):
         feature = sed_kernels.feature_attention(h, W, V, lengths, backend=backend)
         return (time * feature).sum()
 
-    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, backend=compiler)
     leaves = [inputs[n].clone().requires_grad_() for n in ("h", "q", "W", "V")]
     eager_leaves = [leaf.detach().clone().requires_grad_() for leaf in leaves]
     compiled_value = compiled(*leaves, inputs["lengths"])
