@@ -6,16 +6,23 @@ With no arguments: the ``feature`` variant on the synthetic ``demo`` corpus with
     python -m sed_model.train
     python -m sed_model.train --corpus emodb --data /path/to/emodb --folds loso --variant time
     python -m sed_model.train --resume --out-dir runs/emodb-time-20250101-120000
+    torchrun --standalone --nproc-per-node 4 -m sed_model.train --corpus iemocap --data ... \
+        --precision bf16 --out-dir runs/iemocap-feature
+
+Under torchrun, every process runs this command; rank 0 prints and writes the run folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
+from . import distributed
 from .cli import add_training_options, config_from_args, run_main
+from .errors import SedError
 from .trainer import default_out_dir, format_summary, train
 
 
@@ -45,16 +52,24 @@ def _train_command(argv: list[str] | None) -> None:
         torch.set_num_threads(args.threads)
     config = config_from_args(args)
     out_dir = args.out_dir or default_out_dir(config.corpus, config.variant)
-    print(f"run folder: {out_dir}", flush=True)
+    if distributed.launched_distributed() and args.out_dir is None:
+        raise SedError("under torchrun give --out-dir: the processes must agree on one run folder")
+    main_process = os.environ.get("RANK", "0") == "0"  # torchrun's rank; 0 in a single process
+    if main_process:
+        print(f"run folder: {out_dir}", flush=True)
     try:
         metrics = train(config, out_dir, resume=args.resume, progress=not args.no_progress,
                         workers=args.workers, strict=args.strict, cache_dir=args.cache_dir)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m sed_model.train --resume --out-dir {out_dir}",
-              file=sys.stderr)
+        if main_process:
+            print(f"\ninterrupted; continue with: python -m sed_model.train --resume "
+                  f"--out-dir {out_dir}", file=sys.stderr)
         sys.exit(130)
-    print(format_summary(metrics))
-    print(f"wrote {out_dir}/best.pt, metrics.json, curves.png, confusion.png")
+    finally:
+        distributed.teardown()
+    if main_process:
+        print(format_summary(metrics))
+        print(f"wrote {out_dir}/best.pt, metrics.json, curves.png, confusion.png")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,159 @@
+"""Crash safety and mixed precision.
+
+* A training process killed with SIGKILL after a few checkpoints and resumed with
+  ``--resume`` ends exactly like an uninterrupted run with the same seed.
+* ``--resume`` on a truncated ``last.pt`` is a one-line ``error:`` naming the file and what
+  to do, exit status 2. (A corrupt feature-cache file is recomputed: tests/test_features.py.)
+* bf16 autocast on the CPU through the model with the ``cpu`` and ``reference`` attention
+  backends; fp16 on the CPU is a clear error.
+"""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sed_model.checkpoint import load_checkpoint, read_json
+from sed_model.corpora import demo
+from sed_model.errors import SedError
+from sed_model.model import DenseLSTMAttention
+from sed_model.trainer import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+# Checkpoints at every step, so the process is killed in the middle of fold 1.
+OPTIONS = dict(corpus="csv", variant="time", folds="2", steps=30, batch_size=4, eval_every=1,
+               cells=(8, 6), lr=1e-2, device="cpu", backend="cpu", seed=3)
+ARGS = ["--corpus", "csv", "--variant", "time", "--folds", "2", "--steps", "30", "--batch-size", "4",
+        "--eval-every", "1", "--cells", "8,6", "--lr", "0.01", "--device", "cpu", "--backend", "cpu",
+        "--seed", "3"]
+QUIET = ["--threads", "1", "--workers", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """32 demo files (4 speakers x 4 emotions x 2) in a CSV manifest, with their own cache."""
+    root = tmp_path_factory.mktemp("demo")
+    demo.generate(root / "audio", utterances_per_cell=2)
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "speaker"])
+        for name, speaker, emotion in demo.expected_files(utterances_per_cell=2):
+            writer.writerow([f"audio/{name}", emotion, speaker])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SED_MODEL_CACHE": str(root / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SED_MODEL_CACHE", str(root / "cache"))
+        yield manifest, env
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_train(args, env):
+    return subprocess.run([sys.executable, "-m", "sed_model.train", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def kill_after_checkpoints(args, env, last: Path, writes: int) -> None:
+    """Start training, SIGKILL it once ``last`` has been (re)written ``writes`` times."""
+    proc = subprocess.Popen([sys.executable, "-m", "sed_model.train", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen, deadline = set(), time.monotonic() + 120
+    try:
+        while len(seen) < writes and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                seen.add(last.stat().st_ino)  # every atomic write is a new file (inode)
+            except FileNotFoundError:
+                pass
+            time.sleep(0.005)
+        proc.kill()
+    finally:
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -9, f"not killed mid-run (status {proc.returncode}): {stderr[-2000:]}"
+
+
+def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_thread):
+    manifest, env = corpus
+    reference = train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "reference",
+                      progress=False, workers=1)
+
+    run = tmp_path / "killed"
+    args = [*ARGS, "--data", str(manifest), *QUIET, "--out-dir", str(run)]
+    kill_after_checkpoints(args, env, run / "fold-01" / "last.pt", writes=3)
+    killed_at = load_checkpoint(run / "fold-01" / "last.pt")["step"]
+    assert 1 <= killed_at < 30 and not (run / "fold-01" / "metrics.json").exists()
+
+    # a truncated last.pt (a disk that filled up, a bad copy): one clear line, status 2
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    last = broken / "fold-01" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    done = run_train(["--resume", "--out-dir", str(broken), *QUIET], env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert str(last) in lines[0] and "delete it" in lines[0]
+
+    done = run_train(["--resume", "--out-dir", str(run), *QUIET], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = read_json(run / "metrics.json")
+    assert resumed["folds"] == reference["folds"]  # history, final, best: identical
+    for fold in ("fold-01", "fold-02"):
+        a = load_checkpoint(tmp_path / "reference" / fold / "last.pt")
+        b = load_checkpoint(run / fold / "last.pt")
+        assert a["step"] == b["step"] == 30
+        for name, tensor in a["model"].items():
+            assert torch.equal(tensor, b["model"][name]), name
+        for key in ("rng", "optimizer", "scaler", "fold"):
+            assert key in b
+
+
+# ------------------------------------------------------------------------ mixed precision
+# sed_kernels.feature_attention validates the dtypes before casting to the autocast dtype,
+# so the LSTM's bf16 h meets the fp32 parameters W, V and raises TypeError: a known bug
+# (fix: cast first, then validate, in sed_kernels/ops.py). strict: this fails once fixed.
+FEATURE_AUTOCAST_BUG = pytest.mark.xfail(raises=TypeError, strict=True,
+                                         reason="ops.feature_attention checks dtypes before autocast")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("variant", ["time", pytest.param("feature", marks=FEATURE_AUTOCAST_BUG)])
+def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_thread):
+    torch.manual_seed(0)
+    model = DenseLSTMAttention(n_classes=4, variant=variant, cells=(8, 6), attention_dim=5,
+                               dense=6, backend=backend)
+    x, lengths = torch.randn(3, 7, 130), torch.tensor([7, 5, 2])
+    expected = model(x, lengths)  # fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x, lengths)
+    logits.float().sum().backward()
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), expected, atol=0.05, rtol=0.05)  # bf16: ~3 digits
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_bf16_training_on_the_cpu_and_fp16_refused(corpus, tmp_path, one_thread):
+    manifest, _ = corpus
+    options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
+    metrics = train(TrainConfig(precision="bf16", **options), tmp_path / "bf16", progress=False,
+                    workers=1)
+    assert metrics["config"]["precision"] == "bf16"
+    assert [p["step"] for p in metrics["folds"][0]["history"]] == [0, 2, 4]
+    assert all(p["train_loss"] is None or p["train_loss"] > 0 for p in metrics["folds"][0]["history"])
+    with pytest.raises(SedError, match="fp16 needs a CUDA GPU"):
+        train(TrainConfig(precision="fp16", **options), tmp_path / "fp16", progress=False, workers=1)
+    with pytest.raises(SedError, match="precision must be one of"):
+        TrainConfig(precision="fp8").resolved()
+    assert not (tmp_path / "fp16").exists()
