@@ -47,6 +47,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
 def cell_sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(positive_int(part) for part in text.split(","))
@@ -63,7 +73,7 @@ CORPUS_PRESETS = {"enterface": "enterface", "iemocap": "iemocap", "iemocap4": "i
 
 # TrainConfig fields set from command-line options of the same name.
 TRAINING_OPTIONS = ("corpus", "data", "preset", "folds", "epochs", "steps", "batch_size", "lr",
-                    "cells", "eval_every", "device", "backend", "seed", "precision")
+                    "cells", "eval_every", "device", "backend", "seed", "validation_speakers")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -116,15 +126,17 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
     parser.add_argument("--eval-every", type=positive_int, default=None,
                         help="evaluate on the held-out fold every N steps; these points are the "
                              "UAR curves (default: preset, else once per epoch)")
+    parser.add_argument("--validation-speakers", type=non_negative_int, default=None, metavar="K",
+                        help="hold out K of each fold's training speakers (rotating with the fold, "
+                             "chosen by --seed) and report the test metrics of the step with the "
+                             "best validation UAR; 0 = no validation, report the final step. "
+                             "Default: 1 when there are several folds and each keeps at least 3 "
+                             "training speakers, else 0")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                         help="where to train; auto = cuda if available, else cpu (default auto)")
     parser.add_argument("--backend", default=None,
                         help="attention kernel backend: auto, reference, cpu, triton or cuda "
                              "(default auto: the fastest one built for the device)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
-                        help="arithmetic of training and evaluation: fp32 (default), bf16 or fp16 "
-                             "(torch.autocast mixed precision; fp16 with a gradient scaler, CUDA "
-                             "only; bf16 also runs on the CPU)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of weight initialisation, batch order and random splits "
                              "(default 0)")

@@ -3,9 +3,10 @@
     python -m sed_model.compare --corpus emodb --data DIR --folds loso --markdown table.md
 
 Every variant sees the same features, folds, seed, preset and number of steps. The table
-shows per-class recall and UAR of each variant, pooled over folds, twice: for the final
-models (the headline, selected by nothing) and for the best held-out UAR during training
-(the paper's "optimal recognition results", optimistic). Files: one run folder per variant
+shows per-class recall and UAR of each variant, pooled over folds: for the checkpoints
+selected on validation speakers (the headline when ``--validation-speakers`` is on), for the
+final models (selected by nothing; the headline without validation) and for the best test
+UAR during training (the paper's "optimal recognition results", optimistic). Files: one run folder per variant
 under ``--out-dir`` (see ``sed_model.train``), ``comparison.json``, ``table.md`` and
 ``curves.png`` (mean held-out UAR against step per variant, like the paper's Figs. 2-3).
 """
@@ -43,7 +44,9 @@ def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, progress: b
                     resume=resume and (out_dir / "config.json").exists(), progress=progress,
                     **data_options)
     s = metrics["summary"]
-    print(f"{config.variant}: UAR {s['final']['pooled']['uar']:.3f} (final), "
+    selected = (f"{s['selected']['pooled']['uar']:.3f} (selected on validation), "
+                if "selected" in s else "")
+    print(f"{config.variant}: UAR {selected}{s['final']['pooled']['uar']:.3f} (final), "
           f"{s['best']['pooled']['uar']:.3f} (best during training), "
           f"{time.perf_counter() - started:.0f} s", flush=True)
     return metrics
@@ -132,16 +135,21 @@ def format_table(comparison: dict, which: str, *, markdown: bool = False) -> str
 
 
 def format_tables(comparison: dict, *, markdown: bool = False) -> str:
-    """Both tables, final models first, each with a title saying what it shows."""
+    """The tables, headline first, each with a title saying what it shows: selected on
+    validation speakers (when the runs had them), final models, best test UAR in training."""
     n = comparison["n_folds"]
     pooled = f"pooled over {n} folds" if n > 1 else "held-out fold"
+    validated = all("selected" in m["summary"] for m in comparison["variants"].values())
     titles = {
-        "final": f"Final models ({pooled}; headline, nothing selected on test data)",
+        "selected": f"Checkpoints selected on validation speakers ({pooled}; headline, "
+                    "nothing selected on test data)",
+        "final": f"Final models ({pooled}; " + ("unbiased too" if validated else "headline")
+                 + ", nothing selected on test data)",
         "best": f"Best held-out UAR during training ({pooled}; the paper's 'optimal "
                 "recognition results' protocol, optimistic)",
     }
     parts = []
-    for which in ("final", "best"):
+    for which in ("selected", "final", "best") if validated else ("final", "best"):
         title = f"**{titles[which]}**" if markdown else titles[which]
         parts += [title, "", format_table(comparison, which, markdown=markdown), ""]
     return "\n".join(parts).rstrip()

@@ -21,6 +21,9 @@ and tested on), and every training side must hold files of at least two classes.
   are used on neither side, so no speaker is on both sides.
 - "default": the corpus' own default protocol (pass ``corpus=``).
 
+:func:`with_validation_speakers` then carves validation speakers out of a fold's training
+side, so that a checkpoint can be selected without looking at the test speakers.
+
 The command-line forms of ``--folds`` ("loso", "<K>", "holdout", "session", "paper",
 "default") are read by :func:`parse_folds_arg`; ``make_folds`` accepts them too.
 """
@@ -51,6 +54,7 @@ class Fold:
     name: str  # e.g. "speaker 03", "Ses01", "fold 2/5", "holdout", "enterface-paper"
     train: tuple[int, ...]
     test: tuple[int, ...]
+    validation: tuple[int, ...] = ()  # held out of train to select a checkpoint; see below
 
 
 def parse_folds_arg(text: str) -> tuple[str, int | None]:
@@ -109,6 +113,51 @@ def make_folds(
     for fold in folds:
         _check(fold, utterances)
     return folds
+
+
+def with_validation_speakers(
+    fold: Fold, utterances: Sequence[Utterance], k: int, *, seed: int = 0
+) -> Fold:
+    """``fold`` with ``k`` of its training speakers moved to a validation side.
+
+    Which speakers: all speakers of ``utterances`` are shuffled once with ``seed``; the fold
+    walks that order (wrapping around) from just after its last test speaker and takes the
+    first ``k`` speakers that are on its training side. So the choice depends only on the
+    seed and the fold, and rotates: under leave-one-speaker-out with ``k = 1`` every speaker
+    validates exactly one fold (the one testing its predecessor in the shuffled order).
+    ``k = 0`` returns ``fold`` unchanged. Raises
+    :class:`SedError` when fewer than one training speaker would remain or when the
+    remaining training side holds a single class.
+    """
+    if k < 0:
+        raise SedError(f"validation speakers must be 0 or more; got {k}")
+    if k == 0:
+        return fold
+    train_speakers = {utterances[i].speaker for i in fold.train}
+    if k >= len(train_speakers):
+        raise SedError(
+            f"fold {fold.name}: {k} validation speaker(s) would leave no training speaker "
+            f"(the training side has {len(train_speakers)}); use --validation-speakers "
+            f"{len(train_speakers) - 1} or less, or 0 to select nothing"
+        )
+    order = _shuffled_speakers([u.speaker for u in utterances], seed)
+    start = 1 + max(order.index(utterances[i].speaker) for i in fold.test)
+    walk = [order[(start + j) % len(order)] for j in range(len(order))]
+    chosen = set([s for s in walk if s in train_speakers][:k])
+    carved = Fold(
+        fold.name,
+        tuple(i for i in fold.train if utterances[i].speaker not in chosen),
+        fold.test,
+        tuple(i for i in fold.train if utterances[i].speaker in chosen),
+    )
+    classes = {utterances[i].label for i in carved.train}
+    if len(classes) < 2:
+        raise SedError(
+            f"fold {fold.name}: holding out validation speaker(s) {', '.join(sorted(chosen))} "
+            f"leaves only class {next(iter(classes))!r} for training; expected at least two "
+            "classes (use fewer --validation-speakers, or 0)"
+        )
+    return carved
 
 
 def _leave_one_group_out(groups: Sequence[str], prefix: str) -> list[Fold]:

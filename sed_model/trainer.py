@@ -8,28 +8,35 @@ One run = one variant trained on every fold of a speaker-independent protocol. P
 * every ``eval_every`` optimizer steps (and at step 0 and the last step) the model is
   evaluated on the held-out fold; these points are the UAR curves (paper Figs. 2 and 3).
 
-Which split validates? Under leave-one-speaker-out the only held-out data is the test fold,
-and the paper's Tables 2 and 3 are the "optimal recognition results" — the best test UAR
-seen during training. Selecting the best step on the test fold is optimistic, so every
-result records two numbers and the tables show both, labelled:
+Which split validates? The paper's Tables 2 and 3 are the "optimal recognition results" —
+the best test UAR seen during training, which picks the step on the test speakers. We hold
+out ``validation_speakers`` of each fold's training speakers instead
+(:func:`sed_model.splits.with_validation_speakers`; default 1 when every fold keeps at least
+3 training speakers, else 0), train on the rest, evaluate both sides at every evaluation and
+record, per fold:
 
-* ``final``: the model after the last training step — selected by nothing, an unbiased
-  estimate; this is the headline number;
-* ``best``: the best held-out UAR during training (the paper's protocol, optimistic).
+* ``selected``: test metrics of the checkpoint with the best validation UAR (ties: the
+  earlier step) — nothing chosen on test data; the headline when validation is on;
+* ``final``: the model after the last training step — also unbiased; the headline when
+  ``validation_speakers`` is 0;
+* ``best``: the best test UAR during training (the paper's protocol, optimistic).
+
+The normaliser is fitted on the training speakers only (not validation, not test).
 
 Files in the run folder::
 
     config.json                 the resolved training configuration
     fold-XX/last.pt             periodic checkpoint (at every evaluation), the final model at the end
-    fold-XX/best.pt             checkpoint at the best held-out UAR
+    fold-XX/best.pt             checkpoint at the best test UAR (optimistic)
+    fold-XX/selected.pt         checkpoint at the best validation UAR (with validation speakers)
     fold-XX/metrics.json        the fold's result; its presence marks the fold complete
-    best.pt                     copy of fold-01/best.pt (see below)
-    metrics.json                per fold and pooled/mean results, ``final`` and ``best``
-    curves.png, confusion.png   UAR against step; pooled confusion matrix of the final models
+    best.pt                     copy of fold-01/selected.pt, or fold-01/best.pt without validation
+    metrics.json                per fold and pooled/mean results, ``selected``, ``final``, ``best``
+    curves.png, confusion.png   UAR against step; pooled confusion matrix of the headline models
 
-The top-level ``best.pt`` is simply fold 1's best checkpoint: a model trained without fold
-1's speakers, ready for ``evaluate`` and ``predict``. It is not the best fold (that would be
-cherry-picking) and not a model retrained on all data.
+The top-level ``best.pt`` is simply fold 1's headline checkpoint: a model trained without
+fold 1's speakers, ready for ``evaluate`` and ``predict``. It is not the best fold (that would
+be cherry-picking) and not a model retrained on all data.
 
 Crash safety: every checkpoint and JSON file is written atomically. ``resume=True`` skips
 the folds whose ``metrics.json`` exists and continues the running fold from its
@@ -50,12 +57,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 import sed_kernels
 
-from . import distributed
 from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 from .data import (
     Dataset,
@@ -73,7 +78,7 @@ from .metrics import classification_report, mean_and_std, report_from_confusion
 from .model import VARIANTS, DenseLSTMAttention
 from .plots import plot_confusion, plot_curves
 from .presets import get_preset
-from .splits import Fold, make_folds
+from .splits import Fold, make_folds, with_validation_speakers
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class TrainConfig:
     device: str = "auto"
     backend: str = "auto"
     seed: int = 0
-    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; see autocast_dtype)
+    validation_speakers: int | None = None  # None: resolved by train() from the folds
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` hyperparameter filled from the preset, validated."""
@@ -130,8 +135,8 @@ class TrainConfig:
         for name in ("epochs", "steps", "batch_size", "eval_every"):
             if values[name] is not None and values[name] < 1:
                 raise SedError(f"{name} must be a positive integer; got {values[name]}")
-        if self.precision not in PRECISIONS:
-            raise SedError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.validation_speakers is not None and self.validation_speakers < 0:
+            raise SedError(f"validation_speakers must be 0 or more; got {self.validation_speakers}")
         if values["lr"] <= 0:
             raise SedError(f"lr must be positive; got {values['lr']}")
         if any(c < 1 for c in values["cells"]):
@@ -161,30 +166,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The ``torch.autocast`` dtype of ``precision`` on ``device`` (None: plain fp32).
-
-    bf16 runs on CUDA and on the CPU (CPU autocast supports bfloat16; useful to check a
-    bf16 run on a laptop, rarely faster). fp16 is CUDA only: it needs a gradient scaler and
-    CPU float16 kernels are slow or missing, so on the CPU it is a :class:`SedError`.
-    """
-    if precision not in PRECISIONS:
-        raise SedError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise SedError("precision fp16 needs a CUDA GPU (it trains with a gradient scaler); "
-                       "on the CPU use --precision bf16 or fp32")
-    return PRECISIONS[precision]
-
-
-def autocast(precision: str, device: torch.device):
-    """``torch.autocast`` for ``precision`` on ``device``; a no-op context for fp32."""
-    dtype = autocast_dtype(precision, device)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
 def check_backend(backend: str, device: torch.device) -> None:
     """:class:`SedError` unless ``backend`` is ``auto`` or usable for tensors on ``device``."""
     usable = sed_kernels.available_backends(device)
@@ -193,31 +174,38 @@ def check_backend(backend: str, device: torch.device) -> None:
                        f"expected auto or one of {', '.join(usable)}")
 
 
-def dataset_folds(dataset: Dataset, folds_arg: str | None, seed: int) -> list[Fold]:
-    """The folds of the CLI form ``folds_arg`` (None: the corpus' default protocol)."""
+def dataset_folds(dataset: Dataset, folds_arg: str | None, seed: int,
+                  validation_speakers: int = 0) -> list[Fold]:
+    """The folds of the CLI form ``folds_arg`` (None: the corpus' default protocol), each
+    with ``validation_speakers`` training speakers moved to its validation side."""
     folds = make_folds(dataset.utterances, folds_arg or "default", seed=seed, corpus=dataset.loader)
+    folds = [with_validation_speakers(fold, dataset.utterances, validation_speakers, seed=seed)
+             for fold in folds]
     for fold in folds:
         check_training_split(dataset, fold)
     return folds
 
 
+def default_validation_speakers(dataset: Dataset, folds_arg: str | None, seed: int) -> int:
+    """1 when the protocol has several folds and each keeps at least 3 training speakers
+    (so 2 or more remain to train on), else 0 (a single hold-out or too few speakers)."""
+    folds = dataset_folds(dataset, folds_arg, seed)
+    fewest = min(len({dataset.utterances[i].speaker for i in f.train}) for f in folds)
+    return 1 if len(folds) > 1 and fewest >= 3 else 0
+
+
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def predict_split(model: DenseLSTMAttention, split: Split, device: torch.device) -> np.ndarray:
-    """Class probabilities (N, n_classes) of every utterance of ``split``.
-
-    In a distributed run each rank predicts every ``world``-th batch and the rows are summed
-    across ranks (each row has one nonzero contributor, so the sum is exact).
-    """
+    """Class probabilities (N, n_classes) of every utterance of ``split``."""
     was_training = model.training
     model.eval()
-    probabilities = torch.zeros((len(split), model.head[-1].out_features), dtype=torch.float32)
-    batches = evaluation_batches(split.lengths)
-    for indices in batches[distributed.rank()::distributed.world_size()]:
+    probabilities = np.zeros((len(split), model.head[-1].out_features), dtype=np.float32)
+    for indices in evaluation_batches(split.lengths):
         x, lengths, _ = split.batch(indices, device)
-        probabilities[indices] = torch.softmax(model(x, lengths).float(), dim=1).cpu()
+        probabilities[indices] = torch.softmax(model(x, lengths), dim=1).cpu().numpy()
     model.train(was_training)
-    return distributed.sum_across_ranks(probabilities).numpy()
+    return probabilities
 
 
 def evaluate_split(
@@ -263,6 +251,7 @@ def train_fold(
     normalizer = Normalizer.fit([dataset.features[i] for i in fold.train])
     train_split = make_split(dataset, fold.train, normalizer)
     test_split = make_split(dataset, fold.test, normalizer)
+    validation_split = make_split(dataset, fold.validation, normalizer) if fold.validation else None
 
     torch.manual_seed(config.seed)
     model = DenseLSTMAttention(
@@ -276,38 +265,26 @@ def train_fold(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     test_speakers = sorted({dataset.utterances[i].speaker for i in fold.test})
+    validation_speakers = sorted({dataset.utterances[i].speaker for i in fold.validation})
     per_epoch = steps_per_epoch(len(train_split), config.batch_size)
     total_steps = config.steps or config.epochs * per_epoch
     eval_every = config.eval_every or per_epoch
 
-    step, history, best = 0, [], None
+    step, history, best, selected = 0, [], None, None
     last_path, best_path = fold_dir / "last.pt", fold_dir / "best.pt"
+    selected_path = fold_dir / "selected.pt"
     if resume and last_path.exists():
-        try:
-            saved = load_checkpoint(last_path)
-        except SedError as exc:
-            raise SedError(f"{exc}; it is truncated or corrupt: delete it to restart fold "
-                           f"{fold_index + 1} from step 0 (or restore a good copy) and resume "
-                           "again") from None
+        saved = load_checkpoint(last_path)
         if saved["config"] != config.to_json():
             raise SedError(f"{last_path} was written with another configuration; cannot resume")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         _set_rng_state(saved["rng"])
-        if saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
         step, history, best = saved["step"], saved["history"], saved["best"]
-
-    ddp_model = model
-    if distributed.world_size() > 1:  # after loading: DDP starts from rank 0's weights
-        ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index or torch.cuda.current_device()] if device.type == "cuda" else None)
+        selected = saved.get("selected")
 
     def checkpoint(path: Path) -> None:
-        if not distributed.is_main():
-            return
         save_checkpoint(path, {
             "model": model.state_dict(),
             "hyperparameters": model.hyperparameters(),
@@ -315,26 +292,31 @@ def train_fold(
             "normalizer": normalizer.state_dict(),
             "config": config.to_json(),
             "fold": {"index": fold_index, "name": fold.name, "count": fold_count,
-                     "test_speakers": test_speakers},
+                     "test_speakers": test_speakers, "validation_speakers": validation_speakers},
             "step": step,
             "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
             "rng": _rng_state(),
             "history": history,
             "best": best,
+            "selected": selected,
         })
 
-    @autocast(config.precision, device)
     def evaluate(train_loss: float | None) -> dict:
-        nonlocal best
+        nonlocal best, selected
         report = evaluate_split(model, test_split, dataset.classes, device)
         history.append({"step": step, "uar": report["uar"], "wa": report["wa"],
                         "train_loss": train_loss})
         if best is None or report["uar"] > best["uar"]:
             best = {"step": step, **report}
             checkpoint(best_path)
+        if validation_split is not None:
+            validation_uar = evaluate_split(model, validation_split, dataset.classes, device)["uar"]
+            history[-1]["validation_uar"] = validation_uar
+            if selected is None or validation_uar > selected["validation_uar"]:  # ties: earlier
+                selected = {"step": step, "validation_uar": validation_uar, **report}
+                checkpoint(selected_path)
         checkpoint(last_path)
-        if on_checkpoint is not None and distributed.is_main():
+        if on_checkpoint is not None:
             on_checkpoint(last_path, step)
         return report
 
@@ -342,8 +324,7 @@ def train_fold(
         evaluate(None)  # step 0: the curve starts at the untrained model
     model.train()
     losses: list[float] = []
-    bar = tqdm(total=total_steps, initial=step, disable=not progress or not distributed.is_main(),
-               unit="step",
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
                desc=f"fold {fold_index + 1}/{fold_count} {config.variant}", leave=False)
     batches, batches_epoch = [], -1
     while step < total_steps:
@@ -351,32 +332,22 @@ def train_fold(
         if epoch != batches_epoch:
             rng = np.random.default_rng([config.seed, fold_index, epoch])
             batches, batches_epoch = epoch_batches(train_split.lengths, config.batch_size, rng), epoch
-        global_batch = batches[step % per_epoch]
-        mine = distributed.shard(global_batch)  # this rank's part (all of it in one process)
-        x, lengths, labels = train_split.batch(mine if len(mine) else global_batch[:1], device)
-        with autocast(config.precision, device):
-            logits = ddp_model(x, lengths)  # (B_rank, n_classes)
-        # The shard's summed loss / global batch size * world size: DDP averages gradients
-        # over ranks, so each step follows the global batch's mean loss (as one process would).
-        loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")
-        loss = loss_sum / len(global_batch) * distributed.world_size() if len(mine) else loss_sum * 0
+        x, lengths, labels = train_split.batch(batches[step % per_epoch], device)
+        loss = F.cross_entropy(model(x, lengths), labels)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss.backward()
+        optimizer.step()
         step += 1
-        losses.append(loss_sum.item() / len(global_batch) if len(mine) else 0.0)
+        losses.append(loss.item())
         bar.update(1)
         if step % eval_every == 0 or step == total_steps:
-            step_losses = distributed.sum_across_ranks(torch.tensor(losses, dtype=torch.float64))
-            report = evaluate(float(step_losses.mean()))
+            report = evaluate(float(np.mean(losses)))
             losses.clear()
             bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", uar=f"{report['uar']:.3f}",
                             best=f"{best['uar']:.3f}")
     bar.close()
 
-    with autocast(config.precision, device):
-        final = evaluate_split(model, test_split, dataset.classes, device)
+    final = evaluate_split(model, test_split, dataset.classes, device)
     result = {
         "index": fold_index,
         "name": fold.name,
@@ -388,16 +359,20 @@ def train_fold(
         "best": best,
         "history": history,
     }
-    if distributed.is_main():
-        write_json(fold_dir / "metrics.json", result)
+    if validation_split is not None:
+        result.update(n_validation=len(fold.validation), validation_speakers=validation_speakers,
+                      selected=selected)
+    write_json(fold_dir / "metrics.json", result)
     return result
 
 
 # ------------------------------------------------------------------------------- a run
 def summarize(fold_results: list[dict], class_names) -> dict:
-    """Pooled (confusion matrices summed over folds) and mean/std results, final and best."""
+    """Pooled (confusion matrices summed over folds) and mean/std results: final, best and,
+    when the folds had validation speakers, selected."""
     summary = {}
-    for which in ("final", "best"):
+    kinds = ("selected", "final", "best") if "selected" in fold_results[0] else ("final", "best")
+    for which in kinds:
         pooled = np.sum([r[which]["confusion"] for r in fold_results], axis=0)
         summary[which] = {
             "pooled": report_from_confusion(pooled, class_names),
@@ -444,25 +419,18 @@ def train(
 
     ``dataset`` may be passed to reuse extracted features (``compare`` trains four
     variants on one dataset); otherwise it is loaded with :func:`load_dataset`.
-
-    Started by torchrun (``WORLD_SIZE`` > 1), it joins the process group and trains with
-    DistributedDataParallel (see :mod:`sed_model.distributed`): rank 0 extracts the
-    features first, writes every file and prints; every rank returns the same metrics.
     """
     config = config.resolved()
-    device = resolve_device(config.device)
-    check_backend(config.backend, device)
-    autocast_dtype(config.precision, device)  # fp16 on the CPU: an error before any work
-    distributed.init(device)
+    check_backend(config.backend, resolve_device(config.device))
     out_dir = Path(out_dir) if out_dir else default_out_dir(config.corpus, config.variant)
     if dataset is None:
-        dataset = distributed.main_first(
-            lambda: load_dataset(config.corpus, config.data, cache_dir=cache_dir, workers=workers,
-                                 strict=strict, progress=progress and distributed.is_main()),
-            then_others=True)  # the other ranks read rank 0's feature cache
-    folds = dataset_folds(dataset, config.folds, config.seed)
-    # after the data checks: no folder for a bad run
-    distributed.main_first(lambda: _prepare_out_dir(out_dir, config, resume))
+        dataset = load_dataset(config.corpus, config.data, cache_dir=cache_dir, workers=workers,
+                               strict=strict, progress=progress)
+    if config.validation_speakers is None:
+        config = dataclasses.replace(
+            config, validation_speakers=default_validation_speakers(dataset, config.folds, config.seed))
+    folds = dataset_folds(dataset, config.folds, config.seed, config.validation_speakers)
+    _prepare_out_dir(out_dir, config, resume)  # after the data checks: no folder for a bad run
 
     results = []
     for index, fold in enumerate(folds):
@@ -476,12 +444,15 @@ def train(
                                       on_checkpoint=on_checkpoint))
             status = "trained"
         r = results[-1]
-        if distributed.is_main():
-            tqdm.write(
-                f"{config.variant} fold {index + 1}/{len(folds)} ({fold.name}, {r['n_test']} test "
-                f"utterances, {status}): final UAR {r['final']['uar']:.3f}, "
-                f"best UAR {r['best']['uar']:.3f} at step {r['best']['step']}"
-            )
+        tqdm.write(
+            f"{config.variant} fold {index + 1}/{len(folds)} ({fold.name}, {r['n_test']} test "
+            f"utterances, {status}): "
+            + (f"selected UAR {r['selected']['uar']:.3f} at step {r['selected']['step']} "
+               f"(validation speakers {', '.join(r['validation_speakers'])}), "
+               if "selected" in r else "")
+            + f"final UAR {r['final']['uar']:.3f}, "
+            f"best UAR {r['best']['uar']:.3f} at step {r['best']['step']}"
+        )
 
     metrics = {
         "corpus": dataset.corpus,
@@ -490,20 +461,19 @@ def train(
         "classes": list(dataset.classes),
         "n_utterances": len(dataset.utterances),
         "skipped_files": dataset.skipped,
-        "headline": "final",
+        "headline": "selected" if config.validation_speakers else "final",
         "folds": results,
         "summary": summarize(results, dataset.classes),
     }
-    distributed.barrier()
-    if not distributed.is_main():
-        return metrics  # rank 0 writes the run's files
     write_json(out_dir / "metrics.json", metrics)
-    _copy_atomic(out_dir / "fold-01" / "best.pt", out_dir / "best.pt")
+    headline_checkpoint = "selected.pt" if config.validation_speakers else "best.pt"
+    _copy_atomic(out_dir / "fold-01" / headline_checkpoint, out_dir / "best.pt")
     plot_curves({config.variant: [r["history"] for r in results]}, out_dir / "curves.png",
                 title=f"{dataset.corpus}: held-out UAR during training")
-    plot_confusion(metrics["summary"]["final"]["pooled"]["confusion"], dataset.classes,
+    plot_confusion(metrics["summary"][metrics["headline"]]["pooled"]["confusion"], dataset.classes,
                    out_dir / "confusion.png",
-                   title=f"{dataset.corpus} {config.variant}: final models, pooled over folds")
+                   title=f"{dataset.corpus} {config.variant}: {metrics['headline']} models, "
+                         "pooled over folds")
     return metrics
 
 
@@ -514,21 +484,26 @@ def _copy_atomic(source: Path, target: Path) -> None:
 
 
 def format_summary(metrics: dict) -> str:
-    """A few lines for the terminal: headline (final) UAR, WA and the best-during-training UAR."""
+    """A few lines for the terminal: headline UAR and WA (selected on validation speakers, or
+    final), the final-model UAR and the best-during-training UAR."""
     s = metrics["summary"]
+    headline = metrics["headline"]
     n = len(metrics["folds"])
     over = f"pooled over {n} folds" if n > 1 else "held-out fold"
+    what = "checkpoints selected on validation speakers" if headline == "selected" else "final models"
     lines = [
         f"{metrics['corpus']} / {metrics['variant']}: "
-        f"UAR {s['final']['pooled']['uar']:.3f}, WA {s['final']['pooled']['wa']:.3f} "
-        f"(final models, {over})",
+        f"UAR {s[headline]['pooled']['uar']:.3f}, WA {s[headline]['pooled']['wa']:.3f} "
+        f"({what}, {over})",
     ]
     if n > 1:
-        lines.append(f"  mean over folds: UAR {s['final']['uar']['mean']:.3f} "
-                     f"+- {s['final']['uar']['std']:.3f}")
+        lines.append(f"  mean over folds: UAR {s[headline]['uar']['mean']:.3f} "
+                     f"+- {s[headline]['uar']['std']:.3f}")
+    if headline == "selected":
+        lines.append(f"  final models: UAR {s['final']['pooled']['uar']:.3f}")
     lines.append(f"  best held-out UAR during training (paper's protocol, optimistic): "
                  f"{s['best']['pooled']['uar']:.3f}")
-    recall = s["final"]["pooled"]["recall"]
+    recall = s[headline]["pooled"]["recall"]
     lines.append("  per-class recall: " + ", ".join(
         f"{c} {r:.2f}" if r is not None else f"{c} -" for c, r in recall.items()))
     return "\n".join(lines)
