@@ -11,20 +11,25 @@ arbitrary pickles): tensors, numbers, strings, lists and dicts only. It holds:
 ``config``         the run's training configuration
 ``fold``           ``{"index": i, "name": ..., "count": n, "test_speakers": [...]}``
 ``step``           optimizer steps done
-``optimizer``      the optimizer's ``state_dict``
-``rng``            torch RNG states (CPU, and CUDA when present)
+``optimizer``      the optimizer's ``state_dict`` (Adam with a constant rate: no scheduler)
+``scaler``         the fp16 gradient scaler's ``state_dict`` (empty for fp32 and bf16)
+``rng``            torch RNG states (CPU, and CUDA when present); the batch order needs no
+                   saved state: it is a function of the seed, the fold and the epoch
 ``history``        the periodic evaluations so far
 ``best``           the best evaluation so far
 
 Every file is written to a temporary file in the same folder, flushed to disk and moved
 over the target with ``os.replace``, so a killed run leaves either the old or the new file,
-never half of one.
+never half of one. A file damaged otherwise (a full disk, an interrupted copy) fails to
+load with a :class:`SedError` naming it; ``--resume`` then says to delete it (the fold
+restarts from step 0) or to restore a good copy. In a distributed run only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -72,6 +77,12 @@ def read_json(path: Path):
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SedError(f"cannot read {path}: {exc}") from None
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy ``source`` onto ``target`` atomically (a reader sees the old or the new file)."""
+    with open(source, "rb") as f:
+        _atomic_write(target, lambda out: shutil.copyfileobj(f, out))
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:

@@ -73,7 +73,8 @@ CORPUS_PRESETS = {"enterface": "enterface", "iemocap": "iemocap", "iemocap4": "i
 
 # TrainConfig fields set from command-line options of the same name.
 TRAINING_OPTIONS = ("corpus", "data", "preset", "folds", "epochs", "steps", "batch_size", "lr",
-                    "cells", "eval_every", "device", "backend", "seed", "validation_speakers")
+                    "cells", "eval_every", "device", "backend", "seed", "validation_speakers",
+                    "precision")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +138,10 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
     parser.add_argument("--backend", default=None,
                         help="attention kernel backend: auto, reference, cpu, triton or cuda "
                              "(default auto: the fastest one built for the device)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                        help="arithmetic of training and evaluation: fp32 (default), bf16 or fp16 "
+                             "(torch.autocast mixed precision; fp16 with a gradient scaler, CUDA "
+                             "only; bf16 also runs on the CPU)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of weight initialisation, batch order and random splits "
                              "(default 0)")

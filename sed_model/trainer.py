@@ -48,7 +48,6 @@ only on the seed, the fold and the epoch).
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,11 +56,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 import sed_kernels
 
-from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
+from . import distributed
+from .checkpoint import copy_atomic, load_checkpoint, read_json, save_checkpoint, write_json
 from .data import (
     Dataset,
     Split,
@@ -108,6 +109,7 @@ class TrainConfig:
     device: str = "auto"
     backend: str = "auto"
     seed: int = 0
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; see autocast_dtype)
     validation_speakers: int | None = None  # None: resolved by train() from the folds
 
     def resolved(self) -> TrainConfig:
@@ -137,6 +139,8 @@ class TrainConfig:
                 raise SedError(f"{name} must be a positive integer; got {values[name]}")
         if self.validation_speakers is not None and self.validation_speakers < 0:
             raise SedError(f"validation_speakers must be 0 or more; got {self.validation_speakers}")
+        if self.precision not in PRECISIONS:
+            raise SedError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if values["lr"] <= 0:
             raise SedError(f"lr must be positive; got {values['lr']}")
         if any(c < 1 for c in values["cells"]):
@@ -164,6 +168,30 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise SedError(f"device must be auto, cpu or cuda; got {name!r}")
     return torch.device(name)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype of ``precision`` on ``device`` (None: plain fp32).
+
+    bf16 runs on CUDA and on the CPU (CPU autocast supports bfloat16; useful to check a
+    bf16 run on a laptop, rarely faster). fp16 is CUDA only: it needs a gradient scaler and
+    CPU float16 kernels are slow or missing, so on the CPU it is a :class:`SedError`.
+    """
+    if precision not in PRECISIONS:
+        raise SedError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise SedError("precision fp16 needs a CUDA GPU (it trains with a gradient scaler); "
+                       "on the CPU use --precision bf16 or fp32")
+    return PRECISIONS[precision]
+
+
+def autocast(precision: str, device: torch.device):
+    """``torch.autocast`` for ``precision`` on ``device``; a no-op context for fp32."""
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def check_backend(backend: str, device: torch.device) -> None:
@@ -197,15 +225,20 @@ def default_validation_speakers(dataset: Dataset, folds_arg: str | None, seed: i
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def predict_split(model: DenseLSTMAttention, split: Split, device: torch.device) -> np.ndarray:
-    """Class probabilities (N, n_classes) of every utterance of ``split``."""
+    """Class probabilities (N, n_classes) of every utterance of ``split``.
+
+    In a distributed run each rank predicts every ``world``-th batch and the rows are summed
+    across ranks (each row has one nonzero contributor, so the sum is exact).
+    """
     was_training = model.training
     model.eval()
-    probabilities = np.zeros((len(split), model.head[-1].out_features), dtype=np.float32)
-    for indices in evaluation_batches(split.lengths):
+    probabilities = torch.zeros((len(split), model.head[-1].out_features), dtype=torch.float32)
+    batches = evaluation_batches(split.lengths)
+    for indices in batches[distributed.rank()::distributed.world_size()]:
         x, lengths, _ = split.batch(indices, device)
-        probabilities[indices] = torch.softmax(model(x, lengths), dim=1).cpu().numpy()
+        probabilities[indices] = torch.softmax(model(x, lengths).float(), dim=1).cpu()
     model.train(was_training)
-    return probabilities
+    return distributed.sum_across_ranks(probabilities).numpy()
 
 
 def evaluate_split(
@@ -265,6 +298,7 @@ def train_fold(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     test_speakers = sorted({dataset.utterances[i].speaker for i in fold.test})
     validation_speakers = sorted({dataset.utterances[i].speaker for i in fold.validation})
     per_epoch = steps_per_epoch(len(train_split), config.batch_size)
@@ -275,16 +309,30 @@ def train_fold(
     last_path, best_path = fold_dir / "last.pt", fold_dir / "best.pt"
     selected_path = fold_dir / "selected.pt"
     if resume and last_path.exists():
-        saved = load_checkpoint(last_path)
+        try:
+            saved = load_checkpoint(last_path)
+        except SedError as exc:
+            raise SedError(f"{exc}; it is truncated or corrupt: delete it to restart fold "
+                           f"{fold_index + 1} from step 0 (or restore a good copy) and resume "
+                           "again") from None
         if saved["config"] != config.to_json():
             raise SedError(f"{last_path} was written with another configuration; cannot resume")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         _set_rng_state(saved["rng"])
+        if saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         step, history, best = saved["step"], saved["history"], saved["best"]
         selected = saved.get("selected")
 
+    ddp_model = model
+    if distributed.world_size() > 1:  # after loading: DDP starts from rank 0's weights
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index or torch.cuda.current_device()] if device.type == "cuda" else None)
+
     def checkpoint(path: Path) -> None:
+        if not distributed.is_main():
+            return
         save_checkpoint(path, {
             "model": model.state_dict(),
             "hyperparameters": model.hyperparameters(),
@@ -295,12 +343,14 @@ def train_fold(
                      "test_speakers": test_speakers, "validation_speakers": validation_speakers},
             "step": step,
             "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
             "rng": _rng_state(),
             "history": history,
             "best": best,
             "selected": selected,
         })
 
+    @autocast(config.precision, device)
     def evaluate(train_loss: float | None) -> dict:
         nonlocal best, selected
         report = evaluate_split(model, test_split, dataset.classes, device)
@@ -316,7 +366,7 @@ def train_fold(
                 selected = {"step": step, "validation_uar": validation_uar, **report}
                 checkpoint(selected_path)
         checkpoint(last_path)
-        if on_checkpoint is not None:
+        if on_checkpoint is not None and distributed.is_main():
             on_checkpoint(last_path, step)
         return report
 
@@ -324,7 +374,8 @@ def train_fold(
         evaluate(None)  # step 0: the curve starts at the untrained model
     model.train()
     losses: list[float] = []
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
+    bar = tqdm(total=total_steps, initial=step, disable=not progress or not distributed.is_main(),
+               unit="step",
                desc=f"fold {fold_index + 1}/{fold_count} {config.variant}", leave=False)
     batches, batches_epoch = [], -1
     while step < total_steps:
@@ -332,22 +383,32 @@ def train_fold(
         if epoch != batches_epoch:
             rng = np.random.default_rng([config.seed, fold_index, epoch])
             batches, batches_epoch = epoch_batches(train_split.lengths, config.batch_size, rng), epoch
-        x, lengths, labels = train_split.batch(batches[step % per_epoch], device)
-        loss = F.cross_entropy(model(x, lengths), labels)
+        global_batch = batches[step % per_epoch]
+        mine = distributed.shard(global_batch)  # this rank's part (all of it in one process)
+        x, lengths, labels = train_split.batch(mine if len(mine) else global_batch[:1], device)
+        with autocast(config.precision, device):
+            logits = ddp_model(x, lengths)  # (B_rank, n_classes)
+        # The shard's summed loss / global batch size * world size: DDP averages gradients
+        # over ranks, so each step follows the global batch's mean loss (as one process would).
+        loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")
+        loss = loss_sum / len(global_batch) * distributed.world_size() if len(mine) else loss_sum * 0
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         step += 1
-        losses.append(loss.item())
+        losses.append(loss_sum.item() / len(global_batch) if len(mine) else 0.0)
         bar.update(1)
         if step % eval_every == 0 or step == total_steps:
-            report = evaluate(float(np.mean(losses)))
+            step_losses = distributed.sum_across_ranks(torch.tensor(losses, dtype=torch.float64))
+            report = evaluate(float(step_losses.mean()))
             losses.clear()
             bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", uar=f"{report['uar']:.3f}",
                             best=f"{best['uar']:.3f}")
     bar.close()
 
-    final = evaluate_split(model, test_split, dataset.classes, device)
+    with autocast(config.precision, device):
+        final = evaluate_split(model, test_split, dataset.classes, device)
     result = {
         "index": fold_index,
         "name": fold.name,
@@ -362,7 +423,8 @@ def train_fold(
     if validation_split is not None:
         result.update(n_validation=len(fold.validation), validation_speakers=validation_speakers,
                       selected=selected)
-    write_json(fold_dir / "metrics.json", result)
+    if distributed.is_main():
+        write_json(fold_dir / "metrics.json", result)
     return result
 
 
@@ -419,18 +481,28 @@ def train(
 
     ``dataset`` may be passed to reuse extracted features (``compare`` trains four
     variants on one dataset); otherwise it is loaded with :func:`load_dataset`.
+
+    Started by torchrun (``WORLD_SIZE`` > 1), it joins the process group and trains with
+    DistributedDataParallel (see :mod:`sed_model.distributed`): rank 0 extracts the
+    features first, writes every file and prints; every rank returns the same metrics.
     """
     config = config.resolved()
-    check_backend(config.backend, resolve_device(config.device))
+    device = resolve_device(config.device)
+    check_backend(config.backend, device)
+    autocast_dtype(config.precision, device)  # fp16 on the CPU: an error before any work
+    distributed.init(device)
     out_dir = Path(out_dir) if out_dir else default_out_dir(config.corpus, config.variant)
     if dataset is None:
-        dataset = load_dataset(config.corpus, config.data, cache_dir=cache_dir, workers=workers,
-                               strict=strict, progress=progress)
+        dataset = distributed.main_first(
+            lambda: load_dataset(config.corpus, config.data, cache_dir=cache_dir, workers=workers,
+                                 strict=strict, progress=progress and distributed.is_main()),
+            then_others=True)  # the other ranks read rank 0's feature cache
     if config.validation_speakers is None:
         config = dataclasses.replace(
             config, validation_speakers=default_validation_speakers(dataset, config.folds, config.seed))
     folds = dataset_folds(dataset, config.folds, config.seed, config.validation_speakers)
-    _prepare_out_dir(out_dir, config, resume)  # after the data checks: no folder for a bad run
+    # after the data checks: no folder for a bad run
+    distributed.main_first(lambda: _prepare_out_dir(out_dir, config, resume))
 
     results = []
     for index, fold in enumerate(folds):
@@ -444,15 +516,16 @@ def train(
                                       on_checkpoint=on_checkpoint))
             status = "trained"
         r = results[-1]
-        tqdm.write(
-            f"{config.variant} fold {index + 1}/{len(folds)} ({fold.name}, {r['n_test']} test "
-            f"utterances, {status}): "
-            + (f"selected UAR {r['selected']['uar']:.3f} at step {r['selected']['step']} "
-               f"(validation speakers {', '.join(r['validation_speakers'])}), "
-               if "selected" in r else "")
-            + f"final UAR {r['final']['uar']:.3f}, "
-            f"best UAR {r['best']['uar']:.3f} at step {r['best']['step']}"
-        )
+        if distributed.is_main():
+            tqdm.write(
+                f"{config.variant} fold {index + 1}/{len(folds)} ({fold.name}, {r['n_test']} test "
+                f"utterances, {status}): "
+                + (f"selected UAR {r['selected']['uar']:.3f} at step {r['selected']['step']} "
+                   f"(validation speakers {', '.join(r['validation_speakers'])}), "
+                   if "selected" in r else "")
+                + f"final UAR {r['final']['uar']:.3f}, "
+                f"best UAR {r['best']['uar']:.3f} at step {r['best']['step']}"
+            )
 
     metrics = {
         "corpus": dataset.corpus,
@@ -465,9 +538,12 @@ def train(
         "folds": results,
         "summary": summarize(results, dataset.classes),
     }
+    distributed.barrier()
+    if not distributed.is_main():
+        return metrics  # rank 0 writes the run's files
     write_json(out_dir / "metrics.json", metrics)
     headline_checkpoint = "selected.pt" if config.validation_speakers else "best.pt"
-    _copy_atomic(out_dir / "fold-01" / headline_checkpoint, out_dir / "best.pt")
+    copy_atomic(out_dir / "fold-01" / headline_checkpoint, out_dir / "best.pt")
     plot_curves({config.variant: [r["history"] for r in results]}, out_dir / "curves.png",
                 title=f"{dataset.corpus}: held-out UAR during training")
     plot_confusion(metrics["summary"][metrics["headline"]]["pooled"]["confusion"], dataset.classes,
@@ -475,12 +551,6 @@ def train(
                    title=f"{dataset.corpus} {config.variant}: {metrics['headline']} models, "
                          "pooled over folds")
     return metrics
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
 
 
 def format_summary(metrics: dict) -> str:
