@@ -73,8 +73,8 @@ CORPUS_PRESETS = {"enterface": "enterface", "iemocap": "iemocap", "iemocap4": "i
 
 # TrainConfig fields set from command-line options of the same name.
 TRAINING_OPTIONS = ("corpus", "data", "preset", "folds", "epochs", "steps", "batch_size", "lr",
-                    "cells", "eval_every", "device", "backend", "seed", "precision",
-                    "validation_speakers")
+                    "cells", "eval_every", "device", "backend", "seed", "validation_speakers",
+                    "precision")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:

@@ -48,7 +48,6 @@ only on the seed, the fold and the epoch).
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ from tqdm.auto import tqdm
 import sed_kernels
 
 from . import distributed
-from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
+from .checkpoint import copy_atomic, load_checkpoint, read_json, save_checkpoint, write_json
 from .data import (
     Dataset,
     Split,
@@ -138,10 +137,10 @@ class TrainConfig:
         for name in ("epochs", "steps", "batch_size", "eval_every"):
             if values[name] is not None and values[name] < 1:
                 raise SedError(f"{name} must be a positive integer; got {values[name]}")
-        if self.precision not in PRECISIONS:
-            raise SedError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.validation_speakers is not None and self.validation_speakers < 0:
             raise SedError(f"validation_speakers must be 0 or more; got {self.validation_speakers}")
+        if self.precision not in PRECISIONS:
+            raise SedError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if values["lr"] <= 0:
             raise SedError(f"lr must be positive; got {values['lr']}")
         if any(c < 1 for c in values["cells"]):
@@ -544,7 +543,7 @@ def train(
         return metrics  # rank 0 writes the run's files
     write_json(out_dir / "metrics.json", metrics)
     headline_checkpoint = "selected.pt" if config.validation_speakers else "best.pt"
-    _copy_atomic(out_dir / "fold-01" / headline_checkpoint, out_dir / "best.pt")
+    copy_atomic(out_dir / "fold-01" / headline_checkpoint, out_dir / "best.pt")
     plot_curves({config.variant: [r["history"] for r in results]}, out_dir / "curves.png",
                 title=f"{dataset.corpus}: held-out UAR during training")
     plot_confusion(metrics["summary"][metrics["headline"]]["pooled"]["confusion"], dataset.classes,
@@ -552,12 +551,6 @@ def train(
                    title=f"{dataset.corpus} {config.variant}: {metrics['headline']} models, "
                          "pooled over folds")
     return metrics
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
 
 
 def format_summary(metrics: dict) -> str:
