@@ -20,6 +20,8 @@ Choices (the paper trains on one GPU and says nothing about these):
 * Files: only rank 0 extracts features first (the others wait on a barrier, then read the
   cache), writes checkpoints, JSON, plots and prints progress. Resuming reads ``last.pt``
   on every rank, so the run folder must be on a file system all ranks see.
+* Collective timeout: 2 hours, not NCCL's 10 minutes: the other ranks wait in a collective
+  while rank 0 extracts the features of a whole corpus on a cold cache.
 * A user error on rank 0 (bad data, existing run folder) is sent to the other ranks
   (:func:`main_first`), so all of them stop with the same message instead of hanging.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 import numpy as np
@@ -37,6 +40,7 @@ import torch.distributed as dist
 from .errors import SedError
 
 T = TypeVar("T")
+COLLECTIVE_TIMEOUT = timedelta(hours=2)  # covers rank 0's feature extraction on a cold cache
 
 
 def world_size() -> int:
@@ -70,9 +74,10 @@ def init(device: torch.device) -> torch.device:
             raise SedError(f"LOCAL_RANK {local_rank} but torch sees {torch.cuda.device_count()} "
                            f"GPU(s); start at most that many processes per node")
         torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank),
+                                timeout=COLLECTIVE_TIMEOUT)
         return torch.device("cuda", local_rank)
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
     return device
 
 

@@ -74,6 +74,7 @@ def test_two_gloo_processes_match_one_process(corpus, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run folder:") == 1  # only rank 0 prints
     assert done.stdout.count("feature fold 2/2") == 1
+    assert not list((tmp_path / "ddp").rglob("*.tmp"))
 
     ddp = read_json(tmp_path / "ddp" / "metrics.json")
     for a, b in zip(single["folds"], ddp["folds"]):
@@ -92,3 +93,18 @@ def test_two_gloo_processes_match_one_process(corpus, tmp_path):
     initial = DenseLSTMAttention(n_classes=4, **a["hyperparameters"]).state_dict()
     moved = max((a["model"][n] - initial[n]).abs().max().item() for n in initial)
     assert moved > 1e-3  # training changed the weights: the comparison is not vacuous
+
+
+def test_a_user_error_on_rank_0_stops_every_rank(corpus, tmp_path):
+    """An existing run folder is found by rank 0; rank 1 must stop too, not wait forever."""
+    manifest, env = corpus
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "sed_model.train", "--corpus", "csv", "--data", str(manifest), "--steps", "1",
+               "--device", "cpu", "--threads", "1", "--workers", "1", "--no-progress",
+               "--out-dir", str(tmp_path / "run")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all("already holds a run" in line for line in errors), done.stderr
