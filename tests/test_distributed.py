@@ -54,13 +54,16 @@ def test_shards_are_disjoint_and_cover_the_global_batch():
     assert distributed.world_size() == 1 and distributed.is_main()
 
 
-def test_two_gloo_processes_match_one_process(corpus, tmp_path):
+def test_two_gloo_processes_match_one_process_and_resume_its_run(corpus, tmp_path):
     manifest, env = corpus
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         single = train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "single",
                        progress=False, workers=1)
+        with pytest.raises(Killed):  # a single-process run stopped in fold 1, resumed by 2 ranks
+            train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "resumed", progress=False,
+                  workers=1, on_checkpoint=kill_at("fold-01", 2))
     finally:
         torch.set_num_threads(threads)
 
@@ -76,7 +79,28 @@ def test_two_gloo_processes_match_one_process(corpus, tmp_path):
     assert done.stdout.count("feature fold 2/2") == 1
     assert not list((tmp_path / "ddp").rglob("*.tmp"))
 
-    ddp = read_json(tmp_path / "ddp" / "metrics.json")
+    resume = [*command[:command.index("--corpus")], "--resume", "--out-dir", str(tmp_path / "resumed"),
+              "--threads", "1", "--workers", "1", "--no-progress"]
+    done = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    compare_runs(single, tmp_path / "single", tmp_path / "ddp")
+    compare_runs(single, tmp_path / "single", tmp_path / "resumed")
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(fold, at_step):
+    def on_checkpoint(path, step):
+        if (path.parent.name, step) == (fold, at_step):
+            raise Killed
+    return on_checkpoint
+
+
+def compare_runs(single: dict, single_dir: Path, other_dir: Path) -> None:
+    """Same steps, metrics and (up to summation order) weights as the single-process run."""
+    ddp = read_json(other_dir / "metrics.json")
     for a, b in zip(single["folds"], ddp["folds"]):
         assert [p["step"] for p in a["history"]] == [p["step"] for p in b["history"]] == [0, 2, 4, 5]
         assert [p["uar"] for p in a["history"]] == [p["uar"] for p in b["history"]]
@@ -84,8 +108,8 @@ def test_two_gloo_processes_match_one_process(corpus, tmp_path):
         assert [p["train_loss"] for p in b["history"][1:]] == pytest.approx(
             [p["train_loss"] for p in a["history"][1:]], rel=1e-5)
     for fold in ("fold-01", "fold-02"):
-        a = load_checkpoint(tmp_path / "single" / fold / "last.pt")
-        b = load_checkpoint(tmp_path / "ddp" / fold / "last.pt")
+        a = load_checkpoint(single_dir / fold / "last.pt")
+        b = load_checkpoint(other_dir / fold / "last.pt")
         assert a["step"] == b["step"] == 5
         for name, tensor in a["model"].items():
             torch.testing.assert_close(b["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
