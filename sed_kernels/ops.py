@@ -35,11 +35,19 @@ def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _autocast(*tensors: Tensor) -> tuple[Tensor, ...]:
-    device_type = tensors[0].device.type
-    if not torch.is_autocast_enabled(device_type):
+    """Floating tensors cast to the autocast dtype of their device when autocast is on.
+
+    Runs before validation (the model's bf16 h meets its fp32 parameters there); anything
+    that is not a floating tensor passes through for the checks to name.
+    """
+    def floating(t: object) -> bool:
+        return isinstance(t, Tensor) and t.is_floating_point()
+
+    device_type = next((t.device.type for t in tensors if floating(t)), None)
+    if device_type is None or not torch.is_autocast_enabled(device_type):
         return tensors
     dtype = torch.get_autocast_dtype(device_type)
-    return tuple(t.to(dtype) for t in tensors)
+    return tuple(t.to(dtype) if floating(t) else t for t in tensors)
 
 
 # --------------------------------------------------------------------------- time attention
@@ -101,8 +109,8 @@ def time_attention(h: Tensor, q: Tensor, lengths: Tensor, *, backend: str = "aut
     Returns:
         (B, H) tensor in h's dtype.
     """
-    check_time_attention(h, q, lengths)
     h, q = _autocast(h, q)
+    check_time_attention(h, q, lengths)
     name = resolve_backend(backend, h.device)
     if name == "reference":
         return reference.time_attention(h, q, lengths)
@@ -169,8 +177,8 @@ def feature_attention(
     Returns:
         (B, H) tensor in h's dtype.
     """
-    check_feature_attention(h, W, V, lengths)
     h, W, V = _autocast(h, W, V)
+    check_feature_attention(h, W, V, lengths)
     name = resolve_backend(backend, h.device)
     if name == "reference":
         return reference.feature_attention(h, W, V, lengths)

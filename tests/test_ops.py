@@ -265,3 +265,16 @@ def test_weights_variants_agree_with_outputs():
     valid = reference.valid_mask(x["lengths"], 8)
     torch.testing.assert_close(weights.sum(dim=-1), valid.double())
     torch.testing.assert_close(out, reference.feature_attention(x["h"], x["W"], x["V"], x["lengths"]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_autocast_runs_in_the_autocast_dtype(backend):
+    """Under autocast, fp32 parameters meeting a bf16 h are cast, not rejected as mixed dtypes."""
+    x = make_inputs((3, 9, 8, 5), torch.float32, seed=29)
+    h = x["h"].to(torch.bfloat16)  # as an LSTM under autocast would give
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        time = sed_kernels.time_attention(h, x["q"], x["lengths"], backend=backend)
+        feature = sed_kernels.feature_attention(h, x["W"], x["V"], x["lengths"], backend=backend)
+    assert time.dtype == feature.dtype == torch.bfloat16
+    expected = reference.feature_attention(h, x["W"].bfloat16(), x["V"].bfloat16(), x["lengths"])
+    torch.testing.assert_close(feature, expected, atol=2e-2, rtol=2e-2)
