@@ -121,15 +121,8 @@ def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_thread):
 
 
 # ------------------------------------------------------------------------ mixed precision
-# sed_kernels.feature_attention validates the dtypes before casting to the autocast dtype,
-# so the LSTM's bf16 h meets the fp32 parameters W, V and raises TypeError: a known bug
-# (fix: cast first, then validate, in sed_kernels/ops.py). strict: this fails once fixed.
-FEATURE_AUTOCAST_BUG = pytest.mark.xfail(raises=TypeError, strict=True,
-                                         reason="ops.feature_attention checks dtypes before autocast")
-
-
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
-@pytest.mark.parametrize("variant", ["time", pytest.param("feature", marks=FEATURE_AUTOCAST_BUG)])
+@pytest.mark.parametrize("variant", ["time", "feature"])
 def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_thread):
     torch.manual_seed(0)
     model = DenseLSTMAttention(n_classes=4, variant=variant, cells=(8, 6), attention_dim=5,
