@@ -18,7 +18,8 @@ from sed_model.predict import predict_files
 from sed_model.trainer import TrainConfig
 from sed_model.trainer import train as train_run
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("outside_source_tree")
+
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -46,7 +47,7 @@ def corpus(tmp_path_factory):
             writer.writerow([f"audio/{name}", emotion, speaker])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SED_MODEL_CACHE", str(root / "cache"))
-        yield manifest, {**os.environ, "PYTHONPATH": str(REPO)}
+        yield manifest, dict(os.environ)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from sed_model.corpora import demo
 from sed_model.model import DenseLSTMAttention
 from sed_model.trainer import TrainConfig, train
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("outside_source_tree")
+
 # 2 folds of 2 synthetic speakers, 16 training files each: 2 batches of 8 per epoch, and a
 # last batch of 1 for --batch-size 5 (so one rank gets an empty shard).
 OPTIONS = dict(corpus="csv", variant="feature", folds="2", steps=5, batch_size=5, eval_every=2,
@@ -38,7 +39,7 @@ def corpus(tmp_path_factory):
         writer.writerow(["path", "label", "speaker"])
         for name, speaker, emotion in demo.expected_files(utterances_per_cell=2):
             writer.writerow([f"audio/{name}", emotion, speaker])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SED_MODEL_CACHE": str(root / "cache"),
+    env = {**os.environ, "SED_MODEL_CACHE": str(root / "cache"),
            "OMP_NUM_THREADS": "1"}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SED_MODEL_CACHE", str(root / "cache"))

@@ -25,7 +25,8 @@ from sed_model.errors import SedError
 from sed_model.model import DenseLSTMAttention
 from sed_model.trainer import TrainConfig, train
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("outside_source_tree")
+
 # Checkpoints at every step, so the process is killed in the middle of fold 1.
 OPTIONS = dict(corpus="csv", variant="time", folds="2", steps=30, batch_size=4, eval_every=1,
                cells=(8, 6), lr=1e-2, device="cpu", backend="cpu", seed=3)
@@ -46,7 +47,7 @@ def corpus(tmp_path_factory):
         writer.writerow(["path", "label", "speaker"])
         for name, speaker, emotion in demo.expected_files(utterances_per_cell=2):
             writer.writerow([f"audio/{name}", emotion, speaker])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SED_MODEL_CACHE": str(root / "cache"),
+    env = {**os.environ, "SED_MODEL_CACHE": str(root / "cache"),
            "OMP_NUM_THREADS": "1"}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SED_MODEL_CACHE", str(root / "cache"))
