@@ -79,8 +79,8 @@ def test_validation_speakers_must_leave_a_trainable_side():
 # -------------------------------------------------------------------------------- trainer
 def test_selected_checkpoint_is_the_first_argmax_of_validation_uar(tmp_path):
     dataset = random_dataset(speakers=SIX_SPEAKERS)
-    metrics = train(tiny_config(steps=12), tmp_path, dataset=dataset, progress=False)
-    assert metrics["config"]["validation_speakers"] == 1  # default: 2 folds of 3 training speakers
+    metrics = train(tiny_config(steps=12, folds="3"), tmp_path, dataset=dataset, progress=False)
+    assert metrics["config"]["validation_speakers"] == 1  # default: 3 folds of 4 training speakers
     assert metrics["headline"] == "selected"
     for index, fold in enumerate(metrics["folds"]):
         history = fold["history"]
