@@ -5,6 +5,7 @@ interpreter must be chosen before ``sed_kernels.triton`` is imported, so it is s
 before any test module imports the package.
 """
 
+import csv
 import os
 
 import pytest
@@ -23,3 +24,24 @@ def outside_source_tree(tmp_path, monkeypatch):
     compiled kernels unless it was built in place, instead of the installed package.
     """
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """32 demo files (4 speakers x 4 emotions x 2) in a CSV manifest with their own feature
+    cache; yields the manifest and an environment for command-line subprocesses."""
+    from sed_model.corpora import demo
+
+    root = tmp_path_factory.mktemp("demo")
+    demo.generate(root / "audio", utterances_per_cell=2)
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "speaker"])
+        for name, speaker, emotion in demo.expected_files(utterances_per_cell=2):
+            writer.writerow([f"audio/{name}", emotion, speaker])
+    env = {**os.environ, "SED_MODEL_CACHE": str(root / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SED_MODEL_CACHE", str(root / "cache"))
+        yield manifest, env

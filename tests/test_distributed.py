@@ -4,8 +4,6 @@ The two-process run must take the same steps as a single process with the same g
 batch size and seed: the same final weights (up to summation order) and the same metrics.
 """
 
-import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +14,6 @@ import torch
 
 from sed_model import distributed
 from sed_model.checkpoint import load_checkpoint, read_json
-from sed_model.corpora import demo
 from sed_model.model import DenseLSTMAttention
 from sed_model.trainer import TrainConfig, train
 
@@ -26,24 +23,6 @@ pytestmark = pytest.mark.usefixtures("outside_source_tree")
 # last batch of 1 for --batch-size 5 (so one rank gets an empty shard).
 OPTIONS = dict(corpus="csv", variant="feature", folds="2", steps=5, batch_size=5, eval_every=2,
                cells=(8, 6), lr=1e-2, device="cpu", backend="cpu", seed=7)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """32 demo files (4 speakers x 4 emotions x 2) in a CSV manifest, features cached."""
-    root = tmp_path_factory.mktemp("demo")
-    demo.generate(root / "audio", utterances_per_cell=2)
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "speaker"])
-        for name, speaker, emotion in demo.expected_files(utterances_per_cell=2):
-            writer.writerow([f"audio/{name}", emotion, speaker])
-    env = {**os.environ, "SED_MODEL_CACHE": str(root / "cache"),
-           "OMP_NUM_THREADS": "1"}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SED_MODEL_CACHE", str(root / "cache"))
-        yield manifest, env
 
 
 def test_shards_are_disjoint_and_cover_the_global_batch():

@@ -8,8 +8,6 @@
   backends; fp16 on the CPU is a clear error.
 """
 
-import csv
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +18,6 @@ import pytest
 import torch
 
 from sed_model.checkpoint import load_checkpoint, read_json
-from sed_model.corpora import demo
 from sed_model.errors import SedError
 from sed_model.model import DenseLSTMAttention
 from sed_model.trainer import TrainConfig, train
@@ -34,24 +31,6 @@ ARGS = ["--corpus", "csv", "--variant", "time", "--folds", "2", "--steps", "30",
         "--eval-every", "1", "--cells", "8,6", "--lr", "0.01", "--device", "cpu", "--backend", "cpu",
         "--seed", "3"]
 QUIET = ["--threads", "1", "--workers", "1", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """32 demo files (4 speakers x 4 emotions x 2) in a CSV manifest, with their own cache."""
-    root = tmp_path_factory.mktemp("demo")
-    demo.generate(root / "audio", utterances_per_cell=2)
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "speaker"])
-        for name, speaker, emotion in demo.expected_files(utterances_per_cell=2):
-            writer.writerow([f"audio/{name}", emotion, speaker])
-    env = {**os.environ, "SED_MODEL_CACHE": str(root / "cache"),
-           "OMP_NUM_THREADS": "1"}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SED_MODEL_CACHE", str(root / "cache"))
-        yield manifest, env
 
 
 @pytest.fixture
