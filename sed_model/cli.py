@@ -27,34 +27,25 @@ def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None) -
         sys.exit(2)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number_type(convert, accept, expected: str):
+    """An argparse type: ``convert`` the text, keep it when ``accept`` says so, else name
+    what was expected."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
-    return value
+positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+positive_float = _number_type(float, lambda v: v > 0, "a positive number")
+non_negative_int = _number_type(int, lambda v: v >= 0, "0 or a positive integer")
 
 
 def cell_sizes(text: str) -> tuple[int, ...]:
