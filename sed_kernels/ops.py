@@ -7,8 +7,8 @@ take the backend name as an argument so that every fused backend shares one op, 
 
     sed_kernels::time_attention_fwd(h, q, lengths, backend) -> (out, lse)
     sed_kernels::time_attention_bwd(grad_out, h, q, lengths, out, lse, backend) -> (dh, dq)
-    sed_kernels::feature_attention_fwd(h, W, V, lengths, backend) -> out
-    sed_kernels::feature_attention_bwd(grad_out, h, W, V, lengths, backend) -> (dh, dW, dV)
+    sed_kernels::feature_attention_fwd(h, W, V, lengths, backend) -> (out, saved)
+    sed_kernels::feature_attention_bwd(grad_out, saved, h, W, V, lengths, backend) -> (dh, dW, dV)
 
 ``time_attention_fwd`` returns ``out`` in the accumulator dtype (float32; float64 for
 float64 inputs) and the public function rounds it to the input dtype: the backward's
@@ -123,37 +123,56 @@ def time_attention(h: Tensor, q: Tensor, lengths: Tensor, *, backend: str = "aut
 # ------------------------------------------------------------------------ feature attention
 
 
+# A backend's feature-attention module has ``forward`` and a recomputing ``backward``; it may
+# also keep intermediates for the backward (``forward_for_backward``, ``backward_from_saved``
+# and ``saved_numel``, as the cpu backend does). ``saved`` is empty for the others.
+def _saves_intermediates(module) -> bool:
+    return hasattr(module, "forward_for_backward")
+
+
 @torch.library.custom_op("sed_kernels::feature_attention_fwd", mutates_args=())
-def _feature_attention_fwd(h: Tensor, W: Tensor, V: Tensor, lengths: Tensor, backend: str) -> Tensor:
-    return kernels(backend, "feature_attention").forward(h, W, V, lengths)
+def _feature_attention_fwd(
+    h: Tensor, W: Tensor, V: Tensor, lengths: Tensor, backend: str
+) -> tuple[Tensor, Tensor]:
+    module = kernels(backend, "feature_attention")
+    if _saves_intermediates(module):
+        return module.forward_for_backward(h, W, V, lengths)
+    return module.forward(h, W, V, lengths), h.new_empty(0, dtype=_accumulator_dtype(h.dtype))
 
 
 @_feature_attention_fwd.register_fake
 def _(h, W, V, lengths, backend):
-    return h.new_empty(h.shape[0], h.shape[2])
+    module = kernels(backend, "feature_attention")
+    batch, steps, hidden = h.shape
+    numel = module.saved_numel(batch, steps, hidden, W.shape[0]) if _saves_intermediates(module) else 0
+    return h.new_empty(batch, hidden), h.new_empty(numel, dtype=_accumulator_dtype(h.dtype))
 
 
 @torch.library.custom_op("sed_kernels::feature_attention_bwd", mutates_args=())
 def _feature_attention_bwd(
-    grad_out: Tensor, h: Tensor, W: Tensor, V: Tensor, lengths: Tensor, backend: str
+    grad_out: Tensor, saved: Tensor, h: Tensor, W: Tensor, V: Tensor, lengths: Tensor, backend: str
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return kernels(backend, "feature_attention").backward(grad_out, h, W, V, lengths)
+    module = kernels(backend, "feature_attention")
+    if _saves_intermediates(module):
+        return module.backward_from_saved(grad_out, saved, h, W, V, lengths)
+    return module.backward(grad_out, h, W, V, lengths)
 
 
 @_feature_attention_bwd.register_fake
-def _(grad_out, h, W, V, lengths, backend):
+def _(grad_out, saved, h, W, V, lengths, backend):
     return h.new_empty(h.shape), torch.empty_like(W), torch.empty_like(V)
 
 
 def _feature_attention_setup_context(ctx, inputs, output):
     h, W, V, lengths, backend = inputs
-    ctx.save_for_backward(h, W, V, lengths)
+    ctx.save_for_backward(h, W, V, lengths, output[1])
     ctx.backend = backend
 
 
-def _feature_attention_backward(ctx, grad_out):
-    h, W, V, lengths = ctx.saved_tensors
-    dh, dW, dV = _feature_attention_bwd(grad_out.contiguous(), h, W, V, lengths, ctx.backend)
+def _feature_attention_backward(ctx, grad_out, grad_saved):
+    # saved is internal to the op, never returned to users: grad_saved is unused.
+    h, W, V, lengths, saved = ctx.saved_tensors
+    dh, dW, dV = _feature_attention_bwd(grad_out.contiguous(), saved, h, W, V, lengths, ctx.backend)
     return dh, dW, dV, None, None
 
 
@@ -184,6 +203,7 @@ def feature_attention(
         return reference.feature_attention(h, W, V, lengths)
     if h.shape[0] == 0:
         return h.sum(dim=1)  # (0, H), still attached to the autograd graph
-    return _feature_attention_fwd(
+    out, _ = _feature_attention_fwd(
         h, W.contiguous(), V.contiguous(), lengths.to(torch.int64).contiguous(), name
     )
+    return out

@@ -134,46 +134,77 @@ PYBIND11_MODULE(_cpu, m) {
       py::arg("grad_h"), py::arg("grad_q"), py::arg("batch"), py::arg("steps"), py::arg("hidden"),
       py::arg("dtype"), py::arg("num_threads"));
 
+  // Feature attention: the fused steps between the launcher's torch.mm calls (kernels.h).
   m.def(
-      "feature_attention_forward",
-      [](std::uintptr_t h, int64_t stride_b, int64_t stride_t, int64_t stride_h, std::uintptr_t W,
-         std::uintptr_t V, std::uintptr_t lengths, std::uintptr_t out, int64_t batch,
-         int64_t steps_, int64_t hidden, int64_t attention, const std::string& dtype,
-         int num_threads) {
-        const FeatureForwardArgs args{steps(h, stride_b, stride_t, stride_h), ptr<const void*>(W),
-                                      ptr<const void*>(V), ptr<const int64_t*>(lengths),
-                                      ptr<void*>(out),
-                                      Sizes{batch, steps_, hidden, attention, num_threads}};
-        auto kernel = kernels().feature_forward[dtype_index(dtype)];
+      "pack_steps",
+      [](std::uintptr_t h, int64_t stride_b, int64_t stride_t, int64_t stride_h,
+         std::uintptr_t lengths, std::uintptr_t packed, int64_t batch, int64_t steps_,
+         int64_t hidden, const std::string& dtype, int num_threads) {
+        const PackArgs args{steps(h, stride_b, stride_t, stride_h), ptr<const int64_t*>(lengths),
+                            ptr<void*>(packed), Sizes{batch, steps_, hidden, 0, num_threads}};
+        auto kernel = kernels().pack[dtype_index(dtype)];
         py::gil_scoped_release release;
         kernel(args);
       },
-      py::arg("h"), py::arg("stride_b"), py::arg("stride_t"), py::arg("stride_h"), py::arg("W"),
-      py::arg("V"), py::arg("lengths"), py::arg("out"), py::arg("batch"), py::arg("steps"),
-      py::arg("hidden"), py::arg("attention"), py::arg("dtype"), py::arg("num_threads"));
+      py::arg("h"), py::arg("stride_b"), py::arg("stride_t"), py::arg("stride_h"),
+      py::arg("lengths"), py::arg("packed"), py::arg("batch"), py::arg("steps"),
+      py::arg("hidden"), py::arg("dtype"), py::arg("num_threads"));
 
   m.def(
-      "feature_attention_backward",
-      [](std::uintptr_t grad_out, std::uintptr_t h, int64_t stride_b, int64_t stride_t,
-         int64_t stride_h, std::uintptr_t W, std::uintptr_t V, std::uintptr_t lengths,
-         std::uintptr_t grad_h, std::uintptr_t grad_W, std::uintptr_t grad_V, int64_t batch,
-         int64_t steps_, int64_t hidden, int64_t attention, const std::string& dtype,
-         int num_threads) {
-        const FeatureBackwardArgs args{ptr<const void*>(grad_out),
-                                       steps(h, stride_b, stride_t, stride_h),
-                                       ptr<const void*>(W),
-                                       ptr<const void*>(V),
-                                       ptr<const int64_t*>(lengths),
-                                       ptr<void*>(grad_h),
-                                       ptr<void*>(grad_W),
-                                       ptr<void*>(grad_V),
-                                       Sizes{batch, steps_, hidden, attention, num_threads}};
-        auto kernel = kernels().feature_backward[dtype_index(dtype)];
+      "unpack_steps",
+      [](std::uintptr_t packed, std::uintptr_t lengths, std::uintptr_t out, int64_t batch,
+         int64_t steps_, int64_t hidden, const std::string& dtype, int num_threads) {
+        const UnpackArgs args{ptr<const void*>(packed), ptr<const int64_t*>(lengths),
+                              ptr<void*>(out), Sizes{batch, steps_, hidden, 0, num_threads}};
+        auto kernel = kernels().unpack[dtype_index(dtype)];
         py::gil_scoped_release release;
         kernel(args);
       },
-      py::arg("grad_out"), py::arg("h"), py::arg("stride_b"), py::arg("stride_t"),
-      py::arg("stride_h"), py::arg("W"), py::arg("V"), py::arg("lengths"), py::arg("grad_h"),
-      py::arg("grad_W"), py::arg("grad_V"), py::arg("batch"), py::arg("steps"),
-      py::arg("hidden"), py::arg("attention"), py::arg("dtype"), py::arg("num_threads"));
+      py::arg("packed"), py::arg("lengths"), py::arg("out"), py::arg("batch"), py::arg("steps"),
+      py::arg("hidden"), py::arg("dtype"), py::arg("num_threads"));
+
+  m.def(
+      "softmax_pool",
+      [](std::uintptr_t scores, std::uintptr_t packed_h, std::uintptr_t lengths,
+         std::uintptr_t out, int64_t batch, int64_t hidden, const std::string& dtype,
+         int num_threads) {
+        const SoftmaxPoolArgs args{ptr<void*>(scores), ptr<const void*>(packed_h),
+                                   ptr<const int64_t*>(lengths), ptr<void*>(out),
+                                   Sizes{batch, 0, hidden, 0, num_threads}};
+        auto kernel = kernels().softmax_pool[dtype_index(dtype)];
+        py::gil_scoped_release release;
+        kernel(args);
+      },
+      py::arg("scores"), py::arg("packed_h"), py::arg("lengths"), py::arg("out"),
+      py::arg("batch"), py::arg("hidden"), py::arg("dtype"), py::arg("num_threads"));
+
+  m.def(
+      "softmax_backward",
+      [](std::uintptr_t weights, std::uintptr_t packed_h, std::uintptr_t grad_out,
+         std::uintptr_t lengths, std::uintptr_t grad_scores, std::uintptr_t grad_h,
+         int64_t batch, int64_t hidden, const std::string& dtype, int num_threads) {
+        const SoftmaxBackwardArgs args{ptr<const void*>(weights),     ptr<const void*>(packed_h),
+                                       ptr<const void*>(grad_out),    ptr<const int64_t*>(lengths),
+                                       ptr<void*>(grad_scores),       ptr<void*>(grad_h),
+                                       Sizes{batch, 0, hidden, 0, num_threads}};
+        auto kernel = kernels().softmax_backward[dtype_index(dtype)];
+        py::gil_scoped_release release;
+        kernel(args);
+      },
+      py::arg("weights"), py::arg("packed_h"), py::arg("grad_out"), py::arg("lengths"),
+      py::arg("grad_scores"), py::arg("grad_h"), py::arg("batch"), py::arg("hidden"),
+      py::arg("dtype"), py::arg("num_threads"));
+
+  m.def(
+      "tanh_backward",
+      [](std::uintptr_t grad, std::uintptr_t tanh_out, int64_t count, const std::string& dtype,
+         int num_threads) {
+        const TanhBackwardArgs args{ptr<void*>(grad), ptr<const void*>(tanh_out), count,
+                                    Sizes{0, 0, 0, 0, num_threads}};
+        auto kernel = kernels().tanh_backward[dtype_index(dtype)];
+        py::gil_scoped_release release;
+        kernel(args);
+      },
+      py::arg("grad"), py::arg("tanh_out"), py::arg("count"), py::arg("dtype"),
+      py::arg("num_threads"));
 }

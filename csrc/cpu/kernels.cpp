@@ -27,8 +27,6 @@
 
 namespace {
 
-using sed_cpu::FeatureBackwardArgs;
-using sed_cpu::FeatureForwardArgs;
 using sed_cpu::Sizes;
 using sed_cpu::StridedSteps;
 using sed_cpu::TimeBackwardArgs;
@@ -295,61 +293,73 @@ void time_backward(const TimeBackwardArgs& args) {
 
 // =======================================================================================
 // Feature attention, per valid step: u = tanh(W h_t) (d_a), s = V u (H), a = softmax(s),
-// out += a * h_t. Compute-bound: a block of kFeatureStepsPerBlock steps becomes four small
-// matmuls against the packed weights; the block's h, u, s tiles live in per-thread scratch
-// (no (B, T, d_a) or (B, T, H) buffer), and the backward recomputes them.
-constexpr int64_t kFeatureStepsPerBlock = 8 * kRowsPerTile;
-constexpr int kChunksPerThread = 4;  // dW/dV partials of the backward, per thread
+// out = sum_t a * h_t. The launcher packs the valid steps into (N, H) matrices and runs the
+// four matrix products with torch.mm; these kernels fuse everything between them, each in
+// one pass over its operands. Rows of the packed matrices are steps: row offset(b) + t.
 
-// Padded sizes and scratch row strides of one feature-attention call.
-template <class T>
-struct FeatureLayout {
-  int64_t hidden, attention;        // H, d_a
-  int64_t hidden_panels, attention_panels;  // panels of panel_width<T>() columns
-  int64_t hidden_rows, attention_rows;      // H, d_a rounded up to kRowsPerTile
-  int64_t ld_hidden, ld_attention;  // row strides of (steps x H) and (steps x d_a) tiles
-  FeatureLayout(int64_t H, int64_t A)
-      : hidden(H),
-        attention(A),
-        hidden_panels((H + panel_width<T>() - 1) / panel_width<T>()),
-        attention_panels((A + panel_width<T>() - 1) / panel_width<T>()),
-        hidden_rows(round_up(H, kRowsPerTile)),
-        attention_rows(round_up(A, kRowsPerTile)),
-        ld_hidden(padded_stride(hidden_panels * panel_width<T>(), hidden_rows)),
-        ld_attention(padded_stride(attention_panels * panel_width<T>(), attention_rows)) {}
+// offsets[b] = first packed row of batch row b; offsets[B] = N.
+class PackedRows {
+ public:
+  PackedRows(const int64_t* lengths, int64_t batch) : offsets_(batch + 1) {
+    offsets_[0] = 0;
+    for (int64_t b = 0; b < batch; ++b) offsets_[b + 1] = offsets_[b] + lengths[b];
+  }
+  int64_t operator()(int64_t b, int64_t t) const { return offsets_[b] + t; }
+  int64_t total(int64_t batch) const { return offsets_[batch]; }
 
  private:
-  // Wide enough for both uses of a tile, plus one vector so that rows 2^k elements apart
-  // do not map to the same L1 cache sets.
-  static int64_t padded_stride(int64_t columns, int64_t rows) {
-    return (columns > rows ? columns : rows) + Vec<T>::lanes;
-  }
+  Scratch<int64_t> offsets_;
 };
 
-// Copies the block's steps into hs (rows x ld_hidden), zero rows past the block's steps.
-// Columns >= H are never written and stay zero from the allocation.
+constexpr int64_t kFeatureStepsPerBlock = 64;
+
 template <class T>
-void load_steps(const StepsView<T>& h, const StepBlock& block, int64_t H, int64_t rows,
-                T* hs, int64_t ld) {
-  const int64_t m = block.t1 - block.t0;
-  for (int64_t r = 0; r < rows; ++r) {
-    T* dst = hs + r * ld;
-    if (r >= m) {
+void pack(const sed_cpu::PackArgs& args) {
+  const Sizes& size = args.size;
+  const int64_t H = size.hidden;
+  const StepsView<T> h(args.h);
+  T* packed = static_cast<T*>(args.packed);
+  const PackedRows rows(args.lengths, size.batch);
+  const StepBlocks blocks(args.lengths, size.batch, kFeatureStepsPerBlock);
+#pragma omp parallel for schedule(static) num_threads(thread_count(size, blocks.count()))
+  for (int64_t i = 0; i < blocks.count(); ++i) {
+    const StepBlock& block = blocks[i];
+    for (int64_t t = block.t0; t < block.t1; ++t) {
+      const T* src = h.row(block.b, t);
+      T* dst = packed + rows(block.b, t) * H;
+      if (h.stride_h == 1) {
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) dst[j] = T(0);
-      continue;
-    }
-    const T* src = h.row(block.b, block.t0 + r);
-    if (h.stride_h == 1) {
-#pragma omp simd
-      for (int64_t j = 0; j < H; ++j) dst[j] = src[j];
-    } else {
-      for (int64_t j = 0; j < H; ++j) dst[j] = src[j * h.stride_h];
+        for (int64_t j = 0; j < H; ++j) dst[j] = src[j];
+      } else {
+        for (int64_t j = 0; j < H; ++j) dst[j] = src[j * h.stride_h];
+      }
     }
   }
 }
 
-// Softmax of the first H entries of s in place; returns nothing else (entries >= H untouched).
+template <class T>
+void unpack(const sed_cpu::UnpackArgs& args) {
+  const Sizes& size = args.size;
+  const int64_t H = size.hidden, steps = size.steps;
+  const T* packed = static_cast<const T*>(args.packed);
+  T* out = static_cast<T*>(args.out);
+  const PackedRows rows(args.lengths, size.batch);
+#pragma omp parallel for schedule(static) num_threads(thread_count(size, size.batch * steps))
+  for (int64_t bt = 0; bt < size.batch * steps; ++bt) {
+    const int64_t b = bt / steps, t = bt % steps;
+    T* dst = out + bt * H;
+    if (t < args.lengths[b]) {
+      const T* src = packed + rows(b, t) * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) dst[j] = src[j];
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) dst[j] = T(0);
+    }
+  }
+}
+
+// Softmax of the H entries of s in place.
 template <class T>
 SED_ALWAYS_INLINE void softmax_in_place(T* s, int64_t H) {
   T m = Math<T>::neg_inf;
@@ -367,66 +377,32 @@ SED_ALWAYS_INLINE void softmax_in_place(T* s, int64_t H) {
   for (int64_t j = 0; j < H; ++j) s[j] *= inv;
 }
 
+// Blocks of steps run in parallel; each sums a_t * h_t over its steps into its own partial,
+// and the partials of a row are added in block order (the result does not depend on which
+// thread ran which block).
 template <class T>
-SED_ALWAYS_INLINE void tanh_in_place(T* x, int64_t n) {
-#pragma omp simd
-  for (int64_t k = 0; k < n; ++k) x[k] = Math<T>::tanh(x[k]);
-}
-
-// Forward recomputation shared by forward and backward: u = tanh(h W^T) into u (rows x
-// ld_attention) and a = softmax(u V^T) into a (rows x ld_hidden) for the block's m steps.
-template <class T>
-void attention_weights(const FeatureLayout<T>& L, int64_t rows, int64_t m, const T* hs,
-                       const T* Wt_packed, const T* Vt_packed, T* u, T* a) {
-  matmul_packed<T, false>(rows, L.hidden, hs, L.ld_hidden, Wt_packed, L.attention_panels, u,
-                          L.ld_attention);  // z = h W^T   (rows x d_a)
-  for (int64_t r = 0; r < rows; ++r)
-    tanh_in_place(u + r * L.ld_attention, L.attention_panels * panel_width<T>());
-  matmul_packed<T, false>(rows, L.attention, u, L.ld_attention, Vt_packed, L.hidden_panels, a,
-                          L.ld_hidden);  // s = u V^T   (rows x H)
-  for (int64_t r = 0; r < m; ++r) softmax_in_place(a + r * L.ld_hidden, L.hidden);
-}
-
-template <class T>
-void feature_forward(const FeatureForwardArgs& args) {
+void softmax_pool(const sed_cpu::SoftmaxPoolArgs& args) {
   const Sizes& size = args.size;
-  const FeatureLayout<T> L(size.hidden, size.attention);
-  const int64_t H = L.hidden, A = L.attention, width = panel_width<T>();
-  const StepsView<T> h(args.h);
-  const T* W = static_cast<const T*>(args.W);  // (d_a, H)
-  const T* V = static_cast<const T*>(args.V);  // (H, d_a)
+  const int64_t H = size.hidden;
+  T* scores = static_cast<T*>(args.scores);
+  const T* packed_h = static_cast<const T*>(args.packed_h);
   T* out = static_cast<T*>(args.out);
-
-  // B operands of the two matmuls: W^T (H x d_a) and V^T (d_a x H), packed in panels.
-  Scratch<T> Wt_packed(L.attention_panels * width * H), Vt_packed(L.hidden_panels * width * A);
-  pack_panels(W, 1, H, H, A, Wt_packed.get());
-  pack_panels(V, 1, A, A, H, Vt_packed.get());
-
+  const PackedRows rows(args.lengths, size.batch);
   const StepBlocks blocks(args.lengths, size.batch, kFeatureStepsPerBlock);
-  const int threads = thread_count(size, blocks.count());
-  const int64_t rows = kFeatureStepsPerBlock;
-  const int64_t thread_scratch = rows * (2 * L.ld_hidden + L.ld_attention);
-  Scratch<T> scratch(threads * thread_scratch), out_parts(blocks.count() * H);
+  Scratch<T> parts(blocks.count() * H);
 
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(thread_count(size, blocks.count()))
   {
-    T* hs = scratch.get() + omp_get_thread_num() * thread_scratch;  // (rows x ld_hidden)
-    T* a = hs + rows * L.ld_hidden;                                  // (rows x ld_hidden)
-    T* u = a + rows * L.ld_hidden;                                   // (rows x ld_attention)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < blocks.count(); ++i) {
       const StepBlock& block = blocks[i];
-      const int64_t m = block.t1 - block.t0, block_rows = round_up(m, kRowsPerTile);
-      load_steps(h, block, H, block_rows, hs, L.ld_hidden);
-      attention_weights(L, block_rows, m, hs, Wt_packed.get(), Vt_packed.get(), u, a);
-      T* part = &out_parts[i * H];  // sum over the block's steps of a_t * h_t
+      T* part = &parts[i * H];
+      for (int64_t t = block.t0; t < block.t1; ++t) {
+        T* a = scores + rows(block.b, t) * H;
+        const T* x = packed_h + rows(block.b, t) * H;
+        softmax_in_place(a, H);
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) part[j] = T(0);
-      for (int64_t r = 0; r < m; ++r) {
-        const T* a_r = a + r * L.ld_hidden;
-        const T* h_r = hs + r * L.ld_hidden;
-#pragma omp simd
-        for (int64_t j = 0; j < H; ++j) part[j] += a_r[j] * h_r[j];
+        for (int64_t j = 0; j < H; ++j) part[j] += a[j] * x[j];
       }
     }
 #pragma omp for schedule(static)
@@ -435,7 +411,7 @@ void feature_forward(const FeatureForwardArgs& args) {
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) out_b[j] = T(0);
       for (int64_t i = blocks.first(b); i < blocks.first(b + 1); ++i) {
-        const T* part = &out_parts[i * H];
+        const T* part = &parts[i * H];
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) out_b[j] += part[j];
       }
@@ -443,167 +419,79 @@ void feature_forward(const FeatureForwardArgs& args) {
   }
 }
 
-// Buffers of one backward chunk: the recomputed tiles of one block and the chunk's dW, dV.
+// Per step: da = g * h; ds = a * (da - sum(a * da)); the direct term of dh is g * a.
+// With a near one-hot, da_m - sum(a * da) cancels for the largest weight a_m: computed as
+// written, what is left of it is the rounding error of a_m (its 1 - a_m) and of the sum, and
+// that dominates dW and dh (the eager formula has the same error; how large it comes out
+// depends on the summation order, hence on the vector width). Since the weights sum to one,
+// da_m - sum_k a_k da_k = sum_{k != m} a_k (da_m - da_k): small terms, each accurate, and the
+// k = m term is zero by itself. That form is used for ds_m, the direct form for the other
+// features (where nothing cancels that a_j does not multiply away), both summed in double.
+// In the fuzz case that failed the AVX2 build, this gives dW errors 5x below eager's.
+// Index of the first largest of the H entries of x.
 template <class T>
-struct FeatureBackwardScratch {
-  T *hs, *a, *ds, *dh, *u, *dz;  // (rows x ld_hidden) x 4, (rows x ld_attention) x 2
-  T *dW, *dV;                    // (attention_rows x ld_hidden), (hidden_rows x ld_attention)
-  static int64_t size(const FeatureLayout<T>& L) {
-    return kFeatureStepsPerBlock * (4 * L.ld_hidden + 2 * L.ld_attention) +
-           L.attention_rows * L.ld_hidden + L.hidden_rows * L.ld_attention;
-  }
-  FeatureBackwardScratch(const FeatureLayout<T>& L, T* base) {
-    const int64_t tile_h = kFeatureStepsPerBlock * L.ld_hidden;
-    const int64_t tile_a = kFeatureStepsPerBlock * L.ld_attention;
-    hs = base, a = hs + tile_h, ds = a + tile_h, dh = ds + tile_h;
-    u = dh + tile_h, dz = u + tile_a;
-    dW = dz + tile_a;
-    dV = dW + L.attention_rows * L.ld_hidden;
-  }
-};
+SED_ALWAYS_INLINE int64_t index_of_max(const T* x, int64_t H) {
+  T m = Math<T>::neg_inf;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < H; ++j) m = x[j] > m ? x[j] : m;
+  int64_t j = 0;
+  while (j + 1 < H && x[j] != m) ++j;
+  return j;
+}
 
-// Backward of one block (recompute, then):
-//   da = g * h_t; ds = a * (da - sum(a * da)); dV += ds u^T; du = V^T ds;
-//   dz = du * (1 - u^2); dW += dz h_t^T; dh_t = g * a + W^T dz.
 template <class T>
-void feature_backward_block(const FeatureBackwardArgs& args, const FeatureLayout<T>& L,
-                            const StepsView<T>& h, const StepBlock& block, const T* Wt_packed,
-                            const T* Vt_packed, const T* V_packed, const T* W_packed,
-                            const FeatureBackwardScratch<T>& s) {
-  const int64_t H = L.hidden, A = L.attention, ldh = L.ld_hidden, lda = L.ld_attention;
-  const int64_t m = block.t1 - block.t0, rows = round_up(m, kRowsPerTile);
-  const T* g = static_cast<const T*>(args.grad_out) + block.b * H;
-  load_steps(h, block, H, rows, s.hs, ldh);
-  attention_weights(L, rows, m, s.hs, Wt_packed, Vt_packed, s.u, s.a);
-  for (int64_t r = 0; r < rows; ++r) {
-    T* ds = s.ds + r * ldh;
-    T* dh = s.dh + r * ldh;
-    if (r >= m) {  // padding rows of the tile: no gradient
-#pragma omp simd
-      for (int64_t j = 0; j < H; ++j) ds[j] = dh[j] = T(0);
-      continue;
-    }
-    const T* a = s.a + r * ldh;
-    const T* x = s.hs + r * ldh;
-    // da = g * h is rounded once and stored, so that the same da enters sum(a * da) and
-    // da - sum(a * da): with near one-hot a this difference cancels, and an FMA-contracted
-    // g * h - sum(...) would not cancel (measured: 6x eager's error in dW at large logits).
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) ds[j] = g[j] * x[j];
-    T a_dot_da = T(0);
-#pragma omp simd reduction(+ : a_dot_da)
-    for (int64_t j = 0; j < H; ++j) a_dot_da += a[j] * ds[j];
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      ds[j] = a[j] * (ds[j] - a_dot_da);
-      dh[j] = g[j] * a[j];
-    }
-  }
-  // dV (H x d_a) += ds^T u over the block's m steps.
-  matmul_transposed_accumulate(L.hidden_rows, m, s.ds, ldh, s.u, lda, L.attention_panels, s.dV,
-                               lda);
-  // du = ds V (rows x d_a), then dz = du * (1 - u^2) in place.
-  matmul_packed<T, false>(rows, H, s.ds, ldh, V_packed, L.attention_panels, s.dz, lda);
-  const int64_t a_cols = L.attention_panels * panel_width<T>();
-  for (int64_t r = 0; r < rows; ++r) {
-    T* dz = s.dz + r * lda;
-    const T* u = s.u + r * lda;
-#pragma omp simd
-    for (int64_t k = 0; k < a_cols; ++k) dz[k] *= T(1) - u[k] * u[k];
-  }
-  // dW (d_a x H) += dz^T h over the block's m steps.
-  matmul_transposed_accumulate(L.attention_rows, m, s.dz, lda, s.hs, ldh, L.hidden_panels, s.dW,
-                               ldh);
-  // dh = g * a + dz W (rows x H).
-  matmul_packed<T, true>(rows, A, s.dz, lda, W_packed, L.hidden_panels, s.dh, ldh);
+void softmax_backward(const sed_cpu::SoftmaxBackwardArgs& args) {
+  const Sizes& size = args.size;
+  const int64_t H = size.hidden;
+  const T* weights = static_cast<const T*>(args.weights);
+  const T* packed_h = static_cast<const T*>(args.packed_h);
+  const T* grad_out = static_cast<const T*>(args.grad_out);
+  T* grad_scores = static_cast<T*>(args.grad_scores);
   T* grad_h = static_cast<T*>(args.grad_h);
-  for (int64_t r = 0; r < m; ++r) {
-    T* dst = grad_h + (block.b * args.size.steps + block.t0 + r) * H;
-    const T* src = s.dh + r * ldh;
+  const PackedRows rows(args.lengths, size.batch);
+  const StepBlocks blocks(args.lengths, size.batch, kFeatureStepsPerBlock);
+#pragma omp parallel for schedule(static) num_threads(thread_count(size, blocks.count()))
+  for (int64_t i = 0; i < blocks.count(); ++i) {
+    const StepBlock& block = blocks[i];
+    const T* g = grad_out + block.b * H;
+    for (int64_t t = block.t0; t < block.t1; ++t) {
+      const int64_t row = rows(block.b, t);
+      const T* a = weights + row * H;
+      const T* x = packed_h + row * H;
+      T* ds = grad_scores + row * H;
+      T* dh = grad_h + row * H;
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) dst[j] = src[j];
+      for (int64_t j = 0; j < H; ++j) ds[j] = g[j] * x[j];  // da
+      const int64_t top = index_of_max(a, H);
+      const double da_top = double(ds[top]);
+      double a_dot_da = 0.0, rest = 0.0;  // sum_k a_k da_k, sum_k a_k (da_top - da_k)
+#pragma omp simd reduction(+ : a_dot_da, rest)
+      for (int64_t j = 0; j < H; ++j) {
+        a_dot_da += double(a[j]) * double(ds[j]);
+        rest += double(a[j]) * (da_top - double(ds[j]));
+      }
+      const T ds_top = a[top] * T(rest);
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        ds[j] = a[j] * T(double(ds[j]) - a_dot_da);
+        dh[j] = g[j] * a[j];
+      }
+      ds[top] = ds_top;
+    }
   }
 }
 
 template <class T>
-void feature_backward(const FeatureBackwardArgs& args) {
-  const Sizes& size = args.size;
-  const FeatureLayout<T> L(size.hidden, size.attention);
-  const int64_t H = L.hidden, A = L.attention, width = panel_width<T>();
-  const StepsView<T> h(args.h);
-  const T* W = static_cast<const T*>(args.W);  // (d_a, H)
-  const T* V = static_cast<const T*>(args.V);  // (H, d_a)
-
-  // B operands: W^T (H x d_a), V^T (d_a x H), V (H x d_a), W (d_a x H).
-  Scratch<T> Wt_packed(L.attention_panels * width * H), Vt_packed(L.hidden_panels * width * A);
-  Scratch<T> V_packed(L.attention_panels * width * H), W_packed(L.hidden_panels * width * A);
-  pack_panels(W, 1, H, H, A, Wt_packed.get());
-  pack_panels(V, 1, A, A, H, Vt_packed.get());
-  pack_panels(V, A, 1, H, A, V_packed.get());
-  pack_panels(W, H, 1, A, H, W_packed.get());
-
-  // Chunks: kChunksPerThread per thread, consecutive blocks with about equal step counts,
-  // taken by the threads dynamically (so a descheduled thread does not hold up the others).
-  // Each chunk sums its dW, dV in block order; the chunks are then summed in chunk order.
-  // So the result is the same run after run (for a given thread count), whatever thread
-  // computed which chunk.
-  const StepBlocks blocks(args.lengths, size.batch, kFeatureStepsPerBlock);
-  const int threads = thread_count(size, blocks.count());
-  const int chunks = int(min_i64(int64_t(threads) * kChunksPerThread, blocks.count()));
-  Scratch<int64_t> chunk_first(chunks + 1);
-  {
-    int64_t total = 0;
-    for (int64_t b = 0; b < size.batch; ++b) total += args.lengths[b];
-    int64_t before = 0, c = 1;
-    for (int64_t i = 0; i < blocks.count() && c < chunks; ++i) {
-      while (c < chunks && before * chunks >= c * total) chunk_first[c++] = i;
-      before += blocks[i].t1 - blocks[i].t0;
-    }
-    while (c <= chunks) chunk_first[c++] = blocks.count();
-  }
-  const int64_t chunk_scratch = FeatureBackwardScratch<T>::size(L);
-  Scratch<T> scratch(chunks * chunk_scratch);
-  T* grad_h = static_cast<T*>(args.grad_h);
-  T* grad_W = static_cast<T*>(args.grad_W);
-  T* grad_V = static_cast<T*>(args.grad_V);
-
-#pragma omp parallel num_threads(threads)
-  {
-#pragma omp for schedule(dynamic, 1)
-    for (int c = 0; c < chunks; ++c) {
-      const FeatureBackwardScratch<T> s(L, scratch.get() + c * chunk_scratch);
-      for (int64_t i = chunk_first[c]; i < chunk_first[c + 1]; ++i)
-        feature_backward_block(args, L, h, blocks[i], Wt_packed.get(), Vt_packed.get(),
-                               V_packed.get(), W_packed.get(), s);
-    }
-    // nowait: the padded-step zeros touch no chunk data.
-#pragma omp for schedule(static) nowait
-    for (int64_t b = 0; b < size.batch; ++b) {
-      T* padded = grad_h + (b * size.steps + args.lengths[b]) * H;
-      const int64_t padded_count = (size.steps - args.lengths[b]) * H;
+void tanh_backward(const sed_cpu::TanhBackwardArgs& args) {
+  T* grad = static_cast<T*>(args.grad);
+  const T* u = static_cast<const T*>(args.tanh_out);
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (args.count + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) num_threads(thread_count(args.size, chunks))
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t end = min_i64(args.count, (c + 1) * kChunk);
 #pragma omp simd
-      for (int64_t j = 0; j < padded_count; ++j) padded[j] = T(0);
-    }
-#pragma omp for schedule(static)
-    for (int64_t k = 0; k < A; ++k) {  // dW row k, chunks in order
-      T* dst = grad_W + k * H;
-      for (int c = 0; c < chunks; ++c) {
-        const T* part = FeatureBackwardScratch<T>(L, scratch.get() + c * chunk_scratch).dW +
-                        k * L.ld_hidden;
-#pragma omp simd
-        for (int64_t j = 0; j < H; ++j) dst[j] = (c == 0 ? T(0) : dst[j]) + part[j];
-      }
-    }
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < H; ++i) {  // dV row i, chunks in order
-      T* dst = grad_V + i * A;
-      for (int c = 0; c < chunks; ++c) {
-        const T* part = FeatureBackwardScratch<T>(L, scratch.get() + c * chunk_scratch).dV +
-                        i * L.ld_attention;
-#pragma omp simd
-        for (int64_t k = 0; k < A; ++k) dst[k] = (c == 0 ? T(0) : dst[k]) + part[k];
-      }
-    }
+    for (int64_t k = c * kChunk; k < end; ++k) grad[k] *= T(1) - u[k] * u[k];
   }
 }
 
@@ -620,8 +508,11 @@ const KernelTable& kernel_table() {
       SED_STRINGIFY(SED_CPU_ISA),
       {&time_forward<float>, &time_forward<double>},
       {&time_backward<float>, &time_backward<double>},
-      {&feature_forward<float>, &feature_forward<double>},
-      {&feature_backward<float>, &feature_backward<double>},
+      {&pack<float>, &pack<double>},
+      {&unpack<float>, &unpack<double>},
+      {&softmax_pool<float>, &softmax_pool<double>},
+      {&softmax_backward<float>, &softmax_backward<double>},
+      {&tanh_backward<float>, &tanh_backward<double>},
   };
   return table;
 }

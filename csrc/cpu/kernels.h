@@ -49,24 +49,45 @@ struct TimeBackwardArgs {
   Sizes size;
 };
 
-struct FeatureForwardArgs {
+// Feature attention runs on packed steps: the valid steps of all rows, row after row, as one
+// (N, H) matrix (N = sum of lengths), so that its four matrix products are plain GEMMs that the
+// Python launcher hands to torch.mm. The kernels below are everything between those GEMMs.
+struct PackArgs {           // packed (N, H) <- the valid steps of h
   StridedSteps h;
-  const void* W;            // (d_a, H)
-  const void* V;            // (H, d_a)
   const int64_t* lengths;   // (B,)
-  void* out;                // (B, H)
+  void* packed;             // (N, H) contiguous
   Sizes size;
 };
 
-struct FeatureBackwardArgs {
-  const void* grad_out;     // (B, H)
-  StridedSteps h;
-  const void* W;            // (d_a, H)
-  const void* V;            // (H, d_a)
+struct UnpackArgs {         // out (B, T, H) <- packed, zero on padded steps
+  const void* packed;       // (N, H) contiguous
   const int64_t* lengths;   // (B,)
-  void* grad_h;             // (B, T, H) contiguous; zero on padded steps
-  void* grad_W;             // (d_a, H)
-  void* grad_V;             // (H, d_a)
+  void* out;                // (B, T, H) contiguous
+  Sizes size;
+};
+
+struct SoftmaxPoolArgs {    // a = softmax over features of each score row (in place);
+  void* scores;             //   (N, H) in: s = V u_t, out: a
+  const void* packed_h;     // (N, H)
+  const int64_t* lengths;   // (B,)
+  void* out;                // (B, H) out[b] = sum over row b's steps of a_t * h_t
+  Sizes size;
+};
+
+struct SoftmaxBackwardArgs {
+  const void* weights;      // (N, H) a
+  const void* packed_h;     // (N, H)
+  const void* grad_out;     // (B, H) g
+  const int64_t* lengths;   // (B,)
+  void* grad_scores;        // (N, H) ds = a * (g*h - sum(a * g*h))
+  void* grad_h;             // (N, H) g * a (the direct term of dh)
+  Sizes size;
+};
+
+struct TanhBackwardArgs {   // du <- du * (1 - u^2), elementwise over count elements
+  void* grad;               // du, in place
+  const void* tanh_out;     // u
+  int64_t count;
   Sizes size;
 };
 
@@ -75,8 +96,11 @@ struct KernelTable {
   const char* isa;
   void (*time_forward[2])(const TimeForwardArgs&);
   void (*time_backward[2])(const TimeBackwardArgs&);
-  void (*feature_forward[2])(const FeatureForwardArgs&);
-  void (*feature_backward[2])(const FeatureBackwardArgs&);
+  void (*pack[2])(const PackArgs&);
+  void (*unpack[2])(const UnpackArgs&);
+  void (*softmax_pool[2])(const SoftmaxPoolArgs&);
+  void (*softmax_backward[2])(const SoftmaxBackwardArgs&);
+  void (*tanh_backward[2])(const TanhBackwardArgs&);
 };
 
 #if defined(__x86_64__) || defined(_M_X64)

@@ -25,14 +25,38 @@ Choices the kernels make:
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 import torch
 
 from sed_kernels._native import REBUILD_HINT, load_extension
 
+ISA_ENV_VAR = "SED_KERNELS_CPU_ISA"
+
 extension = load_extension("_cpu", "cpu")
 AVAILABLE: bool = extension is not None
+
+
+def _select_isa_from_environment() -> None:
+    """Use the instruction set named by ``SED_KERNELS_CPU_ISA`` instead of the best one.
+
+    For tests and benchmarks of the lower variants on a CPU that has the higher ones; a name
+    the module lacks or the CPU cannot run is an error here, not a silent fallback.
+    """
+    name = os.environ.get(ISA_ENV_VAR, "").strip()
+    if extension is None or not name:
+        return
+    available = extension.available_isas()
+    if name not in available:
+        raise RuntimeError(
+            f"sed_kernels: {ISA_ENV_VAR}={name!r} is not an instruction set this build has and "
+            f"this CPU runs; available here: {', '.join(available)}"
+        )
+    extension.set_isa(name)
+
+
+_select_isa_from_environment()
 
 __all__ = ["AVAILABLE", "compute_dtype", "extension", "require_extension"]
 

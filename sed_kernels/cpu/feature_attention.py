@@ -1,10 +1,15 @@
-"""Launcher of the C++/OpenMP feature-attention kernels (``csrc/cpu/kernels.cpp``).
+"""Launcher of the CPU feature-attention kernels (``csrc/cpu/kernels.cpp``).
 
-Contract: see the op layer in :mod:`sed_kernels.ops`. float16/bfloat16 inputs are converted
-to float32 here (one copy of ``h``) and the outputs converted back; float32 and float64 run
-natively. The kernels keep per-step intermediates (u, s, a and their gradients) in per-thread
-tiles of a block of steps and recompute them in the backward; dW and dV are reduced in a fixed
-order (see :mod:`sed_kernels.cpu`).
+Contract: see the op layer in :mod:`sed_kernels.ops`. The valid steps of ``h`` are packed
+into one (N, H) matrix (N = sum of lengths), so that the four matrix products of the forward
+and backward are plain GEMMs, run by ``torch.mm`` at the machine's matrix-multiply rate on
+every CPU; the compiled kernels do everything between them in one pass each (packing, the
+softmax with the weighted sum over steps, the softmax backward, tanh', unpacking).
+
+On the CPU memory is plentiful, so the forward keeps packed ``h``, ``u = tanh(h W^T)`` and
+``a = softmax(u V^T)`` for the backward instead of recomputing them (12 N H d_a FLOPs for
+forward+backward instead of 16): one (B*T*(2H + d_a),) buffer in the compute dtype, the
+``saved`` tensor of the contract. float16/bfloat16 inputs are converted to float32 first.
 """
 
 from __future__ import annotations
@@ -14,29 +19,62 @@ import torch
 from sed_kernels.cpu import compute_dtype, dtype_name, require_extension
 
 
-def forward(
+def saved_numel(batch: int, steps: int, hidden: int, attention: int) -> int:
+    """Elements of the forward's saved buffer: packed h, u and a, B*T rows each."""
+    return batch * steps * (2 * hidden + attention)
+
+
+def _saved_views(saved, batch, steps, hidden, attention, valid):
+    """(packed h (N, H), u (N, d_a), a (N, H)): contiguous views into ``saved``."""
+    rows = batch * steps
+    h_end, u_end = rows * hidden, rows * (hidden + attention)
+    packed_h = saved[:h_end].view(rows, hidden)
+    u = saved[h_end:u_end].view(rows, attention)
+    a = saved[u_end:].view(rows, hidden)
+    return packed_h[:valid], u[:valid], a[:valid]
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+def forward_for_backward(
     h: torch.Tensor, W: torch.Tensor, V: torch.Tensor, lengths: torch.Tensor
-) -> torch.Tensor:
-    """``out`` (B, H) in h.dtype; ``W`` (d_a, H), ``V`` (H, d_a)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``out`` (B, H) in h.dtype and the ``saved`` buffer that :func:`backward_from_saved` reads."""
     kernels = require_extension()
     dtype = compute_dtype(h.dtype)
     batch, steps, hidden = h.shape
+    attention = W.shape[0]
     h_c = h.to(dtype)  # keeps h's strides
     W_c = W.to(dtype).contiguous()
     V_c = V.to(dtype).contiguous()
     lengths = lengths.contiguous()
-    out = torch.empty((batch, hidden), dtype=dtype)
-    kernels.feature_attention_forward(
+    valid = int(lengths.sum())
+    saved = torch.empty(saved_numel(batch, steps, hidden, attention), dtype=dtype)
+    packed_h, u, a = _saved_views(saved, batch, steps, hidden, attention, valid)
+    for tail in _saved_views(saved, batch, steps, hidden, attention, batch * steps):
+        tail[valid:].zero_()  # rows past N are never read; zero keeps the buffer defined
+    kernels.pack_steps(
         h=h_c.data_ptr(), stride_b=h_c.stride(0), stride_t=h_c.stride(1), stride_h=h_c.stride(2),
-        W=W_c.data_ptr(), V=V_c.data_ptr(), lengths=lengths.data_ptr(), out=out.data_ptr(),
-        batch=batch, steps=steps, hidden=hidden, attention=W.shape[0], dtype=dtype_name(dtype),
-        num_threads=torch.get_num_threads(),
+        lengths=lengths.data_ptr(), packed=packed_h.data_ptr(), batch=batch, steps=steps,
+        hidden=hidden, dtype=dtype_name(dtype), num_threads=_threads(),
     )  # fmt: skip
-    return out.to(h.dtype)
+    torch.mm(packed_h, W_c.t(), out=u)  # z = h W^T      (N, d_a)
+    torch.tanh_(u)  # u = tanh(z)
+    torch.mm(u, V_c.t(), out=a)  # s = u V^T            (N, H)
+    out = torch.empty((batch, hidden), dtype=dtype)
+    kernels.softmax_pool(
+        scores=a.data_ptr(), packed_h=packed_h.data_ptr(), lengths=lengths.data_ptr(),
+        out=out.data_ptr(), batch=batch, hidden=hidden, dtype=dtype_name(dtype),
+        num_threads=_threads(),
+    )  # fmt: skip  (a = softmax(s) in place, out[b] = sum_t a_t * h_t)
+    return out.to(h.dtype), saved
 
 
-def backward(
+def backward_from_saved(
     grad_out: torch.Tensor,
+    saved: torch.Tensor,
     h: torch.Tensor,
     W: torch.Tensor,
     V: torch.Tensor,
@@ -46,19 +84,51 @@ def backward(
     kernels = require_extension()
     dtype = compute_dtype(h.dtype)
     batch, steps, hidden = h.shape
-    h_c = h.to(dtype)
-    grad_out_c = grad_out.to(dtype).contiguous()
+    attention = W.shape[0]
     W_c = W.to(dtype).contiguous()
     V_c = V.to(dtype).contiguous()
+    grad_out_c = grad_out.to(dtype).contiguous()
     lengths = lengths.contiguous()
+    valid = int(lengths.sum())
+    packed_h, u, a = _saved_views(saved, batch, steps, hidden, attention, valid)
+    grad_s = torch.empty((valid, hidden), dtype=dtype)
+    grad_h_packed = torch.empty((valid, hidden), dtype=dtype)
+    kernels.softmax_backward(
+        weights=a.data_ptr(), packed_h=packed_h.data_ptr(), grad_out=grad_out_c.data_ptr(),
+        lengths=lengths.data_ptr(), grad_scores=grad_s.data_ptr(),
+        grad_h=grad_h_packed.data_ptr(), batch=batch, hidden=hidden, dtype=dtype_name(dtype),
+        num_threads=_threads(),
+    )  # fmt: skip  (ds = a * (g*h - sum(a * g*h)), grad_h_packed = g * a)
+    grad_V = torch.mm(grad_s.t(), u)  # dV = ds^T u     (H, d_a)
+    grad_z = torch.mm(grad_s, V_c)  # du = ds V         (N, d_a)
+    kernels.tanh_backward(
+        grad=grad_z.data_ptr(), tanh_out=u.data_ptr(), count=grad_z.numel(),
+        dtype=dtype_name(dtype), num_threads=_threads(),
+    )  # fmt: skip  (dz = du * (1 - u^2))
+    grad_W = torch.mm(grad_z.t(), packed_h)  # dW = dz^T h   (d_a, H)
+    grad_h_packed.addmm_(grad_z, W_c)  # dh = g * a + dz W   (N, H)
     grad_h = torch.empty((batch, steps, hidden), dtype=dtype)
-    grad_W = torch.empty(W.shape, dtype=dtype)
-    grad_V = torch.empty(V.shape, dtype=dtype)
-    kernels.feature_attention_backward(
-        grad_out=grad_out_c.data_ptr(), h=h_c.data_ptr(), stride_b=h_c.stride(0),
-        stride_t=h_c.stride(1), stride_h=h_c.stride(2), W=W_c.data_ptr(), V=V_c.data_ptr(),
-        lengths=lengths.data_ptr(), grad_h=grad_h.data_ptr(), grad_W=grad_W.data_ptr(),
-        grad_V=grad_V.data_ptr(), batch=batch, steps=steps, hidden=hidden,
-        attention=W.shape[0], dtype=dtype_name(dtype), num_threads=torch.get_num_threads(),
+    kernels.unpack_steps(
+        packed=grad_h_packed.data_ptr(), lengths=lengths.data_ptr(), out=grad_h.data_ptr(),
+        batch=batch, steps=steps, hidden=hidden, dtype=dtype_name(dtype), num_threads=_threads(),
     )  # fmt: skip
     return grad_h.to(h.dtype), grad_W.to(h.dtype), grad_V.to(h.dtype)
+
+
+def forward(
+    h: torch.Tensor, W: torch.Tensor, V: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """``out`` (B, H) in h.dtype; ``W`` (d_a, H), ``V`` (H, d_a)."""
+    return forward_for_backward(h, W, V, lengths)[0]
+
+
+def backward(
+    grad_out: torch.Tensor,
+    h: torch.Tensor,
+    W: torch.Tensor,
+    V: torch.Tensor,
+    lengths: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The backward without a saved buffer: recomputes it with the forward first."""
+    saved = forward_for_backward(h, W, V, lengths)[1]
+    return backward_from_saved(grad_out, saved, h, W, V, lengths)
