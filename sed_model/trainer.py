@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 
 import sed_kernels
 
-from . import distributed
+from . import cpu_support, distributed
 from .checkpoint import copy_atomic, load_checkpoint, read_json, save_checkpoint, write_json
 from .data import (
     Dataset,
@@ -185,6 +185,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp16" and device.type != "cuda":
         raise SedError("precision fp16 needs a CUDA GPU (it trains with a gradient scaler); "
                        "on the CPU use --precision bf16 or fp32")
+    if precision == "bf16" and device.type == "cpu" and not cpu_support.bf16_lstm_supported():
+        raise SedError(cpu_support.bf16_lstm_missing_message())
     return PRECISIONS[precision]
 
 

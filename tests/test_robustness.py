@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sed_model import cpu_support
 from sed_model.checkpoint import load_checkpoint, read_json
 from sed_model.errors import SedError
 from sed_model.model import DenseLSTMAttention
@@ -101,6 +102,15 @@ def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_thread):
 
 
 # ------------------------------------------------------------------------ mixed precision
+# oneDNN's bf16 LSTM exists only on CPUs with AVX-512; elsewhere a bf16 run must stop with one
+# line before any work, and that line is what these tests check there.
+BF16_LSTM = cpu_support.bf16_lstm_supported()
+needs_bf16_lstm = pytest.mark.skipif(
+    not BF16_LSTM, reason="this CPU has no oneDNN bf16 LSTM (AVX2 only): the refusal is tested"
+)
+
+
+@needs_bf16_lstm
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
 @pytest.mark.parametrize("variant", ["time", "feature"])
 def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_thread):
@@ -117,7 +127,8 @@ def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_thread):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_bf16_training_on_the_cpu_and_fp16_refused(corpus, tmp_path, one_thread):
+@needs_bf16_lstm
+def test_bf16_training_on_the_cpu(corpus, tmp_path, one_thread):
     manifest, _ = corpus
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
     metrics = train(TrainConfig(precision="bf16", **options), tmp_path / "bf16", progress=False,
@@ -125,6 +136,24 @@ def test_bf16_training_on_the_cpu_and_fp16_refused(corpus, tmp_path, one_thread)
     assert metrics["config"]["precision"] == "bf16"
     assert [p["step"] for p in metrics["folds"][0]["history"]] == [0, 2, 4]
     assert all(p["train_loss"] is None or p["train_loss"] > 0 for p in metrics["folds"][0]["history"])
+
+
+@pytest.mark.skipif(BF16_LSTM, reason="this CPU runs oneDNN's bf16 LSTM: bf16 training is tested")
+def test_bf16_on_a_cpu_without_bf16_lstm_is_one_error_line_before_any_work(corpus, tmp_path):
+    manifest, env = corpus
+    out = tmp_path / "bf16"
+    done = run_train([*ARGS, "--data", str(manifest), "--precision", "bf16", *QUIET,
+                      "--out-dir", str(out)], env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: precision bf16 "), (
+        done.stderr)
+    assert "AVX-512" in done.stderr and "--precision fp32" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_fp16_on_the_cpu_and_unknown_precisions_are_refused(corpus, tmp_path, one_thread):
+    manifest, _ = corpus
+    options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
     with pytest.raises(SedError, match="fp16 needs a CUDA GPU"):
         train(TrainConfig(precision="fp16", **options), tmp_path / "fp16", progress=False, workers=1)
     with pytest.raises(SedError, match="precision must be one of"):
