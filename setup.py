@@ -398,4 +398,5 @@ def extensions() -> list[Extension]:
     return modules
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": NinjaBuildExt})
+if __name__ == "__main__":  # as pip and setuptools run it; tests import find_nvcc from here
+    setup(ext_modules=extensions(), cmdclass={"build_ext": NinjaBuildExt})

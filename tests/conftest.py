@@ -45,3 +45,34 @@ def corpus(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SED_MODEL_CACHE", str(root / "cache"))
         yield manifest, env
+
+
+# ------------------------------------------------------------------------------ kernel tests
+# Modules whose tests run kernels: every fresh allocation is NaN-poisoned while they run, and
+# a test parametrized with a kernel_checks.Backend runs the cpu backend's instruction-set
+# variant that the parameter names.
+KERNEL_TEST_MODULES = {"test_ops", "test_fuzz_kernels", "test_native_build"}
+
+
+def pytest_make_parametrize_id(config, val, argname):
+    from kernel_checks import Backend
+
+    return val.id if isinstance(val, Backend) else None
+
+
+@pytest.fixture(autouse=True)
+def kernel_test_environment(request):
+    if request.module.__name__ not in KERNEL_TEST_MODULES:
+        yield
+        return
+    import contextlib
+
+    from kernel_checks import instruction_set, poisoned_allocations
+
+    callspec = getattr(request.node, "callspec", None)
+    isa = getattr(callspec.params.get("backend") if callspec else None, "isa", None)
+    with contextlib.ExitStack() as stack:
+        if isa is not None:
+            stack.enter_context(instruction_set(isa))
+        stack.enter_context(poisoned_allocations())
+        yield

@@ -1,4 +1,13 @@
-"""Shared helpers of the kernel tests: inputs, running an op, poisoning, error comparison."""
+"""The one harness of the kernel tests: backends and their variants, inputs, NaN poisoning,
+running an op, and the error measure against an fp64 reference.
+
+Every fused backend is tested in every variant this machine can run: the ``cpu`` backend once
+per instruction set that the build has and the CPU supports (AVX-512, AVX2, baseline), so a
+CI machine with AVX-512 still checks the AVX2 and SSE2 code. Test parameters are
+:class:`Backend` values (plain backend names that also carry the variant); the autouse
+fixtures in ``conftest.py`` switch the instruction set and poison fresh allocations with NaN
+for the duration of each test in the kernel-test modules.
+"""
 
 from __future__ import annotations
 
@@ -10,55 +19,56 @@ import sed_kernels
 from sed_kernels import reference
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-BACKENDS = sed_kernels.available_backends(DEVICE)
-FUSED = [name for name in BACKENDS if name != "reference"]
 
 
-def make_lengths(batch: int, steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Random lengths in [1, T] that include both edge cases 1 and T when B allows."""
-    lengths = torch.randint(1, steps + 1, (batch,), generator=generator)
-    lengths[0] = steps
-    if batch > 1:
-        lengths[1] = 1
-    return lengths.to(DEVICE)
+class Backend(str):
+    """A backend name (what the ops take) with the CPU instruction set to run it with."""
+
+    isa: str | None
+
+    def __new__(cls, name: str, isa: str | None = None) -> Backend:
+        backend = super().__new__(cls, name)
+        backend.isa = isa
+        return backend
+
+    @property
+    def id(self) -> str:
+        return f"{self}-{self.isa}" if self.isa else str(self)
 
 
-def make_inputs(shape, dtype, seed=0, scale=1.0):
-    batch, steps, hidden, attn = shape
-    gen = torch.Generator().manual_seed(seed)
+def cpu_isas() -> list[str]:
+    """Instruction-set variants of the ``cpu`` backend that this build and CPU can run."""
+    from sed_kernels import cpu
 
-    def rand(*size, s=scale):
-        return (torch.randn(*size, generator=gen) * s).to(DEVICE, dtype)
-
-    lengths = make_lengths(batch, steps, gen)
-    return {
-        "h": rand(batch, steps, hidden),
-        "q": rand(batch, hidden, s=scale / hidden**0.5),
-        "W": rand(attn, hidden, s=1 / hidden**0.5),
-        "V": rand(hidden, attn, s=1 / attn**0.5),
-        "lengths": lengths,
-        "grad": rand(batch, hidden),
-    }
+    return cpu.extension.available_isas() if cpu.AVAILABLE else []
 
 
-def pad_with(h: torch.Tensor, lengths: torch.Tensor, value: float) -> torch.Tensor:
-    mask = reference.valid_mask(lengths, h.shape[1])[..., None]
-    return h.masked_fill(~mask, value)
+def _variants(name: str) -> list[Backend]:
+    if name == "cpu":
+        return [Backend("cpu", isa) for isa in cpu_isas()]
+    return [Backend(name)]
 
 
-def run_op(op: str, backend: str, inputs: dict, dtype=None):
-    """Output and gradients (w.r.t. h and the op's parameters) of ``op`` on ``backend``."""
-    names = ("h", "q") if op == "time" else ("h", "W", "V")
-    leaves = {n: inputs[n].detach().to(dtype or inputs[n].dtype).requires_grad_() for n in names}
-    fn = sed_kernels.time_attention if op == "time" else sed_kernels.feature_attention
-    out = fn(*leaves.values(), inputs["lengths"], backend=backend)
-    out.backward(inputs["grad"].to(out.dtype))
-    return out.detach(), {n: leaf.grad for n, leaf in leaves.items()}
+BACKENDS = [variant for name in sed_kernels.available_backends(DEVICE) for variant in _variants(name)]
+FUSED = [backend for backend in BACKENDS if backend != "reference"]
+
+
+@contextlib.contextmanager
+def instruction_set(isa: str):
+    """Run the ``cpu`` backend's kernels compiled for ``isa`` inside the block."""
+    from sed_kernels import cpu
+
+    previous = cpu.extension.isa()
+    cpu.extension.set_isa(isa)
+    try:
+        yield
+    finally:
+        cpu.extension.set_isa(previous)
 
 
 @contextlib.contextmanager
 def poisoned_allocations():
-    """Make torch.empty and friends return NaN-filled floating tensors while kernels run."""
+    """torch.empty and friends return NaN-filled floating tensors: unwritten outputs show."""
     originals = {name: getattr(torch, name) for name in ("empty", "empty_like", "empty_strided")}
     original_new_empty = torch.Tensor.new_empty
 
@@ -79,27 +89,94 @@ def poisoned_allocations():
         torch.Tensor.new_empty = original_new_empty
 
 
+# ------------------------------------------------------------------------------- inputs
+
+
+def make_lengths(batch: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Random lengths in [1, T] that include both edge cases 1 and T when B allows."""
+    lengths = torch.randint(1, steps + 1, (batch,), generator=generator)
+    lengths[0] = steps
+    if batch > 1:
+        lengths[1] = 1
+    return lengths.to(DEVICE)
+
+
+def make_inputs(shape, dtype, seed=0, scale=1.0, device=None):
+    """h, q, W, V, lengths and an output gradient for a (B, T, H, d_a) shape, in ``dtype``."""
+    batch, steps, hidden, attn = shape
+    gen = torch.Generator().manual_seed(seed)
+    device = DEVICE if device is None else torch.device(device)
+
+    def rand(*size, s=scale):
+        return (torch.randn(*size, generator=gen) * s).to(device, dtype)
+
+    lengths = make_lengths(batch, steps, gen).to(device)
+    return {
+        "h": rand(batch, steps, hidden),
+        "q": rand(batch, hidden, s=scale / hidden**0.5),
+        "W": rand(attn, hidden, s=1 / hidden**0.5),
+        "V": rand(hidden, attn, s=1 / attn**0.5),
+        "lengths": lengths,
+        "grad": rand(batch, hidden),
+    }
+
+
+def pad_with(h: torch.Tensor, lengths: torch.Tensor, value: float) -> torch.Tensor:
+    """h with every padded step (t >= lengths[b]) set to ``value``."""
+    mask = reference.valid_mask(lengths, h.shape[1])[..., None]
+    return h.masked_fill(~mask, value)
+
+
+def non_contiguous_views(h: torch.Tensor) -> dict[str, torch.Tensor]:
+    """h as a slice of a transposed (T, B, H) buffer, and with a feature stride of 2."""
+    like = {"dtype": h.dtype, "device": h.device}
+    transposed = torch.full((h.shape[1], h.shape[0], h.shape[2]), float("nan"), **like)
+    transposed.copy_(h.transpose(0, 1))
+    wide = torch.full((*h.shape[:2], 2 * h.shape[2]), float("nan"), **like)
+    wide[..., ::2] = h
+    return {"transposed": transposed.transpose(0, 1), "feature stride 2": wide[..., ::2]}
+
+
+# --------------------------------------------------------------------- running, comparing
+
+
+def run_op(op: str, backend: str, inputs: dict, dtype=None):
+    """Output and gradients (w.r.t. h and the op's parameters) of ``op`` on ``backend``."""
+    names = ("h", "q") if op == "time" else ("h", "W", "V")
+    leaves = {n: inputs[n].detach().to(dtype or inputs[n].dtype).requires_grad_() for n in names}
+    fn = sed_kernels.time_attention if op == "time" else sed_kernels.feature_attention
+    out = fn(*leaves.values(), inputs["lengths"], backend=backend)
+    out.backward(inputs["grad"].to(out.dtype))
+    return out.detach(), {n: leaf.grad for n, leaf in leaves.items()}
+
+
 def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual.double() - expected.double()).abs().max().item()
+
+
+def error_floor(dtype: torch.dtype) -> float:
+    """Absolute error allowed on top of twice eager's, per unit of the largest expected value.
+
+    Summation-order differences for fp32/fp64; one unit in the last place for fp16/bf16 (a
+    kernel that computes in fp32 and rounds once is within one ulp even where eager happens
+    to land closer to the exact value).
+    """
+    return {torch.float64: 1e-10, torch.float32: 2e-6}.get(dtype, torch.finfo(dtype).eps)
 
 
 def assert_close_to_reference(op, backend, inputs, dtype, magnitude=1.0):
     """The backend's error vs an fp64 reference is at most twice eager's same-dtype error.
 
-    Every dtype also gets a floor relative to the largest expected value: summation-order
-    differences for fp32/fp64, one unit in the last place for fp16/bf16 (a kernel that
-    computes in fp32 and rounds once is within one ulp even where eager happens to land
-    closer to the exact value). ``magnitude`` widens that floor for inputs far from unit
-    scale, where the softmax backward's cancellation (``dp_t - sum_t p_t dp_t``) loses digits in
-    proportion to |h|: fused kernels take that sum from the forward's output, eager from the same
-    ``dp_t`` it subtracts it from, so their rounding differs by a few ulps of |h|-sized terms.
+    Plus :func:`error_floor` times the largest expected value. ``magnitude`` widens that floor
+    for inputs far from unit scale, where the softmax backward's cancellation
+    (``dp_t - sum_t p_t dp_t``) loses digits in proportion to |h|: fused kernels take that sum
+    from the forward's output, eager from the same ``dp_t`` it subtracts it from, so their
+    rounding differs by a few ulps of |h|-sized terms.
     """
     expected_out, expected_grads = run_op(op, "reference", inputs, torch.float64)
     eager_out, eager_grads = run_op(op, "reference", inputs, dtype)
-    with poisoned_allocations():
-        fused_out, fused_grads = run_op(op, backend, inputs, dtype)
+    fused_out, fused_grads = run_op(op, backend, inputs, dtype)
     assert fused_out.dtype == dtype
-    floor = {torch.float64: 1e-10, torch.float32: 2e-6}.get(dtype, torch.finfo(dtype).eps)
     pairs = [("out", fused_out, eager_out, expected_out)] + [
         (name, fused_grads[name], eager_grads[name], expected_grads[name]) for name in fused_grads
     ]
@@ -108,7 +185,7 @@ def assert_close_to_reference(op, backend, inputs, dtype, magnitude=1.0):
         fused_error = max_error(fused, expected)
         eager_error = max_error(eager, expected)
         scale = expected.abs().max().item() + 1.0
-        assert fused_error <= 2 * eager_error + floor * scale * magnitude, (
+        assert fused_error <= 2 * eager_error + error_floor(dtype) * scale * magnitude, (
             f"{name} ({dtype}): {backend} error {fused_error:.3g} vs eager {dtype} "
             f"error {eager_error:.3g}"
         )
