@@ -41,6 +41,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from sed_kernels._native import shadowed_extensions
+
+    # A benchmark run without a backend that the installed package has would compare
+    # nothing against eager and torch.compile, and say so only in a warning.
+    missing = shadowed_extensions()
+    if missing:
+        raise pytest.UsageError("benchmarks: " + "\nbenchmarks: ".join(missing))
     config.stash[SETTINGS] = harness.resolve_settings(config)
     # torch.compile's inductor calls a deprecated torch.jit helper; not ours to fix.
     config.addinivalue_line(
