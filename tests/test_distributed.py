@@ -17,7 +17,7 @@ from sed_model.checkpoint import load_checkpoint, read_json
 from sed_model.model import DenseLSTMAttention
 from sed_model.trainer import TrainConfig, train
 
-pytestmark = pytest.mark.usefixtures("outside_source_tree")
+pytestmark = [pytest.mark.usefixtures("outside_source_tree"), pytest.mark.slow]
 
 # 2 folds of 2 synthetic speakers, 16 training files each: 2 batches of 8 per epoch, and a
 # last batch of 1 for --batch-size 5 (so one rank gets an empty shard).

@@ -64,6 +64,7 @@ def kill_after_checkpoints(args, env, last: Path, writes: int) -> None:
     assert proc.returncode == -9, f"not killed mid-run (status {proc.returncode}): {stderr[-2000:]}"
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_thread):
     manifest, env = corpus
     reference = train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "reference",
