@@ -73,15 +73,15 @@ def compare(
     writes ``comparison.json``, ``table.md`` and ``curves.png`` into ``out_dir``.
     """
     out_dir = Path(out_dir)
-    base = dataclasses.replace(config, variant=None)
+    shared = {**config.to_json(), "variant": None}  # what every variant's run has in common
     config_path = out_dir / "config.json"
     if not resume and config_path.exists():
         raise SedError(f"{out_dir} already holds a comparison; pass --resume or pick another --out-dir")
     data_options = {"workers": workers, "strict": strict, "cache_dir": cache_dir}
     dataset = load_dataset(config.corpus, config.data, progress=progress, **data_options)
     if not resume:
-        write_json(config_path, base.to_json())
-    runs = {v: (dataclasses.replace(base, variant=v), out_dir / v) for v in variants}
+        write_json(config_path, shared)
+    runs = {v: (dataclasses.replace(config, variant=v), out_dir / v) for v in variants}
     if jobs > 1:
         threads = threads or 1  # jobs x threads should not exceed the cores
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -96,7 +96,7 @@ def compare(
         "classes": list(dataset.classes),
         "n_utterances": len(dataset.utterances),
         "n_folds": len(next(iter(results.values()))["folds"]),
-        "config": base.to_json(),
+        "config": shared,
         "variants": results,
     }
     write_json(out_dir / "comparison.json", comparison)

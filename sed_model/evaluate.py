@@ -22,7 +22,8 @@ from .cli import add_data_options, run_main
 from .data import load_dataset, make_split
 from .errors import SedError
 from .metrics import classification_report
-from .trainer import check_backend, predict_split, resolve_device
+from .fold import predict_split
+from .runtime import check_backend, resolve_device
 
 
 def evaluate_checkpoint(

@@ -28,7 +28,7 @@ from .errors import SedError
 from .features import extract_frames, load_audio
 from .model import VARIANTS_WITH_ATTENTION
 from .plots import plot_attention
-from .trainer import check_backend, resolve_device
+from .runtime import check_backend, resolve_device
 
 
 def predict_files(
