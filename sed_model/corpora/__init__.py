@@ -53,9 +53,11 @@ def load_corpus(
     """(corpus, utterances sorted by path). data_dir: see the table above (None only for demo).
     classes: for "csv" only, the allowed labels in logit order (default: sorted labels seen)."""
     if classes is not None and name != "csv":
-        raise CorpusError(f"classes can only be given for the csv corpus; {name!r} has fixed classes")
+        raise CorpusError(
+            f"classes can only be given for the csv corpus; {name!r} has fixed classes"
+        )
     corpus = get_corpus(name)
     if classes is not None:
         corpus = type(corpus)(classes)
     utterances = corpus.utterances(Path(data_dir) if data_dir is not None else None)
-    return corpus, utterances
+    return corpus.for_utterances(utterances), utterances
