@@ -49,6 +49,26 @@ positive_float = _number_type(float, lambda v: v > 0, "a positive number")
 non_negative_int = _number_type(int, lambda v: v >= 0, "0 or a positive integer")
 
 
+class NameList(argparse.Action):
+    """A list option, ``nargs="+"``: ``--variants lstm time``; the comma form ``lstm,time``
+    (and a mix of both) is read the same. With ``choices`` every name must be one of them."""
+
+    def __init__(self, option_strings, dest, *, choices=None, **kwargs):
+        self.names = tuple(choices) if choices is not None else None
+        super().__init__(option_strings, dest, nargs="+", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        names = tuple(part.strip() for value in values for part in value.split(",")
+                      if part.strip())
+        if not names:
+            parser.error(f"argument {option_string}: expected at least one name")
+        unknown = [n for n in names if self.names is not None and n not in self.names]
+        if unknown:
+            parser.error(f"argument {option_string}: invalid choice: {unknown[0]!r} "
+                         f"(choose from {', '.join(self.names)})")
+        setattr(namespace, self.dest, names)
+
+
 def cell_sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(positive_int(part) for part in text.split(","))
@@ -92,9 +112,9 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
     if variant:
         parser.add_argument("--variant", choices=VARIANTS, default=None,
                             help="model variant (rows of the paper's Tables 2/3): lstm = last "
-                                 "step of the top layer, general = last steps of all layers, time = "
-                                 "time attention (Eq. 5), feature = feature attention (Eq. 6); "
-                                 "default feature")
+                                 "step of the top layer, general = last steps of all layers, "
+                                 "time = time attention (Eq. 5), feature = feature attention "
+                                 "(Eq. 6); default feature")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="hyperparameter preset: "
                              + "; ".join(f"{p.name} = {p.description}" for p in PRESETS.values())

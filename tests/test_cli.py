@@ -142,3 +142,16 @@ def test_help_explains_every_option(module, capsys):
         assert action.help, f"{module.__name__}: option {action.option_strings} has no help"
         for option in action.option_strings:
             assert option in text
+
+
+def test_list_options_take_several_words_or_the_comma_form(capsys):
+    parse = compare.build_parser().parse_args
+    assert parse(["--variants", "lstm", "time"]).variants == ("lstm", "time")
+    assert parse(["--variants", "lstm,time", "feature"]).variants == ("lstm", "time", "feature")
+    assert parse([]).variants == ("lstm", "general", "time", "feature")
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["--variants", "lstm,dense"])
+    assert exit_info.value.code == 2 and "invalid choice: 'dense'" in capsys.readouterr().err
+    speakers = evaluate.build_parser().parse_args(
+        ["--checkpoint", "best.pt", "--corpus", "demo", "--speakers", "03,08", "10"]).speakers
+    assert speakers == ("03", "08", "10")
