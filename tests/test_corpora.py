@@ -1,6 +1,7 @@
 """Corpus loaders on tiny fixture trees of every layout, the real EmoDB clips, and bad folders."""
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -388,3 +389,25 @@ def test_reading_a_manifest_changes_no_loader(tmp_path):
     shared = csv_manifest.CORPUS
     shared.utterances(with_sessions)
     assert shared.default_protocol == "loso" and shared.allowed_classes is None
+
+
+README_PROTOCOLS = {"loso": "`loso`", "loso-session": "`session`", "kfold": "speaker-grouped",
+                    "enterface-paper": "`paper`"}
+
+
+def test_the_readme_corpus_table_matches_the_loaders():
+    """One row per corpus in the README, with the loader's classes and default protocol."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].strip("`") in CORPUS_NAMES:
+            rows[cells[0].strip("`")] = cells
+    assert sorted(rows) == sorted(CORPUS_NAMES)
+    for name in CORPUS_NAMES:
+        if name == "csv":  # classes and protocol depend on the manifest
+            continue
+        corpus = get_corpus(name)
+        listed = [c.strip() for c in rows[name][3].split("(")[0].split(",")]
+        assert listed == list(corpus.classes), name
+        assert README_PROTOCOLS[corpus.default_protocol] in rows[name][4], name
