@@ -1,6 +1,8 @@
 """Training and cross-validation of the dense LSTM variants.
 
-One run = one variant trained on every fold of a speaker-independent protocol. Per fold:
+One run = one variant trained on every fold of a speaker-independent protocol: this module
+makes the folds, trains each (:func:`sed_model.fold.train_fold`) and writes the run's files;
+the configuration is a :class:`sed_model.config.TrainConfig`. Per fold:
 
 * normalisation statistics fitted on the fold's training split only (global z-score);
 * length-bucketed mini-batches (:func:`sed_model.data.epoch_batches`), cross-entropy,

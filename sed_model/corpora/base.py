@@ -31,7 +31,8 @@ class Corpus:
 
     name: the name given to ``load_corpus``/``--corpus``; title: its usual spelling. classes:
     the fixed class order used for logits and confusion matrices. default_protocol: the split
-    used when none is asked for. data_hint: which folder to pass as ``data_dir`` (shown in errors and the README).
+    used when none is asked for. data_hint: which folder to pass as ``data_dir`` (shown in
+    errors and the README).
     """
 
     name: str = ""
