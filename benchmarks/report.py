@@ -25,6 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sed_model.tables import render_table
+
 BACKEND_ORDER = ("reference", "compile", "cpu", "cuda", "triton")
 OP_COLUMNS = ("op", "pass", "B×T×H×d_a", "dtype", "backend", "median ms", "IQR %", "vs eager",
               "vs compile", "GB/s", "% copy", "GFLOP/s", "peak MiB")
@@ -206,17 +208,8 @@ def table(columns: Sequence[str], rows: list[list[str]], *, markdown: bool) -> s
     kept = [i for i in range(len(columns)) if any(row[i] != "–" for row in rows)]
     columns = [columns[i] for i in kept]
     rows = [[row[i] for i in kept] for row in rows]
-    if markdown:
-        numeric = [all(_is_numeric(row[i]) for row in rows) for i in range(len(columns))]
-        head = "| " + " | ".join(columns) + " |"
-        rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
-        body = ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join([head, rule, *body])
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    numeric = [i for i in range(len(columns)) if all(_is_numeric(row[i]) for row in rows)]
+    return render_table(columns, rows, markdown=markdown, rule=True, right_aligned=numeric)
 
 
 def _is_numeric(cell: str) -> bool:

@@ -9,14 +9,16 @@ arbitrary pickles): tensors, numbers, strings, lists and dicts only. It holds:
 ``class_names``    the class order of the logits
 ``normalizer``     the training split's normalisation statistics
 ``config``         the run's training configuration
-``fold``           ``{"index": i, "name": ..., "count": n, "test_speakers": [...]}``
-``step``           optimizer steps done
+``fold``           ``{"index": i, "name": ..., "count": n, "test_speakers": [...],
+                   "validation_speakers": [...]}`` (no validation speakers: ``[]``)
 ``optimizer``      the optimizer's ``state_dict`` (Adam with a constant rate: no scheduler)
 ``scaler``         the fp16 gradient scaler's ``state_dict`` (empty for fp32 and bf16)
 ``rng``            torch RNG states (CPU, and CUDA when present); the batch order needs no
                    saved state: it is a function of the seed, the fold and the epoch
-``history``        the periodic evaluations so far
-``best``           the best evaluation so far
+``step``, ``history``, ``best``, ``selected``
+                   the fold's :class:`sed_model.fold.FoldState`: optimizer steps done, the
+                   evaluations so far, the best test evaluation and the evaluation with the
+                   best validation UAR (``None`` without validation speakers)
 
 Every file is written to a temporary file in the same folder, flushed to disk and moved
 over the target with ``os.replace``, so a killed run leaves either the old or the new file,

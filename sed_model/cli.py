@@ -11,7 +11,8 @@ from pathlib import Path
 from .errors import SedError
 from .model import VARIANTS
 from .presets import PRESETS
-from .trainer import TrainConfig
+from .config import TrainConfig
+from .runtime import DEVICES, PRECISIONS
 
 
 def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None) -> None:
@@ -48,6 +49,26 @@ positive_float = _number_type(float, lambda v: v > 0, "a positive number")
 non_negative_int = _number_type(int, lambda v: v >= 0, "0 or a positive integer")
 
 
+class NameList(argparse.Action):
+    """A list option, ``nargs="+"``: ``--variants lstm time``; the comma form ``lstm,time``
+    (and a mix of both) is read the same. With ``choices`` every name must be one of them."""
+
+    def __init__(self, option_strings, dest, *, choices=None, **kwargs):
+        self.names = tuple(choices) if choices is not None else None
+        super().__init__(option_strings, dest, nargs="+", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        names = tuple(part.strip() for value in values for part in value.split(",")
+                      if part.strip())
+        if not names:
+            parser.error(f"argument {option_string}: expected at least one name")
+        unknown = [n for n in names if self.names is not None and n not in self.names]
+        if unknown:
+            parser.error(f"argument {option_string}: invalid choice: {unknown[0]!r} "
+                         f"(choose from {', '.join(self.names)})")
+        setattr(namespace, self.dest, names)
+
+
 def cell_sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(positive_int(part) for part in text.split(","))
@@ -63,8 +84,8 @@ CORPUS_PRESETS = {"enterface": "enterface", "iemocap": "iemocap", "iemocap4": "i
                   "emodb": "emodb-cpu"}
 
 # TrainConfig fields set from command-line options of the same name.
-TRAINING_OPTIONS = ("corpus", "data", "preset", "folds", "epochs", "steps", "batch_size", "lr",
-                    "cells", "eval_every", "device", "backend", "seed", "validation_speakers",
+TRAINING_OPTIONS = ("corpus", "data", "variant", "preset", "folds", "epochs", "steps", "batch_size",
+                    "lr", "cells", "eval_every", "device", "backend", "seed", "validation_speakers",
                     "precision")
 
 
@@ -90,10 +111,10 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
                         help="the corpus folder (or the manifest for csv); not needed for demo")
     if variant:
         parser.add_argument("--variant", choices=VARIANTS, default=None,
-                            help="model variant (rows of the paper's Tables 2/3): lstm = last step "
-                                 "of the top layer, general = last steps of all layers, time = time "
-                                 "attention (Eq. 5), feature = feature attention (Eq. 6); "
-                                 "default feature")
+                            help="model variant (rows of the paper's Tables 2/3): lstm = last "
+                                 "step of the top layer, general = last steps of all layers, "
+                                 "time = time attention (Eq. 5), feature = feature attention "
+                                 "(Eq. 6); default feature")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="hyperparameter preset: "
                              + "; ".join(f"{p.name} = {p.description}" for p in PRESETS.values())
@@ -124,12 +145,12 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
                              "best validation UAR; 0 = no validation, report the final step. "
                              "Default: 1 when there are several folds and each keeps at least 3 "
                              "training speakers, else 0")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+    parser.add_argument("--device", choices=DEVICES, default=None,
                         help="where to train; auto = cuda if available, else cpu (default auto)")
     parser.add_argument("--backend", default=None,
                         help="attention kernel backend: auto, reference, cpu, triton or cuda "
                              "(default auto: the fastest one built for the device)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
                         help="arithmetic of training and evaluation: fp32 (default), bf16 or fp16 "
                              "(torch.autocast mixed precision; fp16 with a gradient scaler, CUDA "
                              "only; bf16 also runs on the CPU)")
@@ -153,20 +174,11 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the given options; with --resume, the saved one (options given
     explicitly override it, and the trainer refuses to resume when they differ)."""
-    given = {name: getattr(args, name) for name in TRAINING_OPTIONS if getattr(args, name) is not None}
-    if getattr(args, "variant", None) is not None:
-        given["variant"] = args.variant
+    given = {name: getattr(args, name) for name in TRAINING_OPTIONS
+             if getattr(args, name, None) is not None}
     if args.resume:
         if args.out_dir is None:
             raise SedError("--resume needs --out-dir: the folder of the run to continue")
-        from .checkpoint import read_json
-
-        config_path = args.out_dir / "config.json"
-        if not config_path.exists():
-            raise SedError(f"cannot resume: {args.out_dir} holds no run (no config.json)")
-        saved = TrainConfig.from_json(read_json(config_path))
-        fields = {name: value for name, value in given.items() if name in TrainConfig.__dataclass_fields__}
-        return TrainConfig(**{**saved.__dict__, **fields})
-    corpus = given.get("corpus", "demo")
-    given.setdefault("preset", CORPUS_PRESETS.get(corpus, "demo"))
+        return TrainConfig.resumed(args.out_dir, **given)
+    given.setdefault("preset", CORPUS_PRESETS.get(given.get("corpus", "demo"), "demo"))
     return TrainConfig(**given)

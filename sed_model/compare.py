@@ -6,9 +6,10 @@ Every variant sees the same features, folds, seed, preset and number of steps. T
 shows per-class recall and UAR of each variant, pooled over folds: for the checkpoints
 selected on validation speakers (the headline when ``--validation-speakers`` is on), for the
 final models (selected by nothing; the headline without validation) and for the best test
-UAR during training (the paper's "optimal recognition results", optimistic). Files: one run folder per variant
-under ``--out-dir`` (see ``sed_model.train``), ``comparison.json``, ``table.md`` and
-``curves.png`` (mean held-out UAR against step per variant, like the paper's Figs. 2-3).
+UAR during training (the paper's "optimal recognition results", optimistic). Files: one run
+folder per variant under ``--out-dir`` (see ``sed_model.train``), ``comparison.json``,
+``table.md`` and ``curves.png`` (mean held-out UAR against step per variant, like the
+paper's Figs. 2-3).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from pathlib import Path
 import torch
 
 from .checkpoint import write_json
-from .cli import add_training_options, config_from_args, positive_int, run_main
+from .cli import NameList, add_training_options, config_from_args, positive_int, run_main
 from .data import load_dataset
 from .errors import SedError
 from .model import VARIANTS
 from .plots import plot_curves
+from .tables import render_table
 from .trainer import TrainConfig, train
 
 TABLE_LABELS = {"lstm": "LSTM", "general": "General", "time": "Time", "feature": "Feature"}
@@ -73,15 +75,16 @@ def compare(
     writes ``comparison.json``, ``table.md`` and ``curves.png`` into ``out_dir``.
     """
     out_dir = Path(out_dir)
-    base = dataclasses.replace(config, variant=None)
+    shared = {**config.to_json(), "variant": None}  # what every variant's run has in common
     config_path = out_dir / "config.json"
     if not resume and config_path.exists():
-        raise SedError(f"{out_dir} already holds a comparison; pass --resume or pick another --out-dir")
+        raise SedError(f"{out_dir} already holds a comparison; pass --resume or pick another "
+                       "--out-dir")
     data_options = {"workers": workers, "strict": strict, "cache_dir": cache_dir}
     dataset = load_dataset(config.corpus, config.data, progress=progress, **data_options)
     if not resume:
-        write_json(config_path, base.to_json())
-    runs = {v: (dataclasses.replace(base, variant=v), out_dir / v) for v in variants}
+        write_json(config_path, shared)
+    runs = {v: (dataclasses.replace(config, variant=v), out_dir / v) for v in variants}
     if jobs > 1:
         threads = threads or 1  # jobs x threads should not exceed the cores
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -96,7 +99,7 @@ def compare(
         "classes": list(dataset.classes),
         "n_utterances": len(dataset.utterances),
         "n_folds": len(next(iter(results.values()))["folds"]),
-        "config": base.to_json(),
+        "config": shared,
         "variants": results,
     }
     write_json(out_dir / "comparison.json", comparison)
@@ -125,13 +128,7 @@ def format_table(comparison: dict, which: str, *, markdown: bool = False) -> str
                      *[f"{recall[c]:.2f}" if recall[c] is not None else "-" for c in classes],
                      f"{s['pooled']['uar']:.3f}", f"{s['pooled']['wa']:.3f}",
                      f"{s['uar']['mean']:.3f} +- {s['uar']['std']:.3f}"])
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths))
-                     for line in [header, *rows])
+    return render_table(header, rows, markdown=markdown)
 
 
 def format_tables(comparison: dict, *, markdown: bool = False) -> str:
@@ -162,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "recall and UAR per variant (the layout of the paper's Tables 2 and 3).",
     )
     add_training_options(parser, variant=False)
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated variants to train (default {','.join(VARIANTS)})")
+    parser.add_argument("--variants", action=NameList, choices=VARIANTS, default=VARIANTS,
+                        metavar="VARIANT",
+                        help=f"variants to train, e.g. --variants lstm time (the comma form "
+                             f"lstm,time works too); default {' '.join(VARIANTS)}")
     parser.add_argument("--jobs", type=positive_int, default=1,
                         help="train this many variants at once in separate processes (use with "
                              "--threads; e.g. --jobs 2 --threads 1 on a 2-core machine); default 1")
@@ -179,19 +178,17 @@ def main(argv: list[str] | None = None) -> None:
 
 def _compare_command(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
-    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        raise SedError(f"--variants {args.variants!r}: expected names from {', '.join(VARIANTS)}")
     config = config_from_args(args)
-    out_dir = args.out_dir or Path("runs") / f"compare-{config.corpus}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = args.out_dir or Path("runs") / f"compare-{config.corpus}-{stamp}"
     print(f"comparison folder: {out_dir}", flush=True)
     try:
-        comparison = compare(config, out_dir, variants=variants, resume=args.resume,
+        comparison = compare(config, out_dir, variants=args.variants, resume=args.resume,
                              progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
                              workers=args.workers, strict=args.strict, cache_dir=args.cache_dir)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m sed_model.compare --resume --out-dir {out_dir}",
+        print("\ninterrupted; continue with: python -m sed_model.compare --resume "
+              f"--out-dir {out_dir}",
               file=sys.stderr)
         sys.exit(130)
     print(format_tables(comparison))

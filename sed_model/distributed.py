@@ -52,8 +52,13 @@ def rank() -> int:
 
 
 def is_main() -> bool:
-    """True on rank 0 (and in a single process): the rank that writes files and prints."""
-    return rank() == 0
+    """True on rank 0 (and in a single process): the rank that writes files and prints.
+
+    Before the process group is joined, torchrun's ``RANK`` tells (so the command line can
+    print before training starts)."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 def launched_distributed() -> bool:

@@ -1,7 +1,9 @@
 """Evaluate a trained checkpoint on a corpus (all utterances, or some speakers).
 
-    python -m sed_model.evaluate --checkpoint runs/emodb-feature-.../best.pt --corpus emodb --data DIR
-    python -m sed_model.evaluate --checkpoint best.pt --corpus emodb --data DIR --speakers 03,08 --json
+    python -m sed_model.evaluate --checkpoint runs/emodb-feature-.../best.pt --corpus emodb \
+        --data DIR
+    python -m sed_model.evaluate --checkpoint best.pt --corpus emodb --data DIR --speakers 03 08 \
+        --json
 
 The checkpoint's normalisation statistics (fitted on its training split) are applied. A
 checkpoint from cross-validation was trained on every speaker but its fold's test speakers;
@@ -18,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
-from .cli import add_data_options, run_main
+from .cli import NameList, add_data_options, run_main
 from .data import load_dataset, make_split
 from .errors import SedError
 from .metrics import classification_report
-from .trainer import check_backend, predict_split, resolve_device
+from .fold import predict_split
+from .runtime import check_backend, resolve_device
 
 
 def evaluate_checkpoint(
@@ -86,10 +89,12 @@ def evaluate_checkpoint(
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['corpus']}: {report['n']} utterances of speakers {', '.join(report['speakers'])}",
+    speakers = ", ".join(report["speakers"])
+    lines = [f"{report['corpus']}: {report['n']} utterances of speakers {speakers}",
              f"UAR {report['uar']:.3f}  WA {report['wa']:.3f}",
              "per-class recall: " + ", ".join(
-                 f"{c} {r:.2f}" if r is not None else f"{c} -" for c, r in report["recall"].items())]
+                 f"{c} {r:.2f}" if r is not None else f"{c} -"
+                 for c, r in report["recall"].items())]
     if report["n_from_training_speakers"]:
         lines.append(f"note: {report['n_from_training_speakers']} of these utterances come from "
                      "speakers the model was trained on (use --speakers to pick held-out ones)")
@@ -109,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "csv, demo)")
     parser.add_argument("--data", default=None,
                         help="the corpus folder (or the manifest for csv); not needed for demo")
-    parser.add_argument("--speakers", default=None,
-                        help="comma-separated speaker ids to evaluate on (default: all)")
+    parser.add_argument("--speakers", action=NameList, default=None, metavar="SPEAKER",
+                        help="speaker ids to evaluate on, e.g. --speakers 03 08 (the comma form "
+                             "03,08 works too); default: all")
     parser.add_argument("--json", action="store_true",
                         help="print the full result (with confusion matrix) as JSON")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _evaluate_command(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
-    speakers = [s.strip() for s in args.speakers.split(",") if s.strip()] if args.speakers else None
+    speakers = list(args.speakers) if args.speakers else None
     report = evaluate_checkpoint(
         args.checkpoint, args.corpus, args.data, speakers=speakers, device=args.device,
         backend=args.backend, workers=args.workers, strict=args.strict, cache_dir=args.cache_dir,

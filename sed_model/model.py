@@ -1,15 +1,13 @@
 """Attention-based dense LSTM (Xie et al., IEICE 2019, section 2) with its four variants.
 
-One class, :class:`DenseLSTMAttention`, builds the rows of the paper's Tables 2 and 3:
+:class:`DenseLSTMAttention` is the LSTM stack and the head; one subclass per variant builds the
+dense layer's input (the rows of the paper's Tables 2 and 3), chosen by the variant's name
+(``DenseLSTMAttention(n_classes, "time", ...)`` makes a :class:`TimeAttentionLSTM`):
 
-========== ======================================================================
-variant    input ``D`` of the dense layer (paper Eq. 7)
-========== ======================================================================
-``lstm``   ``last_N``: the last valid output of the top LSTM layer
-``general``  ``[last_1, ..., last_N]``: the last valid output of every layer
-``time``     ``[TimeAttn(h_1, q_1), ..., TimeAttn(h_N, q_N)]``, Eq. 5
-``feature``  ``[FeatAttn(h_1), ..., FeatAttn(h_N)]``, Eq. 6
-========== ======================================================================
+* ``lstm``, :class:`LastStateLSTM`: ``last_N``, the last valid output of the top layer;
+* ``general``, :class:`GeneralLSTM`: ``[last_1, ..., last_N]``, every layer's last output;
+* ``time``, :class:`TimeAttentionLSTM`: ``[TimeAttn(h_1, q_1), ..., TimeAttn(h_N, q_N)]``, Eq. 5;
+* ``feature``, :class:`FeatureAttentionLSTM`: ``[FeatAttn(h_1), ..., FeatAttn(h_N)]``, Eq. 6.
 
 Choices where the paper is silent (see DESIGN.md section 1):
 
@@ -17,10 +15,9 @@ Choices where the paper is silent (see DESIGN.md section 1):
   connections are the skip connections from every layer into the dense layer (Eq. 7).
   Each layer is its own ``nn.LSTM`` so that every layer's whole output ``h_i`` is kept.
   The layers are unidirectional, so the output at a valid step never depends on the padded
-  steps after it: on CPU the padded batch runs as is (PyTorch's packed-sequence backward
-  on CPU spends most of its time filling slices, 3-6x slower than the padded LSTM), and
-  the attention ops and ``last_i`` never read padded steps. On CUDA the batch runs packed
-  (cuDNN's packed kernels skip the padded work).
+  steps after it: on CPU the padded batch runs as is (faster there than packed sequences),
+  and the attention ops and ``last_i`` never read padded steps. On CUDA the batch runs
+  packed (cuDNN's packed kernels skip the padded work).
 * ``last_i`` is the output at the last *valid* step of each row, not the padded end.
 * Time attention (Eq. 5) uses Luong's "general" score with the query
   ``q_i = last_N @ W_i`` (``W_i``: (H_N, H_i)), a softmax over valid steps and the
@@ -33,6 +30,8 @@ Choices where the paper is silent (see DESIGN.md section 1):
   keep PyTorch's default initialisation.
 * Head (Table 1): ``Linear(D, 128) -> ReLU -> Linear(128, n_classes)``; the softmax is in
   the cross-entropy loss, so :meth:`DenseLSTMAttention.forward` returns logits.
+* The parameter names (``lstms.i.*``, ``time_W.i``, ``feat_W.i``, ``feat_V.i``, ``head.*``)
+  and their order are those of the checkpoints; keep them.
 """
 
 from __future__ import annotations
@@ -46,12 +45,12 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import sed_kernels
 from sed_kernels import reference
 
-VARIANTS: tuple[str, ...] = ("lstm", "general", "time", "feature")
-VARIANTS_WITH_ATTENTION: tuple[str, ...] = ("time", "feature")
-
 
 class DenseLSTMAttention(nn.Module):
-    """Stack of LSTM layers whose outputs reach the dense layer through attention.
+    """Stack of LSTM layers whose outputs reach the dense layer (through attention).
+
+    ``DenseLSTMAttention(n_classes, variant, ...)`` makes the subclass of ``variant``
+    (:data:`MODEL_CLASSES`); a subclass may also be made directly, without ``variant``.
 
     Args:
         n_classes: number of emotion classes (the logits' width).
@@ -64,10 +63,20 @@ class DenseLSTMAttention(nn.Module):
             ``"cpu"``, ``"triton"``, ``"cuda"``).
     """
 
+    variant: str = ""  # each subclass' name in VARIANTS
+
+    def __new__(cls, *args, **kwargs):
+        if cls is DenseLSTMAttention:
+            variant = args[1] if len(args) > 1 else kwargs.get("variant") or "feature"
+            if variant not in MODEL_CLASSES:
+                raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+            cls = MODEL_CLASSES[variant]
+        return super().__new__(cls)
+
     def __init__(
         self,
         n_classes: int,
-        variant: str = "feature",
+        variant: str | None = None,
         cells: Sequence[int] = (256, 256),
         input_dim: int = 130,
         attention_dim: int | None = None,
@@ -75,45 +84,45 @@ class DenseLSTMAttention(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+        if variant is not None and variant != self.variant:
+            raise ValueError(f"{type(self).__name__} is variant {self.variant!r}; "
+                             f"got variant {variant!r}")
         if not cells or any(int(c) < 1 for c in cells):
             raise ValueError(f"cells must be a non-empty list of positive sizes; got {list(cells)}")
         if n_classes < 2:
             raise ValueError(f"n_classes must be at least 2; got {n_classes}")
-        self.variant = variant
         self.cells = tuple(int(c) for c in cells)
         self.input_dim = int(input_dim)
         self.attention_dim = attention_dim
         self.backend = backend
-
         widths_in = (self.input_dim, *self.cells[:-1])
         self.lstms = nn.ModuleList(
             nn.LSTM(w_in, w_out, batch_first=True) for w_in, w_out in zip(widths_in, self.cells)
         )
-        top = self.cells[-1]  # H_N
-        if variant == "time":
-            # Eq. 5: W_i of shape (H_N, H_i), so that q_i = last_N @ W_i has shape (B, H_i).
-            self.time_W = nn.ParameterList(nn.Parameter(torch.empty(top, h)) for h in self.cells)
-        elif variant == "feature":
-            # Eq. 6: W_i (d_a, H_i) and V_i (H_i, d_a).
-            d_a = [attention_dim or h for h in self.cells]
-            self.feat_W = nn.ParameterList(
-                nn.Parameter(torch.empty(d, h)) for d, h in zip(d_a, self.cells)
-            )
-            self.feat_V = nn.ParameterList(
-                nn.Parameter(torch.empty(h, d)) for d, h in zip(d_a, self.cells)
-            )
-        for name, p in self.named_parameters():
-            if name.startswith(("time_W", "feat_W", "feat_V")):
-                nn.init.xavier_uniform_(p)
-
-        dense_in = top if variant == "lstm" else sum(self.cells)  # width of D (Eq. 7)
+        self.add_attention_parameters()
         self.head = nn.Sequential(
-            nn.Linear(dense_in, dense), nn.ReLU(), nn.Linear(dense, n_classes)
+            nn.Linear(self.dense_width(), dense), nn.ReLU(), nn.Linear(dense, n_classes)
         )
 
-    # ------------------------------------------------------------------ layers
+    # -------------------------------------------------------- what a variant defines
+    def add_attention_parameters(self) -> None:
+        """Create (and initialise) the variant's attention parameters; none by default."""
+
+    def dense_width(self) -> int:
+        """Width of ``D``: the sum of the layer sizes unless the variant says otherwise."""
+        return sum(self.cells)
+
+    def dense_from_layers(self, hs: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+        """``D`` (B, dense_width) from every layer's output ``hs`` (Eq. 7)."""
+        raise NotImplementedError
+
+    def attention_from_layers(
+        self, hs: list[torch.Tensor], lengths: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The attention weights per layer, by the eager reference formulas; none by default."""
+        return []
+
+    # ----------------------------------------------------------------------- layers
     def lstm_outputs(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output ``h_i`` (B, T, H_i); only steps ``t < lengths[b]`` are meaningful.
 
@@ -139,59 +148,36 @@ class DenseLSTMAttention(nn.Module):
         rows = torch.arange(h.shape[0], device=h.device)
         return h[rows, lengths - 1]
 
-    def dense_input(
-        self, x: torch.Tensor, lengths: torch.Tensor, *, with_weights: bool = False
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The dense layer's input ``D`` (Eq. 7), and the attention weights when asked.
-
-        With ``with_weights`` the eager reference formulas (which return the weights) run
-        instead of the model's backend; the weights are (B, T) per layer for ``time`` and
-        (B, T, H_i) per layer for ``feature``, empty for ``lstm`` and ``general``.
-        """
+    def _layers(self, x: torch.Tensor, lengths: torch.Tensor):
+        """(every layer's output, lengths on x's device) after checking ``x``'s shape."""
         if x.dim() != 3 or x.shape[-1] != self.input_dim:
             raise ValueError(
                 f"x must have shape (batch, steps, {self.input_dim}); got {tuple(x.shape)}"
             )
         lengths = lengths.to(x.device, torch.int64)
-        hs = self.lstm_outputs(x, lengths)  # [h_1 .. h_N], each (B, T, H_i)
-        last_N = self.last_valid(hs[-1], lengths)  # (B, H_N)
-        weights: list[torch.Tensor] = []
-        if self.variant == "lstm":
-            return last_N, weights  # (B, H_N)
-        if self.variant == "general":
-            return torch.cat([self.last_valid(h, lengths) for h in hs], dim=1), weights
+        return self.lstm_outputs(x, lengths), lengths
 
-        parts = []
-        for i, h in enumerate(hs):
-            if self.variant == "time":
-                q = last_N @ self.time_W[i]  # (B, H_N) @ (H_N, H_i) -> (B, H_i)
-                if with_weights:
-                    out, a = reference.time_attention_with_weights(h, q, lengths)  # a (B, T)
-                    weights.append(a)
-                else:
-                    out = sed_kernels.time_attention(h, q, lengths, backend=self.backend)
-            else:
-                W, V = self.feat_W[i], self.feat_V[i]  # (d_a, H_i), (H_i, d_a)
-                if with_weights:
-                    out, a = reference.feature_attention_with_weights(h, W, V, lengths)
-                    weights.append(a)  # (B, T, H_i)
-                else:
-                    out = sed_kernels.feature_attention(h, W, V, lengths, backend=self.backend)
-            parts.append(out)  # (B, H_i)
-        return torch.cat(parts, dim=1), weights  # (B, sum_i H_i)
+    # ---------------------------------------------------------------------- outputs
+    def dense_input(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The dense layer's input ``D`` (Eq. 7), (B, dense_width), with the model's backend."""
+        return self.dense_from_layers(*self._layers(x, lengths))
 
-    # ----------------------------------------------------------------- outputs
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits (B, n_classes) for padded features ``x`` (B, T, 130) and ``lengths`` (B,)."""
-        d, _ = self.dense_input(x, lengths)
-        return self.head(d)
+        return self.head(self.dense_input(x, lengths))
+
+    def attention_weights(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """The attention weights per layer: (B, T) for ``time``, (B, T, H_i) for ``feature``
+        (0 at padded steps), an empty list for ``lstm`` and ``general``."""
+        return self.attention_from_layers(*self._layers(x, lengths))
 
     def forward_with_attention(
         self, x: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and the attention weights per layer (see :meth:`dense_input`)."""
-        d, weights = self.dense_input(x, lengths, with_weights=True)
-        return self.head(d), weights
+        """Logits and :meth:`attention_weights`, from one pass through the LSTM layers."""
+        hs, lengths = self._layers(x, lengths)
+        logits = self.head(self.dense_from_layers(hs, lengths))
+        return logits, self.attention_from_layers(hs, lengths)
 
     def hyperparameters(self) -> dict:
         """The constructor arguments (minus ``n_classes``), as stored in checkpoints."""
@@ -203,3 +189,89 @@ class DenseLSTMAttention(nn.Module):
             "dense": self.head[0].out_features,
             "backend": self.backend,
         }
+
+
+class LastStateLSTM(DenseLSTMAttention):
+    """``lstm``: ``D = last_N``, the top layer's output at the last valid step."""
+
+    variant = "lstm"
+
+    def dense_width(self) -> int:
+        return self.cells[-1]
+
+    def dense_from_layers(self, hs, lengths):
+        return self.last_valid(hs[-1], lengths)  # (B, H_N)
+
+
+class GeneralLSTM(DenseLSTMAttention):
+    """``general``: ``D = [last_1, ..., last_N]``, every layer's last valid output."""
+
+    variant = "general"
+
+    def dense_from_layers(self, hs, lengths):
+        return torch.cat([self.last_valid(h, lengths) for h in hs], dim=1)
+
+
+class TimeAttentionLSTM(DenseLSTMAttention):
+    """``time`` (Eq. 5): per layer, attention over time with the query
+    ``q_i = last_N @ W_i``, ``W_i`` (H_N, H_i): ``D = [TimeAttn(h_i, q_i)]_i``."""
+
+    variant = "time"
+
+    def add_attention_parameters(self) -> None:
+        top = self.cells[-1]  # H_N
+        self.time_W = nn.ParameterList(nn.Parameter(torch.empty(top, h)) for h in self.cells)
+        for W in self.time_W:
+            nn.init.xavier_uniform_(W)
+
+    def _queries(self, hs, lengths) -> list[torch.Tensor]:
+        last_N = self.last_valid(hs[-1], lengths)  # (B, H_N)
+        return [last_N @ W for W in self.time_W]  # (B, H_N) @ (H_N, H_i) -> (B, H_i)
+
+    def dense_from_layers(self, hs, lengths):
+        parts = [sed_kernels.time_attention(h, q, lengths, backend=self.backend)
+                 for h, q in zip(hs, self._queries(hs, lengths))]
+        return torch.cat(parts, dim=1)  # (B, sum_i H_i)
+
+    def attention_from_layers(self, hs, lengths):
+        return [reference.time_attention_with_weights(h, q, lengths)[1]  # (B, T)
+                for h, q in zip(hs, self._queries(hs, lengths))]
+
+
+class FeatureAttentionLSTM(DenseLSTMAttention):
+    """``feature`` (Eq. 6): per layer and step, a softmax over the features,
+    ``a_t = softmax(V_i tanh(W_i h_t))`` with ``W_i`` (d_a, H_i) and ``V_i`` (H_i, d_a);
+    ``D = [sum_t a_t * h_t]_i`` over the valid steps."""
+
+    variant = "feature"
+
+    def add_attention_parameters(self) -> None:
+        d_a = [self.attention_dim or h for h in self.cells]
+        self.feat_W = nn.ParameterList(
+            nn.Parameter(torch.empty(d, h)) for d, h in zip(d_a, self.cells)
+        )
+        self.feat_V = nn.ParameterList(
+            nn.Parameter(torch.empty(h, d)) for d, h in zip(d_a, self.cells)
+        )
+        for p in (*self.feat_W, *self.feat_V):  # the order of the parameters' names
+            nn.init.xavier_uniform_(p)
+
+    def dense_from_layers(self, hs, lengths):
+        parts = [sed_kernels.feature_attention(h, W, V, lengths, backend=self.backend)
+                 for h, W, V in zip(hs, self.feat_W, self.feat_V)]
+        return torch.cat(parts, dim=1)  # (B, sum_i H_i)
+
+    def attention_from_layers(self, hs, lengths):
+        return [reference.feature_attention_with_weights(h, W, V, lengths)[1]  # (B, T, H_i)
+                for h, W, V in zip(hs, self.feat_W, self.feat_V)]
+
+
+MODEL_CLASSES: dict[str, type[DenseLSTMAttention]] = {
+    cls.variant: cls
+    for cls in (LastStateLSTM, GeneralLSTM, TimeAttentionLSTM, FeatureAttentionLSTM)
+}
+VARIANTS: tuple[str, ...] = tuple(MODEL_CLASSES)
+VARIANTS_WITH_ATTENTION: tuple[str, ...] = tuple(
+    name for name, cls in MODEL_CLASSES.items()
+    if cls.attention_from_layers is not DenseLSTMAttention.attention_from_layers
+)

@@ -28,7 +28,7 @@ from .errors import SedError
 from .features import extract_frames, load_audio
 from .model import VARIANTS_WITH_ATTENTION
 from .plots import plot_attention
-from .trainer import check_backend, resolve_device
+from .runtime import check_backend, resolve_device
 
 
 def predict_files(
@@ -121,7 +121,8 @@ def _predict_command(argv: list[str] | None) -> None:
     else:
         for r in results:
             ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
-            print(f"{r['file']}: {r['label']}  (" + ", ".join(f"{c} {p:.2f}" for c, p in ranked) + ")")
+            probabilities = ", ".join(f"{c} {p:.2f}" for c, p in ranked)
+            print(f"{r['file']}: {r['label']}  ({probabilities})")
     if args.plot_attention is not None:
         plot_attention([{"name": Path(r["file"]).name, **r} for r in results], args.plot_attention)
         if not args.json:

@@ -3,13 +3,14 @@
 Every protocol keeps each speaker on one side of every fold (no speaker is ever both trained
 and tested on), and every training side must hold files of at least two classes.
 
-- "loso": leave-one-speaker-out, one fold per speaker (sorted by speaker id); every utterance
-  is tested exactly once.
+- "loso": leave-one-speaker-out, one fold per speaker (sorted by speaker id; scikit-learn's
+  ``LeaveOneGroupOut``); every utterance is tested exactly once.
 - "loso-session": leave-one-session-out (IEMOCAP: 5 folds, one per session, holding both of
   its speakers); needs ``Utterance.session``.
-- "kfold": k speaker-grouped folds (default k = 5). Speakers are shuffled with ``seed``, then
-  placed largest first into the fold with the fewest utterances so far, so folds are balanced
-  in utterances; every utterance is tested exactly once.
+- "kfold": k speaker-grouped folds (default k = 5; scikit-learn's ``GroupKFold``). Speakers
+  are placed largest first into the fold with the fewest utterances so far, so folds are
+  balanced in utterances; speakers of equal size in a ``seed``-shuffled order. Every
+  utterance is tested exactly once.
 - "holdout": one fold; test speakers are drawn in a ``seed``-shuffled order until they hold at
   least 20% of the utterances (at least one speaker, at least one left for training).
 - "enterface-paper": the paper's eNTERFACE'05 hold-out of 260 test utterances (of 1260; the
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 
 from sed_model.corpora.base import Corpus, Utterance
 from sed_model.errors import SedError
@@ -44,7 +46,13 @@ PROTOCOLS = ("loso", "loso-session", "kfold", "holdout", "enterface-paper", "def
 ENTERFACE_PAPER_TEST_SIZE = 260
 HOLDOUT_TEST_FRACTION = 0.2
 DEFAULT_K = 5
-_CLI_FORMS = {"loso": "loso", "session": "loso-session", "holdout": "holdout", "paper": "enterface-paper", "default": "default"}
+_CLI_FORMS = {
+    "loso": "loso",
+    "session": "loso-session",
+    "holdout": "holdout",
+    "paper": "enterface-paper",
+    "default": "default",
+}
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,9 @@ def make_folds(
 ) -> list[Fold]:
     """Speaker-independent folds of ``utterances`` under ``protocol`` (see the module docstring)."""
     if not utterances:
-        raise SedError("cannot make folds of an empty utterance list; expected at least two speakers' files")
+        raise SedError(
+            "cannot make folds of an empty utterance list; expected at least two speakers' files"
+        )
     parsed, parsed_k = parse_folds_arg(protocol)
     k = k if k is not None else parsed_k
     if parsed == "default":
@@ -107,7 +117,9 @@ def make_folds(
     elif parsed == "holdout":
         folds = [_holdout(speakers, seed)]
     elif parsed == "enterface-paper":
-        folds = [_fixed_size_holdout(utterances, ENTERFACE_PAPER_TEST_SIZE, seed, "enterface-paper")]
+        folds = [
+            _fixed_size_holdout(utterances, ENTERFACE_PAPER_TEST_SIZE, seed, "enterface-paper")
+        ]
     else:
         raise SedError(f"protocol {protocol!r} is unknown; expected one of {', '.join(PROTOCOLS)}")
     for fold in folds:
@@ -161,17 +173,21 @@ def with_validation_speakers(
 
 
 def _leave_one_group_out(groups: Sequence[str], prefix: str) -> list[Fold]:
-    names = sorted(set(groups))
+    """One fold per group, in sorted order (scikit-learn's :class:`LeaveOneGroupOut`)."""
+    names = np.unique(np.asarray(groups))
     if len(names) < 2:
-        raise SedError(f"leave-one-out needs at least two {prefix or 'session'}s; found only {names[0]!r}")
-    return [
-        Fold(
-            f"{prefix} {name}".strip(),
-            tuple(i for i, g in enumerate(groups) if g != name),
-            tuple(i for i, g in enumerate(groups) if g == name),
+        raise SedError(
+            f"leave-one-out needs at least two {prefix or 'session'}s; "
+            f"found only {str(names[0])!r}"
         )
-        for name in names
+    splits = LeaveOneGroupOut().split(np.zeros(len(groups)), groups=groups)
+    return [
+        _fold(f"{prefix} {name}".strip(), train, test) for name, (train, test) in zip(names, splits)
     ]
+
+
+def _fold(name: str, train: np.ndarray, test: np.ndarray) -> Fold:
+    return Fold(name, tuple(train.tolist()), tuple(test.tolist()))
 
 
 def _shuffled_speakers(speakers: Sequence[str], seed: int) -> list[str]:
@@ -189,25 +205,29 @@ def _split_by_speakers(speakers: Sequence[str], test_speakers: set[str], name: s
 
 
 def _speaker_kfold(speakers: Sequence[str], k: int, seed: int) -> list[Fold]:
-    n_speakers = len(set(speakers))
-    if not 2 <= k <= n_speakers:
-        raise SedError(f"{k} speaker-grouped folds are impossible with {n_speakers} speakers; expected 2 <= K <= {n_speakers}")
-    counts = Counter(speakers)
+    """K speaker-grouped folds balanced in utterances (scikit-learn's :class:`GroupKFold`:
+    largest speaker first into the fold with the fewest utterances so far, the lowest fold
+    number among equals). Speakers of equal size go in a ``seed``-shuffled order: GroupKFold
+    takes equal groups in decreasing group number, so each speaker's number is its place in
+    that order counted from the end."""
     order = _shuffled_speakers(speakers, seed)
-    order.sort(key=lambda s: -counts[s])  # stable: ties keep the shuffled order
-    members: list[set[str]] = [set() for _ in range(k)]
-    sizes = [0] * k
-    for speaker in order:
-        smallest = min(range(k), key=lambda f: (sizes[f], f))
-        members[smallest].add(speaker)
-        sizes[smallest] += counts[speaker]
-    return [_split_by_speakers(speakers, members[f], f"fold {f + 1}/{k}") for f in range(k)]
+    if not 2 <= k <= len(order):
+        raise SedError(
+            f"{k} speaker-grouped folds are impossible with {len(order)} speakers; "
+            f"expected 2 <= K <= {len(order)}"
+        )
+    number = {speaker: len(order) - 1 - place for place, speaker in enumerate(order)}
+    groups = np.array([number[s] for s in speakers])
+    splits = GroupKFold(n_splits=k).split(np.zeros(len(speakers)), groups=groups)
+    return [_fold(f"fold {f + 1}/{k}", train, test) for f, (train, test) in enumerate(splits)]
 
 
 def _holdout(speakers: Sequence[str], seed: int) -> Fold:
     order = _shuffled_speakers(speakers, seed)
     if len(order) < 2:
-        raise SedError(f"a speaker-independent hold-out needs at least two speakers; found only {order[0]!r}")
+        raise SedError(
+            f"a speaker-independent hold-out needs at least two speakers; found only {order[0]!r}"
+        )
     counts = Counter(speakers)
     target = HOLDOUT_TEST_FRACTION * len(speakers)
     test, held = set(), 0
@@ -241,16 +261,21 @@ def _exact_subset(sizes: list[int], target: int) -> list[int] | None:
     return chosen
 
 
-def _fixed_size_holdout(utterances: Sequence[Utterance], test_size: int, seed: int, name: str) -> Fold:
+def _fixed_size_holdout(
+    utterances: Sequence[Utterance], test_size: int, seed: int, name: str
+) -> Fold:
     speakers = [u.speaker for u in utterances]
     counts = Counter(speakers)
     order = _shuffled_speakers(speakers, seed)
     if len(utterances) <= test_size or len(order) < 2:
         raise SedError(
-            f"the {name} protocol holds out {test_size} test utterances of whole speakers; the corpus has "
-            f"{len(utterances)} utterances of {len(order)} speakers (expected eNTERFACE'05: about 1260 of 43)"
+            f"the {name} protocol holds out {test_size} test utterances of whole speakers; "
+            f"the corpus has {len(utterances)} utterances of {len(order)} speakers "
+            "(expected eNTERFACE'05: about 1260 of 43)"
         )
-    chosen = _exact_subset([counts[s] for s in order[:-1]], test_size)  # always leave one speaker to train
+    chosen = _exact_subset(
+        [counts[s] for s in order[:-1]], test_size
+    )  # always leave one speaker to train
     if chosen is not None:
         return _split_by_speakers(speakers, {order[i] for i in chosen}, name)
     test_speakers, held = set(), 0
@@ -280,10 +305,16 @@ def _check(fold: Fold, utterances: Sequence[Utterance]) -> None:
     train_speakers = {utterances[i].speaker for i in fold.train}
     shared = train_speakers & {utterances[i].speaker for i in fold.test}
     if shared:  # a speaker id shared by two sessions would do this
-        raise SedError(f"fold {fold.name}: speaker(s) {', '.join(sorted(shared))} on both the training and the test side")
+        raise SedError(
+            f"fold {fold.name}: speaker(s) {', '.join(sorted(shared))} on both the training "
+            "and the test side"
+        )
     if not fold.test:
         raise SedError(f"fold {fold.name}: the test side has no files")
     classes = {utterances[i].label for i in fold.train}
     if len(classes) < 2:
         seen = f"only class {next(iter(classes))!r}" if classes else "no files"
-        raise SedError(f"fold {fold.name}: the training side has {seen}; expected files of at least two classes")
+        raise SedError(
+            f"fold {fold.name}: the training side has {seen}; "
+            "expected files of at least two classes"
+        )

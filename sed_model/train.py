@@ -15,7 +15,6 @@ Under torchrun, every process runs this command; rank 0 prints and writes the ru
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
@@ -54,7 +53,7 @@ def _train_command(argv: list[str] | None) -> None:
     out_dir = args.out_dir or default_out_dir(config.corpus, config.variant)
     if distributed.launched_distributed() and args.out_dir is None:
         raise SedError("under torchrun give --out-dir: the processes must agree on one run folder")
-    main_process = os.environ.get("RANK", "0") == "0"  # torchrun's rank; 0 in a single process
+    main_process = distributed.is_main()
     if main_process:
         print(f"run folder: {out_dir}", flush=True)
     try:

@@ -1,9 +1,7 @@
 """End to end on a small slice of the synthetic demo corpus: train, evaluate, predict,
 compare, baseline, through the importable functions and once through the command line."""
 
-import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +10,12 @@ import pytest
 import torch
 
 from sed_model import baseline, compare, evaluate, predict, train
-from sed_model.corpora import demo
 from sed_model.evaluate import evaluate_checkpoint
 from sed_model.predict import predict_files
 from sed_model.trainer import TrainConfig
 from sed_model.trainer import train as train_run
 
 pytestmark = pytest.mark.usefixtures("outside_source_tree")
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -29,25 +25,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
 TINY = ["--steps", "3", "--eval-every", "3", "--cells", "8,8", "--device", "cpu",
         "--workers", "1", "--no-progress", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """32 demo files (4 synthetic speakers x 4 emotions x 2) listed in a CSV manifest, with
-    their own feature cache; returns (manifest, environment for subprocesses)."""
-    root = tmp_path_factory.mktemp("demo")
-    demo.generate(root / "audio", utterances_per_cell=2)
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "speaker"])
-        for name, speaker, emotion in demo.expected_files(utterances_per_cell=2):
-            writer.writerow([f"audio/{name}", emotion, speaker])
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SED_MODEL_CACHE", str(root / "cache"))
-        yield manifest, dict(os.environ)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +41,7 @@ def trained(corpus, tmp_path_factory):
     return out, train_run(config, out, progress=False, workers=1)
 
 
+@pytest.mark.slow
 def test_train_writes_the_run_folder(trained):
     out, metrics = trained
     for name in ("best.pt", "metrics.json", "curves.png", "confusion.png", "fold-02/best.pt"):
@@ -70,6 +52,7 @@ def test_train_writes_the_run_folder(trained):
     assert set(saved["summary"]) == {"final", "best"}
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict(trained, corpus, capsys):
     out, metrics = trained
     manifest, _ = corpus
@@ -97,6 +80,7 @@ def test_evaluate_and_predict(trained, corpus, capsys):
     assert plot.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_compare_and_baseline(corpus, tmp_path, capsys):
     manifest, _ = corpus
     compare.main(["--corpus", "csv", "--data", str(manifest), "--folds", "2", *TINY,
@@ -115,6 +99,7 @@ def test_compare_and_baseline(corpus, tmp_path, capsys):
     assert len(svm["folds"]) == 2 and svm["summary"]["final"]["pooled"]["n"] == 32
 
 
+@pytest.mark.slow
 def test_predict_attention_of_a_variant_without_attention(corpus, tmp_path, capsys):
     manifest, _ = corpus
     train.main(["--corpus", "csv", "--data", str(manifest), "--folds", "holdout", "--variant",
@@ -127,6 +112,7 @@ def test_predict_attention_of_a_variant_without_attention(corpus, tmp_path, caps
     assert "'general' has no attention" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_command_line_train_and_a_bad_data_path(corpus, tmp_path):
     manifest, env = corpus
     done = subprocess.run(
@@ -156,3 +142,16 @@ def test_help_explains_every_option(module, capsys):
         assert action.help, f"{module.__name__}: option {action.option_strings} has no help"
         for option in action.option_strings:
             assert option in text
+
+
+def test_list_options_take_several_words_or_the_comma_form(capsys):
+    parse = compare.build_parser().parse_args
+    assert parse(["--variants", "lstm", "time"]).variants == ("lstm", "time")
+    assert parse(["--variants", "lstm,time", "feature"]).variants == ("lstm", "time", "feature")
+    assert parse([]).variants == ("lstm", "general", "time", "feature")
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["--variants", "lstm,dense"])
+    assert exit_info.value.code == 2 and "invalid choice: 'dense'" in capsys.readouterr().err
+    speakers = evaluate.build_parser().parse_args(
+        ["--checkpoint", "best.pt", "--corpus", "demo", "--speakers", "03,08", "10"]).speakers
+    assert speakers == ("03", "08", "10")

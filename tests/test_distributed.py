@@ -17,7 +17,7 @@ from sed_model.checkpoint import load_checkpoint, read_json
 from sed_model.model import DenseLSTMAttention
 from sed_model.trainer import TrainConfig, train
 
-pytestmark = pytest.mark.usefixtures("outside_source_tree")
+pytestmark = [pytest.mark.usefixtures("outside_source_tree"), pytest.mark.slow]
 
 # 2 folds of 2 synthetic speakers, 16 training files each: 2 batches of 8 per epoch, and a
 # last batch of 1 for --batch-size 5 (so one rank gets an empty shard).
@@ -47,7 +47,8 @@ def test_two_gloo_processes_match_one_process_and_resume_its_run(corpus, tmp_pat
     finally:
         torch.set_num_threads(threads)
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2",
                "-m", "sed_model.train", "--corpus", "csv", "--data", str(manifest),
                "--variant", "feature", "--folds", "2", "--steps", "5", "--batch-size", "5",
                "--eval-every", "2", "--cells", "8,6", "--lr", "0.01", "--device", "cpu",
@@ -59,7 +60,8 @@ def test_two_gloo_processes_match_one_process_and_resume_its_run(corpus, tmp_pat
     assert done.stdout.count("feature fold 2/2") == 1
     assert not list((tmp_path / "ddp").rglob("*.tmp"))
 
-    resume = [*command[:command.index("--corpus")], "--resume", "--out-dir", str(tmp_path / "resumed"),
+    resume = [*command[:command.index("--corpus")], "--resume",
+              "--out-dir", str(tmp_path / "resumed"),
               "--threads", "1", "--workers", "1", "--no-progress"]
     done = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -82,7 +84,8 @@ def compare_runs(single: dict, single_dir: Path, other_dir: Path) -> None:
     """Same steps, metrics and (up to summation order) weights as the single-process run."""
     ddp = read_json(other_dir / "metrics.json")
     for a, b in zip(single["folds"], ddp["folds"]):
-        assert [p["step"] for p in a["history"]] == [p["step"] for p in b["history"]] == [0, 2, 4, 5]
+        steps = [p["step"] for p in a["history"]]
+        assert steps == [p["step"] for p in b["history"]] == [0, 2, 4, 5]
         assert [p["uar"] for p in a["history"]] == [p["uar"] for p in b["history"]]
         assert a["final"]["confusion"] == b["final"]["confusion"]
         assert [p["train_loss"] for p in b["history"][1:]] == pytest.approx(
@@ -104,7 +107,8 @@ def test_a_user_error_on_rank_0_stops_every_rank(corpus, tmp_path):
     manifest, env = corpus
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2",
                "-m", "sed_model.train", "--corpus", "csv", "--data", str(manifest), "--steps", "1",
                "--device", "cpu", "--threads", "1", "--workers", "1", "--no-progress",
                "--out-dir", str(tmp_path / "run")]

@@ -1,4 +1,5 @@
-"""openSMILE frame features: decoding, alignment, cache, parallel extraction, bad input, normalisation."""
+"""openSMILE frame features: decoding, alignment, cache, parallel extraction, bad input,
+normalisation."""
 
 import re
 import shutil
@@ -10,7 +11,7 @@ import pytest
 import soundfile
 from fixtures_corpora import EMODB_DATA, tone, write_avi, write_wav
 
-import sed_model.features as features
+import sed_model.features.cache as feature_cache
 from sed_model.errors import AudioError, DataWarning, SedError
 from sed_model.features import (
     FEATURE_DIM,
@@ -59,7 +60,9 @@ def test_load_audio_errors_name_the_file(tmp_path):
     with pytest.raises(AudioError, match=r"cannot decode .*junk\.wav: "):
         load_audio(tmp_path / "junk.wav")
     (tmp_path / "empty.wav").write_bytes(b"")
-    with pytest.raises(AudioError, match=r"cannot decode .*empty\.wav: the file is empty \(0 bytes\)"):
+    with pytest.raises(
+        AudioError, match=r"cannot decode .*empty\.wav: the file is empty \(0 bytes\)"
+    ):
         load_audio(tmp_path / "empty.wav")
     (tmp_path / "junk.avi").write_bytes(b"RIFF" + b"\0" * 100)
     with pytest.raises(AudioError, match=r"cannot decode .*junk\.avi"):
@@ -86,7 +89,9 @@ def test_full_scale_samples_do_not_wrap_around():
     signal[::50] = 1.0  # opensmile's int16 conversion would turn these into -32768
     clipped = np.minimum(signal, 32767 / 32768)
     np.testing.assert_array_equal(extract_frames(signal, RATE), extract_frames(clipped, RATE))
-    with pytest.raises(AudioError, match=r"expected a mono signal of shape \(n,\), got shape \(2, 3200\)"):
+    with pytest.raises(
+        AudioError, match=r"expected a mono signal of shape \(n,\), got shape \(2, 3200\)"
+    ):
         extract_frames(np.zeros((2, 3200), np.float32), RATE)
 
 
@@ -107,7 +112,9 @@ def test_real_emodb_clip_two_seconds_at_22050_hz():
 
 def test_minimum_duration_is_60_ms():
     assert extract_frames(tone(0.060), RATE).shape == (2, 130)
-    with pytest.raises(AudioError, match=r"too short \(59 ms; openSMILE ComParE_2016 needs >= 60 ms\)"):
+    with pytest.raises(
+        AudioError, match=r"too short \(59 ms; openSMILE ComParE_2016 needs >= 60 ms\)"
+    ):
         extract_frames(tone(0.059), RATE)
     with pytest.raises(AudioError, match=r"empty audio \(0 samples\)"):
         extract_frames(np.zeros(0, np.float32), RATE)
@@ -124,7 +131,9 @@ def test_resampling_config_changes_nothing_but_the_rate():
 
 
 def test_second_run_reads_the_cache(tmp_path, monkeypatch):
-    paths = [write_wav(tmp_path / f"u{i}.wav", seconds=0.2, frequency=150 + 30 * i) for i in range(3)]
+    paths = [
+        write_wav(tmp_path / f"u{i}.wav", seconds=0.2, frequency=150 + 30 * i) for i in range(3)
+    ]
     first = extract_corpus(paths, cache_dir=tmp_path / "cache", workers=1, progress=False)
     assert len(cache_files(tmp_path / "cache")) == 3
     assert all(x.shape == (16, 130) for x in first)
@@ -132,13 +141,18 @@ def test_second_run_reads_the_cache(tmp_path, monkeypatch):
     def no_extraction(*args, **kwargs):
         raise AssertionError("extracted again instead of reading the cache")
 
-    monkeypatch.setattr(features, "_compute", no_extraction)
+    monkeypatch.setattr(feature_cache, "_compute", no_extraction)
     second = extract_corpus(paths, cache_dir=tmp_path / "cache", workers=1, progress=False)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     # keyed by content: a renamed copy hits, edited audio misses
     shutil.copy(paths[0], tmp_path / "renamed.wav")
-    np.testing.assert_array_equal(extract_corpus([tmp_path / "renamed.wav"], cache_dir=tmp_path / "cache", workers=1, progress=False)[0], first[0])
+    np.testing.assert_array_equal(
+        extract_corpus(
+            [tmp_path / "renamed.wav"], cache_dir=tmp_path / "cache", workers=1, progress=False
+        )[0],
+        first[0],
+    )
     write_wav(paths[0], seconds=0.2, frequency=400)
     with pytest.raises(AssertionError, match="extracted again"):
         extract_corpus([paths[0]], cache_dir=tmp_path / "cache", workers=1, progress=False)
@@ -147,7 +161,13 @@ def test_second_run_reads_the_cache(tmp_path, monkeypatch):
 def test_cache_key_includes_the_feature_configuration(tmp_path):
     path = write_wav(tmp_path / "u.wav", seconds=0.2, sample_rate=22_050)
     extract_corpus([path], cache_dir=tmp_path / "cache", workers=1, progress=False)
-    resampled = extract_corpus([path], config=FeatureConfig(sampling_rate=16_000), cache_dir=tmp_path / "cache", workers=1, progress=False)
+    resampled = extract_corpus(
+        [path],
+        config=FeatureConfig(sampling_rate=16_000),
+        cache_dir=tmp_path / "cache",
+        workers=1,
+        progress=False,
+    )
     assert len(cache_files(tmp_path / "cache")) == 2 and resampled[0].shape == (16, 130)
     extract_corpus([path], cache_dir=tmp_path / "nocache", cache=False, workers=1, progress=False)
     assert not (tmp_path / "nocache").exists()
@@ -167,15 +187,21 @@ def test_a_corrupt_cache_file_is_recomputed_with_a_warning(tmp_path, damage, rea
     expected = extract_corpus([path], cache_dir=tmp_path / "cache", workers=1, progress=False)[0]
     (cache_file,) = cache_files(tmp_path / "cache")
     damage(cache_file)
-    with pytest.warns(DataWarning, match=rf"feature cache file .* {reason}.*; recomputing it from .*u\.wav"):
+    with pytest.warns(
+        DataWarning, match=rf"feature cache file .* {reason}.*; recomputing it from .*u\.wav"
+    ):
         again = extract_corpus([path], cache_dir=tmp_path / "cache", workers=1, progress=False)[0]
     np.testing.assert_array_equal(again, expected)
     np.testing.assert_array_equal(np.load(cache_file), expected)  # repaired
-    assert [p.name for p in cache_file.parent.iterdir()] == [cache_file.name]  # no temporary files left
+    assert [p.name for p in cache_file.parent.iterdir()] == [
+        cache_file.name
+    ]  # no temporary files left
 
 
 def test_two_worker_processes_give_the_same_features_as_one(tmp_path):
-    paths = [write_wav(tmp_path / f"u{i}.wav", seconds=0.15, frequency=120 + 40 * i) for i in range(4)]
+    paths = [
+        write_wav(tmp_path / f"u{i}.wav", seconds=0.15, frequency=120 + 40 * i) for i in range(4)
+    ]
     paths.append(write_avi(tmp_path / "v.avi", tone(0.15, channels=2)))
     in_process = extract_corpus(paths, cache=False, workers=1, progress=False)
     parallel = extract_corpus(paths, cache_dir=tmp_path / "cache", workers=2, progress=False)
@@ -187,7 +213,11 @@ def test_two_worker_processes_give_the_same_features_as_one(tmp_path):
 def test_functionals_are_extracted_and_cached(tmp_path):
     path = write_wav(tmp_path / "u.wav", seconds=0.3)
     (vector,) = extract_functionals([path], cache_dir=tmp_path / "cache", workers=1, progress=False)
-    assert vector.shape == (FUNCTIONALS_DIM,) and vector.dtype == np.float32 and np.isfinite(vector).all()
+    assert (
+        vector.shape == (FUNCTIONALS_DIM,)
+        and vector.dtype == np.float32
+        and np.isfinite(vector).all()
+    )
     assert len(cache_files(tmp_path / "cache" / "functionals")) == 1
 
 
@@ -201,7 +231,14 @@ def make_bad_files(folder):
     soundfile.write(folder / "no_samples.wav", np.zeros(0, np.float32), RATE)
     short = write_wav(folder / "short.wav", seconds=0.03)
     (folder / "garbage.wav").write_bytes(b"garbage" * 50)
-    return [good, folder / "missing.wav", folder / "empty_bytes.wav", folder / "no_samples.wav", short, folder / "garbage.wav"]
+    return [
+        good,
+        folder / "missing.wav",
+        folder / "empty_bytes.wav",
+        folder / "no_samples.wav",
+        short,
+        folder / "garbage.wav",
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -209,7 +246,9 @@ def test_bad_files_are_skipped_with_a_warning_each_and_a_count(tmp_path, workers
     paths = make_bad_files(tmp_path / "audio")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = extract_corpus(paths, cache_dir=tmp_path / "cache", workers=workers, progress=False)
+        results = extract_corpus(
+            paths, cache_dir=tmp_path / "cache", workers=workers, progress=False
+        )
     assert results[0].shape == (16, 130)
     assert results[1:] == [None] * 5
     messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
@@ -231,7 +270,13 @@ def test_strict_turns_a_bad_file_into_an_error(tmp_path):
     with pytest.raises(AudioError, match=r"missing\.wav: file not found"):
         extract_corpus(paths, cache_dir=tmp_path / "cache", workers=1, progress=False, strict=True)
     with pytest.raises(AudioError, match=r"short\.wav: too short"):
-        extract_corpus([paths[0], paths[4]], cache_dir=tmp_path / "cache", workers=1, progress=False, strict=True)
+        extract_corpus(
+            [paths[0], paths[4]],
+            cache_dir=tmp_path / "cache",
+            workers=1,
+            progress=False,
+            strict=True,
+        )
 
 
 def test_invalid_worker_count(tmp_path):
@@ -244,7 +289,10 @@ def test_invalid_worker_count(tmp_path):
 
 def random_features(seed, n=6, dim=5):
     rng = np.random.default_rng(seed)
-    return [rng.normal(3.0 * i, 1.0 + i, size=(rng.integers(3, 9), dim)).astype(np.float32) for i in range(n)]
+    return [
+        rng.normal(3.0 * i, 1.0 + i, size=(rng.integers(3, 9), dim)).astype(np.float32)
+        for i in range(n)
+    ]
 
 
 def test_global_normalizer_matches_the_pooled_frame_statistics():
@@ -266,7 +314,9 @@ def test_speaker_normalizer_uses_pooled_statistics_for_unseen_speakers():
     np.testing.assert_allclose(a_frames.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(a_frames.std(axis=0), 1.0, atol=1e-5)
     unseen = train[0] + 1.0
-    np.testing.assert_allclose(normalizer(unseen, "test speaker"), (unseen - normalizer.mean) / normalizer.std, rtol=1e-6)
+    np.testing.assert_allclose(
+        normalizer(unseen, "test speaker"), (unseen - normalizer.mean) / normalizer.std, rtol=1e-6
+    )
     with pytest.raises(SedError, match="one speaker id per training utterance"):
         Normalizer.fit(train, None, mode="speaker")
     with pytest.raises(SedError, match="normalisation mode 'per-file' is unknown"):
@@ -275,7 +325,9 @@ def test_speaker_normalizer_uses_pooled_statistics_for_unseen_speakers():
 
 def test_fit_fold_never_reads_test_utterances():
     features_list = random_features(2, n=5)
-    features_list[3] = np.full((4, 5), np.nan, np.float32)  # a test utterance: reading it would give NaN
+    features_list[3] = np.full(
+        (4, 5), np.nan, np.float32
+    )  # a test utterance: reading it would give NaN
     features_list[4] = None  # a skipped file
     fold = Fold("speaker x", train=(0, 1, 2, 4), test=(3,))
     normalizer = Normalizer.fit_fold(features_list, fold, ["a", "a", "b", "x", "b"], mode="speaker")
@@ -289,7 +341,9 @@ def test_constant_feature_is_centred_not_scaled_and_state_dict_round_trips():
     normalizer = Normalizer.fit(train, ["s"], mode="speaker")
     assert normalizer.std[0] == 1.0
     state = normalizer.state_dict()
-    assert all(isinstance(v, list) for v in (state["mean"], state["std"]))  # plain lists: torch weights_only-safe
+    assert all(
+        isinstance(v, list) for v in (state["mean"], state["std"])
+    )  # plain lists: torch weights_only-safe
     restored = Normalizer.from_state_dict(state)
     for speaker in ("s", None):
         np.testing.assert_array_equal(restored(train[0], speaker), normalizer(train[0], speaker))

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 import sed_kernels
-from sed_model.model import VARIANTS, DenseLSTMAttention
+from sed_model.model import (
+    VARIANTS,
+    DenseLSTMAttention,
+    FeatureAttentionLSTM,
+    GeneralLSTM,
+    LastStateLSTM,
+    TimeAttentionLSTM,
+)
 
 CELLS = (12, 8)
 N_CLASSES = 5
@@ -43,6 +50,39 @@ def test_parameter_shapes(variant):
                              "feat_V.0": (12, 12), "feat_V.1": (8, 8)}
     else:
         assert attention == {}
+
+
+LSTM_KEYS = [k for i in range(2) for k in (f"lstms.{i}.weight_ih_l0", f"lstms.{i}.weight_hh_l0",
+                                           f"lstms.{i}.bias_ih_l0", f"lstms.{i}.bias_hh_l0")]
+HEAD_KEYS = ["head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"]
+CHECKPOINT_KEYS = {  # the state_dict keys, in order, of the checkpoints written so far
+    "lstm": LSTM_KEYS + HEAD_KEYS,
+    "general": LSTM_KEYS + HEAD_KEYS,
+    "time": LSTM_KEYS + ["time_W.0", "time_W.1"] + HEAD_KEYS,
+    "feature": LSTM_KEYS + ["feat_W.0", "feat_W.1", "feat_V.0", "feat_V.1"] + HEAD_KEYS,
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_state_dict_keys_and_order_are_those_of_saved_checkpoints(variant):
+    """Old checkpoints load (keys) and resume (the optimizer's state follows this order)."""
+    model = make_model(variant)
+    assert list(model.state_dict()) == CHECKPOINT_KEYS[variant]
+    assert [n for n, _ in model.named_parameters()] == CHECKPOINT_KEYS[variant]
+    again = DenseLSTMAttention(N_CLASSES, **model.hyperparameters())
+    again.load_state_dict(model.state_dict())  # strict: same keys and shapes
+
+
+def test_the_variant_name_chooses_the_class():
+    classes = {"lstm": LastStateLSTM, "general": GeneralLSTM, "time": TimeAttentionLSTM,
+               "feature": FeatureAttentionLSTM}
+    for variant, cls in classes.items():
+        model = DenseLSTMAttention(N_CLASSES, variant, cells=CELLS)
+        assert type(model) is cls and model.variant == variant
+        assert type(cls(N_CLASSES, cells=CELLS)) is cls
+    assert type(DenseLSTMAttention(N_CLASSES, cells=CELLS)) is FeatureAttentionLSTM  # default
+    with pytest.raises(ValueError, match="is variant 'time'"):
+        TimeAttentionLSTM(N_CLASSES, "feature", cells=CELLS)
 
 
 def test_feature_attention_dim():
@@ -92,7 +132,7 @@ def test_dense_input_follows_eq7(variant):
     lengths = [6, 3, 1]
     x, lens = padded_batch(lengths)
     with torch.no_grad():
-        d, _ = model.dense_input(x, lens)
+        d = model.dense_input(x, lens)
         for b, n in enumerate(lengths):
             hs = manual_layer_outputs(model, x[b, :n])
             last = [h[-1] for h in hs]  # last valid step of every layer
@@ -120,7 +160,7 @@ def test_time_attention_matches_sdpa():
     model = make_model("time")
     x, lens = padded_batch([5, 2])
     with torch.no_grad():
-        d, _ = model.dense_input(x, lens)
+        d = model.dense_input(x, lens)
         hs = model.lstm_outputs(x, lens)
         last_N = model.last_valid(hs[-1], lens)
         mask = torch.arange(5)[None, :] < lens[:, None]  # (B, T)

@@ -19,7 +19,12 @@ ENTERFACE_CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surpri
 def corpus_of(counts: dict[str, int], classes=("a", "b", "c"), session=None) -> list[Utterance]:
     """counts[speaker] utterances per speaker, labels cycling through classes."""
     return [
-        Utterance(Path(f"/corpus/{speaker}/{i:03d}.wav"), classes[i % len(classes)], speaker, session and session(speaker))
+        Utterance(
+            Path(f"/corpus/{speaker}/{i:03d}.wav"),
+            classes[i % len(classes)],
+            speaker,
+            session and session(speaker),
+        )
         for speaker, n in counts.items()
         for i in range(n)
     ]
@@ -27,7 +32,11 @@ def corpus_of(counts: dict[str, int], classes=("a", "b", "c"), session=None) -> 
 
 def enterface_like(per_subject: dict[int, int]) -> list[Utterance]:
     return [
-        Utterance(Path(f"/e/subject {s}/{ENTERFACE_CLASSES[i % 6]}/{i}.avi"), ENTERFACE_CLASSES[i % 6], f"{s:02d}")
+        Utterance(
+            Path(f"/e/subject {s}/{ENTERFACE_CLASSES[i % 6]}/{i}.avi"),
+            ENTERFACE_CLASSES[i % 6],
+            f"{s:02d}",
+        )
         for s, n in per_subject.items()
         for i in range(n)
     ]
@@ -64,8 +73,12 @@ def test_loso_session_keeps_both_speakers_of_a_session_together():
     assert [f.name for f in folds] == ["Ses01", "Ses02", "Ses03", "Ses04", "Ses05"]
     assert_speaker_disjoint(folds, utterances)
     assert_each_tested_once(folds, utterances)
-    assert all({utterances[i].speaker for i in f.test} == {f.name + "F", f.name + "M"} for f in folds)
-    with pytest.raises(SedError, match=r"loso-session needs a session for every utterance; .* has none"):
+    assert all(
+        {utterances[i].speaker for i in f.test} == {f.name + "F", f.name + "M"} for f in folds
+    )
+    with pytest.raises(
+        SedError, match=r"loso-session needs a session for every utterance; .* has none"
+    ):
         make_folds(corpus_of({"s1": 3, "s2": 3}), "loso-session")
 
 
@@ -83,6 +96,34 @@ def test_speaker_grouped_kfold_is_balanced_and_deterministic():
         make_folds(utterances, "13")
     with pytest.raises(SedError, match=r"1 speaker-grouped folds are impossible"):
         make_folds(utterances, "1")
+
+
+def test_speaker_grouped_folds_are_those_of_earlier_runs():
+    """The speakers of each fold, as the runs made so far had them (ties by the seed)."""
+
+    def tested(utterances, k, seed):
+        folds = make_folds(utterances, str(k), seed=seed)
+        return [sorted({utterances[i].speaker for i in f.test}) for f in folds]
+
+    utterances = corpus_of({f"s{i:02d}": 3 + i % 5 for i in range(12)})
+    assert tested(utterances, 4, 0) == [
+        ["s01", "s09", "s11"],
+        ["s04", "s05", "s06"],
+        ["s00", "s02", "s03"],
+        ["s07", "s08", "s10"],
+    ]
+    assert tested(utterances, 4, 7) == [
+        ["s04", "s06", "s11"],
+        ["s01", "s09", "s10"],
+        ["s00", "s03", "s07"],
+        ["s02", "s05", "s08"],
+    ]
+    equal = corpus_of({f"s{i:02d}": 4 for i in range(20)})
+    assert tested(equal, 3, 1) == [
+        ["s01", "s02", "s05", "s06", "s09", "s12", "s16"],
+        ["s03", "s07", "s08", "s10", "s14", "s17", "s19"],
+        ["s00", "s04", "s11", "s13", "s15", "s18"],
+    ]
 
 
 def test_holdout_is_speaker_disjoint_seeded_and_about_a_fifth():
@@ -118,17 +159,30 @@ def test_enterface_paper_preset_with_no_exact_subset_drops_the_rest_of_one_subje
     (partial,) = {utterances[i].speaker for i in left_out}  # all from one subject...
     tested_of_partial = [i for i in fold.test if utterances[i].speaker == partial]
     assert len(tested_of_partial) == 20  # ...whose other 20 are tested, spread over the classes
-    assert Counter(utterances[i].label for i in tested_of_partial) == {"anger": 4, "disgust": 4, "fear": 3, "happiness": 3, "sadness": 3, "surprise": 3}
+    assert Counter(utterances[i].label for i in tested_of_partial) == {
+        "anger": 4,
+        "disgust": 4,
+        "fear": 3,
+        "happiness": 3,
+        "sadness": 3,
+        "surprise": 3,
+    }
 
 
 def test_enterface_paper_preset_needs_a_corpus_of_that_size():
-    with pytest.raises(SedError, match=r"holds out 260 test utterances .* has 120 utterances of 4 speakers"):
+    with pytest.raises(
+        SedError, match=r"holds out 260 test utterances .* has 120 utterances of 4 speakers"
+    ):
         make_folds(enterface_like({s: 30 for s in range(1, 5)}), "paper")
 
 
 def test_training_side_with_a_single_class_is_an_error():
     utterances = corpus_of({"s1": 4}, classes=("a",)) + corpus_of({"s2": 4}, classes=("b",))
-    with pytest.raises(SedError, match=r"fold speaker s1: the training side has only class 'b'; expected files of at least two classes"):
+    with pytest.raises(
+        SedError,
+        match=r"fold speaker s1: the training side has only class 'b'; "
+        r"expected files of at least two classes",
+    ):
         make_folds(utterances, "loso")
 
 
@@ -152,7 +206,10 @@ def test_folds_argument_forms():
 
 def test_default_protocol_comes_from_the_corpus():
     utterances = enterface_like({s: 30 for s in range(1, 44)})
-    assert make_folds(utterances, "default", corpus=get_corpus("enterface"))[0].name == "enterface-paper"
+    assert (
+        make_folds(utterances, "default", corpus=get_corpus("enterface"))[0].name
+        == "enterface-paper"
+    )
     with pytest.raises(SedError, match=r"protocol 'default' needs the corpus"):
         make_folds(utterances, "default")
 

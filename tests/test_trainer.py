@@ -100,23 +100,36 @@ def test_training_split_needs_files_and_two_classes():
         check_training_split(dataset, Fold("f", (), (1, 2)))
 
 
-def test_config_resolution():
-    config = TrainConfig(preset="iemocap").resolved()
+def test_config_is_complete_when_made():
+    config = TrainConfig(preset="iemocap")
     assert (config.cells, config.lr, config.batch_size, config.steps, config.epochs) == (
         (256, 256), 1e-4, 64, 30000, None)
     assert config.betas == (0.9, 0.7) and config.weight_decay == 1e-4
-    enterface = TrainConfig(preset="enterface", batch_size=4).resolved()
+    enterface = TrainConfig(preset="enterface", batch_size=4)
     assert (enterface.cells, enterface.epochs, enterface.batch_size) == ((512, 256), 1500, 4)
+    assert TrainConfig(preset="iemocap", epochs=2).steps is None  # epochs given: no preset steps
     with pytest.raises(SedError, match="either epochs or steps"):
-        TrainConfig(epochs=1, steps=1).resolved()
+        TrainConfig(epochs=1, steps=1)
     with pytest.raises(SedError, match="unknown preset"):
-        TrainConfig(preset="fast").resolved()
+        TrainConfig(preset="fast")
+    with pytest.raises(SedError, match="unknown variant"):
+        TrainConfig(variant="dense")
     assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+def test_resumed_config_is_the_saved_one_with_the_options_given(tmp_path):
+    saved = tiny_config()
+    write_json(tmp_path / "config.json", saved.to_json())
+    assert TrainConfig.resumed(tmp_path) == saved
+    assert TrainConfig.resumed(tmp_path, lr=0.5).lr == 0.5
+    with pytest.raises(SedError, match="holds no run"):
+        TrainConfig.resumed(tmp_path / "empty")
 
 
 # ---------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip(tmp_path):
-    metrics = train(tiny_config(steps=2), tmp_path / "run", dataset=random_dataset(), progress=False)
+    metrics = train(tiny_config(steps=2), tmp_path / "run", dataset=random_dataset(),
+                    progress=False)
     checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
     assert checkpoint["class_names"] == list(CLASSES)
     assert checkpoint["config"] == metrics["config"]
@@ -148,7 +161,8 @@ def test_write_json_replaces_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
     umask = os.umask(0)
     os.umask(umask)
-    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+    mode = stat.S_IMODE((tmp_path / "m.json").stat().st_mode)
+    assert mode == 0o666 & ~umask  # not mkstemp's 0600
 
 
 # --------------------------------------------------------------------------------- runs

@@ -3,18 +3,9 @@
 Use ``load_corpus(name, data_dir)`` as the single entry point: it returns the corpus (its
 ``classes`` final, also for a CSV manifest) and its utterances.
 
-=========  ==========================================  ===================  ================
-name       data_dir (--data)                           classes              default protocol
-=========  ==========================================  ===================  ================
-emodb      folder holding SSTTTEV.wav                  7                    loso
-ravdess    folder holding Actor_01..Actor_24           8                    loso
-cremad     AudioWAV folder (or its parent)             6                    kfold (5)
-iemocap    folder holding Session1..Session5           5 (paper's)          loso-session
-iemocap4   same as iemocap                             4 (exc -> hap)       loso-session
-enterface  folder holding "subject 1".."subject 44"   6                    enterface-paper
-csv        manifest file path,label,speaker[,session]  labels in manifest   loso(-session)
-demo       none (synthetic, generated in the cache)    4                    loso
-=========  ==========================================  ===================  ================
+Each loader states its folder layout, classes and default protocol in its own module and
+attributes (``data_hint``, ``classes``, ``default_protocol``); the README's "Corpora" table
+lists them for users, and tests/test_corpora.py checks that table against the loaders.
 """
 
 import importlib
@@ -50,12 +41,15 @@ def get_corpus(name: str) -> Corpus:
 def load_corpus(
     name: str, data_dir: str | Path | None = None, *, classes: Sequence[str] | None = None
 ) -> tuple[Corpus, list[Utterance]]:
-    """(corpus, utterances sorted by path). data_dir: see the table above (None only for demo).
+    """(corpus, utterances sorted by path). data_dir: the loader's ``data_hint`` (None only for
+    demo).
     classes: for "csv" only, the allowed labels in logit order (default: sorted labels seen)."""
     if classes is not None and name != "csv":
-        raise CorpusError(f"classes can only be given for the csv corpus; {name!r} has fixed classes")
+        raise CorpusError(
+            f"classes can only be given for the csv corpus; {name!r} has fixed classes"
+        )
     corpus = get_corpus(name)
     if classes is not None:
         corpus = type(corpus)(classes)
     utterances = corpus.utterances(Path(data_dir) if data_dir is not None else None)
-    return corpus, utterances
+    return corpus.for_utterances(utterances), utterances

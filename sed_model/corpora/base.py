@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +29,10 @@ class Utterance:
 class Corpus:
     """Base of the corpus loaders; each module exposes one instance as ``CORPUS``.
 
-    name: the name given to ``load_corpus``/``--corpus``; title: its usual spelling. classes: the fixed class order used for
-    logits and confusion matrices. default_protocol: the split used when none is asked for.
-    data_hint: which folder to pass as ``data_dir`` (shown in errors and the README).
+    name: the name given to ``load_corpus``/``--corpus``; title: its usual spelling. classes:
+    the fixed class order used for logits and confusion matrices. default_protocol: the split
+    used when none is asked for. data_hint: which folder to pass as ``data_dir`` (shown in
+    errors and the README).
     """
 
     name: str = ""
@@ -41,16 +42,26 @@ class Corpus:
     data_hint: str = ""
 
     def utterances(self, data_dir: Path | None) -> list[Utterance]:
-        """The corpus' utterances, sorted by path; raises CorpusError for a missing or foreign folder."""
+        """The corpus' utterances, sorted by path; CorpusError for a missing or foreign folder."""
         raise NotImplementedError
+
+    def for_utterances(self, utterances: Sequence[Utterance]) -> Corpus:
+        """The loader that describes ``utterances`` read by this one: itself for a corpus of
+        fixed classes and protocol (a CSV manifest's depend on what it lists)."""
+        return self
 
     def require_dir(self, data_dir: Path | None) -> Path:
         """``data_dir`` as a resolved folder, or a CorpusError saying which folder is expected."""
         if data_dir is None:
-            raise CorpusError(f"corpus {self.name!r} needs a data folder (--data): {self.data_hint}")
+            raise CorpusError(
+                f"corpus {self.name!r} needs a data folder (--data): {self.data_hint}"
+            )
         data_dir = Path(data_dir).expanduser()
         if not data_dir.is_dir():
-            raise CorpusError(f"data folder {data_dir} does not exist or is not a folder; expected {self.data_hint}")
+            raise CorpusError(
+                f"data folder {data_dir} does not exist or is not a folder; "
+                f"expected {self.data_hint}"
+            )
         return data_dir
 
     def __repr__(self) -> str:
@@ -86,7 +97,8 @@ def scan_named_files(
             utterances.append(utterance)
     if not utterances:
         raise CorpusError(
-            f"no {corpus.title} files ({expected_name}) found in {root}; expected {corpus.data_hint}"
+            f"no {corpus.title} files ({expected_name}) found in {root}; "
+            f"expected {corpus.data_hint}"
         )
     if foreign:
         warnings.warn(

@@ -1,0 +1,118 @@
+"""The training configuration: everything that determines a run's result.
+
+A :class:`TrainConfig` is made once, from a preset plus the options given explicitly, and is
+complete from then on: every option left out takes the preset's value when the object is
+made, and the values are checked there. The one value that needs the data is
+``validation_speakers`` when left out (``None``): :func:`sed_model.trainer.train` decides it
+from the folds before the run starts and records the number in ``config.json``.
+
+A run folder's ``config.json`` is the configuration's JSON form; :meth:`TrainConfig.resumed`
+is the only way back from it (``--resume``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import read_json
+from .errors import SedError
+from .model import VARIANTS
+from .presets import get_preset
+from .runtime import check_precision
+
+# Options a preset provides; an option given explicitly (not None) overrides the preset's.
+PRESET_OPTIONS = ("batch_size", "lr", "cells", "eval_every", "dense", "attention_dim", "betas",
+                  "weight_decay")
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Corpus, model variant, hyperparameters, device and seed of a run.
+
+    ``folds`` is the command-line form (``loso``, ``K``, ``holdout``, ``session``, ``paper``)
+    or ``None`` for the corpus' default protocol. Exactly one of ``epochs`` and ``steps`` is
+    set once made (the preset's unless one is given); ``eval_every`` None means once per
+    epoch and ``attention_dim`` None means ``d_a = H_i``; ``validation_speakers`` None means
+    "decided by ``train()`` from the folds" (see the module docstring).
+    """
+
+    corpus: str = "demo"
+    data: str | None = None
+    variant: str = "feature"
+    preset: str = "demo"
+    folds: str | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    cells: tuple[int, ...] | None = None
+    eval_every: int | None = None
+    dense: int | None = None
+    attention_dim: int | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
+    device: str = "auto"
+    backend: str = "auto"
+    seed: int = 0
+    precision: str = "fp32"  # fp32, bf16 or fp16: see sed_model.runtime.check_precision
+    validation_speakers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise SedError(f"unknown variant {self.variant!r}; "
+                           f"expected one of {', '.join(VARIANTS)}")
+        if self.epochs is not None and self.steps is not None:
+            raise SedError("give either epochs or steps, not both")
+        preset = get_preset(self.preset)
+        values = {name: getattr(self, name) for name in PRESET_OPTIONS}
+        for name, value in values.items():
+            if value is None:
+                values[name] = getattr(preset, name)
+        if self.epochs is None and self.steps is None:
+            values.update(epochs=preset.epochs, steps=preset.steps)
+        values.update(cells=tuple(values["cells"]), betas=tuple(values["betas"]))
+        for name, value in values.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
+        self._check()
+
+    def _check(self) -> None:
+        for name in ("epochs", "steps", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SedError(f"{name} must be a positive integer; got {value}")
+        if self.validation_speakers is not None and self.validation_speakers < 0:
+            raise SedError(f"validation_speakers must be 0 or more; got {self.validation_speakers}")
+        check_precision(self.precision)
+        if self.lr <= 0:
+            raise SedError(f"lr must be positive; got {self.lr}")
+        if any(c < 1 for c in self.cells):
+            raise SedError(f"cells must be positive sizes; got {list(self.cells)}")
+
+    def to_json(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise SedError(f"unknown training options in saved config: {', '.join(unknown)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+    @classmethod
+    def resumed(cls, out_dir: Path, **overrides) -> TrainConfig:
+        """The configuration saved in the run folder ``out_dir``, with ``overrides`` (options
+        given explicitly; the trainer refuses to resume when they differ from the saved ones)."""
+        return dataclasses.replace(cls.from_json(saved_config(out_dir)), **overrides)
+
+
+def saved_config(out_dir: Path) -> dict:
+    """The JSON configuration of the run in ``out_dir``; :class:`SedError` when there is none."""
+    path = Path(out_dir) / CONFIG_FILE
+    if not path.exists():
+        raise SedError(f"cannot resume: {out_dir} holds no run (no {CONFIG_FILE})")
+    return read_json(path)

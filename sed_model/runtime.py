@@ -1,0 +1,66 @@
+"""Where and how a model runs: the device, the attention backend and the arithmetic precision.
+
+Shared by training, ``evaluate`` and ``predict``. Each option has one checking function here
+that raises a :class:`SedError` naming the option and what is usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+import sed_kernels
+
+from . import cpu_support
+from .errors import SedError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SedError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
+    if name not in DEVICES:
+        raise SedError(f"device must be auto, cpu or cuda; got {name!r}")
+    return torch.device(name)
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """:class:`SedError` unless ``backend`` is ``auto`` or usable for tensors on ``device``."""
+    usable = sed_kernels.available_backends(device)
+    if backend != "auto" and backend not in usable:
+        raise SedError(f"attention backend {backend!r} is not usable on {device.type} here; "
+                       f"expected auto or one of {', '.join(usable)}")
+
+
+def check_precision(precision: str, device: torch.device | None = None) -> torch.dtype | None:
+    """Validate ``--precision`` and return its ``torch.autocast`` dtype (None: plain fp32).
+
+    This is the one place that decides whether a precision is usable. Without ``device``
+    only the name is checked (a configuration is validated before the device is known);
+    with it, the precision must also run there. bf16 runs on CUDA and on the CPU (CPU
+    autocast supports bfloat16; useful to check a bf16 run on a laptop, rarely faster).
+    fp16 is CUDA only: it needs a gradient scaler and CPU float16 kernels are slow or
+    missing, so on the CPU it is an error; so is bf16 on a CPU without oneDNN's bf16 LSTM
+    (AVX2-only CPUs, see :mod:`sed_model.cpu_support`).
+    """
+    if precision not in PRECISIONS:
+        raise SedError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if device is not None and precision == "fp16" and device.type != "cuda":
+        raise SedError("precision fp16 needs a CUDA GPU (it trains with a gradient scaler); "
+                       "on the CPU use --precision fp32 (or bf16 where the CPU supports it)")
+    if (device is not None and precision == "bf16" and device.type == "cpu"
+            and not cpu_support.bf16_lstm_supported()):
+        raise SedError(cpu_support.bf16_lstm_missing_message())
+    return PRECISIONS[precision]
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``precision`` on ``device``; a no-op context for fp32."""
+    dtype = check_precision(precision, device)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
