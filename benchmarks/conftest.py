@@ -81,7 +81,22 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "os": platform.platform(),
         # Other work on the machine makes timings noisy; the load at the end of the run shows it.
         "load_average": [round(load, 2) for load in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "cpu_instruction_sets": _cpu_instruction_sets(),
+        "cpu_backend_variants": harness.cpu_isas(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+
+
+def _cpu_instruction_sets() -> list[str]:
+    """The vector instruction sets that /proc/cpuinfo lists (the CPU differs between machines)."""
+    wanted = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_bf16", "avx2", "fma")
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo
+                          if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [flag for flag in wanted if flag in flags]
 
 
 def _version(package: str) -> str | None:
@@ -131,3 +146,11 @@ def copy_bandwidth(settings: harness.Settings) -> float | None:
     if settings.disabled:
         return None
     return harness.copy_bandwidth(settings.device)
+
+
+@pytest.fixture(scope="session")
+def matmul_rate(settings: harness.Settings) -> float | None:
+    """FLOP/s of a large torch.mm in this run (None under --benchmark-disable)."""
+    if settings.disabled:
+        return None
+    return harness.matmul_rate(settings.device)

@@ -33,6 +33,7 @@ with at least 3 rounds. The statistic reported is the median.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -241,6 +242,56 @@ def copy_bandwidth(device: torch.device, *, rounds: int = 10) -> float:
         times.append(time.perf_counter() - start)
     times = sorted(times[1:])
     return 2 * nbytes / times[len(times) // 2]
+
+
+def matmul_rate(device: torch.device, *, rounds: int = 10) -> float:
+    """FLOP/s of a large ``torch.mm``: fp32 2048^3 on CPU, bf16 8192^3 on CUDA.
+
+    The rate this device reaches on matrix products in this run (2 FLOPs per multiply-add),
+    the ceiling for feature attention's GEMM-shaped work.
+    """
+    size, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device, dtype)
+    b = torch.randn(size, size, generator=generator).to(device, dtype)
+    times = []
+    for _ in range(rounds + 1):  # the first product is warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    times = sorted(times[1:])
+    return 2 * size**3 / times[len(times) // 2]
+
+
+def cpu_isas() -> list[str]:
+    """Instruction-set variants of the ``cpu`` backend that this build and CPU run, best first."""
+    from sed_kernels import cpu
+
+    return cpu.extension.available_isas() if cpu.AVAILABLE else []
+
+
+def split_variant(backend: str) -> tuple[str, str | None]:
+    """``"cpu-avx2"`` -> ``("cpu", "avx2")``; other backend names pass with no variant."""
+    name, _, isa = backend.partition("-")
+    return (name, isa) if name == "cpu" and isa else (backend, None)
+
+
+@contextlib.contextmanager
+def cpu_instruction_set(isa: str | None):
+    """Run the ``cpu`` backend's kernels for ``isa`` inside the block (None: leave as is)."""
+    if isa is None:
+        yield
+        return
+    from sed_kernels import cpu
+
+    previous = cpu.extension.isa()
+    cpu.extension.set_isa(isa)
+    try:
+        yield
+    finally:
+        cpu.extension.set_isa(previous)
 
 
 SMOKE_COMPILE_SKIP = (

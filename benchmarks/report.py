@@ -13,7 +13,9 @@ time, ``vs compile`` = torch.compile time / this time, so above 1 is faster. ``I
 the interquartile range of the rounds over the median: the noise of the run. ``GB/s`` is the
 ideal traffic (each input read once, each output written once; see test_ops_bench.py) per
 second, ``% copy`` that as a fraction of a large device copy measured in the same run,
-``GFLOP/s`` the matrix-product FLOPs of feature attention per second, ``peak MiB`` the CUDA
+``GFLOP/s`` the matrix-product FLOPs of feature attention per second (12 N H d_a for
+forward+backward), ``% mm`` that as a fraction of a large ``torch.mm`` measured in the same
+run, ``peak MiB`` the CUDA
 memory peak of one call (inputs included; CUDA runs only).
 """
 
@@ -27,9 +29,10 @@ from pathlib import Path
 
 from sed_model.tables import render_table
 
-BACKEND_ORDER = ("reference", "compile", "cpu", "cuda", "triton")
+BACKEND_ORDER = ("reference", "compile", "cpu", "cpu-avx512", "cpu-avx2", "cpu-baseline", "cuda",
+                 "triton")
 OP_COLUMNS = ("op", "pass", "B×T×H×d_a", "dtype", "backend", "median ms", "IQR %", "vs eager",
-              "vs compile", "GB/s", "% copy", "GFLOP/s", "peak MiB")
+              "vs compile", "GB/s", "% copy", "GFLOP/s", "% mm", "peak MiB")
 MODEL_COLUMNS = ("variant", "backend", "median ms", "IQR %", "vs eager", "vs compile", "steps/s", "peak MiB")
 FEATURE_COLUMNS = ("case", "workers", "files", "median s", "utt/s", "audio s/s")
 
@@ -108,6 +111,7 @@ def op_rows(data: dict) -> list[list[str]]:
             bench = cases[backend]
             info, median = bench["extra_info"], _median(bench)
             fraction = info.get("fraction_of_copy")
+            of_matmul = info.get("fraction_of_matmul")
             rows.append([
                 op.removesuffix("_attention"),
                 pass_,
@@ -121,6 +125,7 @@ def op_rows(data: dict) -> list[list[str]]:
                 _fmt(info.get("GBps"), 1),
                 "–" if fraction is None else f"{100 * fraction:.0f}%",
                 _fmt(info.get("GFLOPps"), 1),
+                "–" if of_matmul is None else f"{100 * of_matmul:.0f}%",
                 _mib(info.get("peak_memory_bytes")),
             ])
     return rows
@@ -200,6 +205,13 @@ def machine_lines(data: dict) -> list[str]:
     copy = next((b["extra_info"]["copy_GBps"] for b in ops if "copy_GBps" in b["extra_info"]), None)
     if copy is not None:
         lines.append(f"device copy bandwidth in this run: {copy:.1f} GB/s (read + write)")
+    matmul = next((b["extra_info"]["matmul_GFLOPps"] for b in ops
+                   if "matmul_GFLOPps" in b["extra_info"]), None)
+    if matmul is not None:
+        lines.append(f"torch.mm rate in this run: {matmul:.1f} GFLOP/s")
+    if sed.get("cpu_instruction_sets"):
+        lines.append(f"CPU instruction sets: {', '.join(sed['cpu_instruction_sets'])}; cpu backend "
+                     f"variants run: {', '.join(sed.get('cpu_backend_variants') or [])}")
     return lines
 
 

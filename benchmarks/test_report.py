@@ -40,9 +40,12 @@ def result_file(tmp_path):
                           "triton": "3.9.0", "opensmile": "2.6.0"},
         },
         "benchmarks": [
-            op("reference", 0.010, GBps=2.0, fraction_of_copy=0.2, copy_GBps=10.0, GFLOPps=20.0),
-            op("cpu", 0.002, GBps=10.0, fraction_of_copy=1.0, copy_GBps=10.0, GFLOPps=100.0),
-            op("compile", 0.005, GBps=4.0, fraction_of_copy=0.4, copy_GBps=10.0, GFLOPps=40.0),
+            op("reference", 0.010, GBps=2.0, fraction_of_copy=0.2, copy_GBps=10.0, GFLOPps=20.0,
+               fraction_of_matmul=0.2, matmul_GFLOPps=100.0),
+            op("cpu", 0.002, GBps=10.0, fraction_of_copy=1.0, copy_GBps=10.0, GFLOPps=100.0,
+               fraction_of_matmul=1.0, matmul_GFLOPps=100.0),
+            op("compile", 0.005, GBps=4.0, fraction_of_copy=0.4, copy_GBps=10.0, GFLOPps=40.0,
+               fraction_of_matmul=0.4, matmul_GFLOPps=100.0),
             bench(0.5, suite="model", variant="feature", backend="reference", preset="emodb-cpu",
                   cells=[128, 128], batch=32, frames=200, device="cpu", steps_per_s=2.0),
             bench(0.75, suite="model", variant="feature", backend="compile", preset="emodb-cpu",
@@ -71,9 +74,10 @@ def test_speedups_against_eager_and_compile(result_file, capsys):
     assert report.main([str(result_file), "--markdown"]) == 0
     text = capsys.readouterr().out
     rows = {row[4]: row for row in rows_of(text, "feature") if len(row) == len(report.OP_COLUMNS) - 1}
-    # columns: op pass shape dtype backend median IQR% vs-eager vs-compile GB/s %copy GFLOP/s peak
+    # columns: op pass shape dtype backend median IQR% vs-eager vs-compile GB/s %copy GFLOP/s
+    # %mm peak
     assert list(rows) == ["reference", "compile", "cpu"]  # fixed backend order
-    assert rows["cpu"][5:12] == ["2.000", "10", "5.00×", "2.50×", "10.0", "100%", "100.0"]
+    assert rows["cpu"][5:13] == ["2.000", "10", "5.00×", "2.50×", "10.0", "100%", "100.0", "100%"]
     assert rows["reference"][7:9] == ["1.00×", "0.50×"]
     assert rows["compile"][7:9] == ["2.00×", "1.00×"]
     assert len(rows["cpu"]) == len(report.OP_COLUMNS) - 1  # no CUDA peak memory on CPU: column left out
@@ -83,6 +87,7 @@ def test_speedups_against_eager_and_compile(result_file, capsys):
     assert rows_of(text, "1 worker") == [["1 worker", "1", "16 × 2 s", "4.000", "4.0", "8.0"]]
     assert "cells [128, 128], batch 32, T = 200 frames" in text
     assert "commit 0123456789" in text and "Test CPU" in text and "10.0 GB/s" in text
+    assert "torch.mm rate in this run: 100.0 GFLOP/s" in text
 
 
 def test_cuda_peak_memory_column(result_file, capsys):
