@@ -1,4 +1,6 @@
-// CPU (OpenMP) forward and backward kernels of time attention and feature attention.
+// CPU (OpenMP) kernels: time attention's forward and backward, and the fused passes of
+// feature attention that lie between its matrix products (which the launcher runs as
+// torch.mm GEMMs).
 //
 // Compiled once per instruction set with -DSED_CPU_ISA=<name> and that set's -m flags
 // (see kernels.h and setup.py). Everything except the exported kernel_table() has internal
@@ -6,9 +8,8 @@
 //
 // Work decomposition, shared by all kernels: each row's valid steps [0, lengths[b]) are cut
 // into blocks of a fixed number of steps (StepBlocks); threads take blocks dynamically;
-// every quantity summed over blocks (softmax partials, dq, out, dW, dV) goes to a per-block
-// or per-chunk buffer that is reduced afterwards in block order, so results do not depend
-// on thread scheduling.
+// every quantity summed over blocks (softmax partials, dq, out) goes to a per-block buffer
+// that is reduced afterwards in block order, so results do not depend on thread scheduling.
 
 #include <cstdint>
 #include <cstdlib>

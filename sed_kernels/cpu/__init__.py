@@ -13,12 +13,14 @@ Choices the kernels make:
 - Threads: ``torch.get_num_threads()`` OpenMP threads. The module links libgomp; with torch
   imported first (as here) it shares torch's libgomp and thread pool (same soname).
 - Instruction set: the module holds the kernels compiled for AVX-512, AVX2+FMA and the
-  architecture's baseline; the best one the CPU supports is used (``_cpu.isa()``;
-  ``_cpu.set_isa(name)`` selects another for tests).
-- Determinism: every sum over steps is reduced in a fixed order. dW and dV of feature
-  attention come from per-chunk partials (4 chunks per thread, fixed by the lengths and the
-  thread count, whichever thread computes them), summed in chunk order: bitwise identical run
-  to run for a given thread count.
+  architecture's baseline; the best one the CPU supports is used (``_cpu.isa()``), or the one
+  ``SED_KERNELS_CPU_ISA`` names (``_cpu.set_isa(name)`` switches in-process, for tests). All
+  variants are compiled with ``-ffp-contract=off``: each product and sum rounds as written.
+- Feature attention's matrix products run as ``torch.mm`` on the packed valid steps (see
+  :mod:`sed_kernels.cpu.feature_attention`); the compiled kernels fuse what lies between them.
+- Determinism: every sum over steps is reduced in a fixed order (per-block partials added in
+  block order); the GEMMs are torch's. Results are bitwise identical run to run for a given
+  thread count.
 - Under heavy CPU oversubscription (more runnable threads than cores), OpenMP's default
   spin-waiting can cost more than the kernels; ``OMP_WAIT_POLICY=passive`` helps there.
 """
