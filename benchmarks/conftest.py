@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import platform
 
+import harness
 import pytest
 import torch
-
-import harness
 
 SETTINGS = pytest.StashKey[harness.Settings]()
 
@@ -28,7 +27,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="bench_sizes",
         choices=harness.SIZES,
         default=None,
-        help=f"full, reduced (CPU-sized), smoke (tiny) or auto (default; also ${harness.SIZES_ENV}): "
+        help="full, reduced (CPU-sized), smoke (tiny) or auto (default; also "
+        f"${harness.SIZES_ENV}): "
         "smoke under --benchmark-disable, else full on CUDA and reduced on CPU",
     )
     group.addoption(
@@ -70,7 +70,9 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "sizes": settings.sizes,
         "device": settings.device.type,
         "device_name": (
-            torch.cuda.get_device_name(settings.device) if settings.device.type == "cuda" else _cpu_model()
+            torch.cuda.get_device_name(settings.device)
+            if settings.device.type == "cuda"
+            else _cpu_model()
         ),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -80,7 +82,9 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "memory_gib": _memory_gib(),
         "os": platform.platform(),
         # Other work on the machine makes timings noisy; the load at the end of the run shows it.
-        "load_average": [round(load, 2) for load in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": [round(load, 2) for load in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
         "cpu_instruction_sets": _cpu_instruction_sets(),
         "cpu_backend_variants": harness.cpu_isas(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -92,8 +96,9 @@ def _cpu_instruction_sets() -> list[str]:
     wanted = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_bf16", "avx2", "fma")
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo
-                          if line.startswith("flags")), [])
+            flags = next(
+                (line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []
+            )
     except OSError:
         return []
     return [flag for flag in wanted if flag in flags]

@@ -92,7 +92,11 @@ class FeatureSize:
 PAPER_SHAPE = OpShape("paper", 64, 500, 256, 256)
 OP_SHAPES = {
     "full": (PAPER_SHAPE, OpShape("wide", 128, 300, 512, 512), OpShape("long", 16, 3000, 256, 256)),
-    "reduced": (PAPER_SHAPE, OpShape("wide", 32, 300, 512, 512), OpShape("long", 4, 3000, 256, 256)),
+    "reduced": (
+        PAPER_SHAPE,
+        OpShape("wide", 32, 300, 512, 512),
+        OpShape("long", 4, 3000, 256, 256),
+    ),
     "smoke": (OpShape("tiny", 5, 37, 48, 40),),
 }
 MODEL_SIZES = {
@@ -140,13 +144,18 @@ class Settings:
 def _choice(config: pytest.Config, option: str, env: str, allowed: tuple[str, ...]) -> str:
     value = config.getoption(option) or os.environ.get(env) or "auto"
     if value not in allowed:
-        source = f"{env} (environment)" if not config.getoption(option) else f"--{option.replace('_', '-')}"
+        source = (
+            f"{env} (environment)"
+            if not config.getoption(option)
+            else f"--{option.replace('_', '-')}"
+        )
         raise pytest.UsageError(f"{source} is {value!r}; expected one of {', '.join(allowed)}")
     return value
 
 
 def resolve_settings(config: pytest.Config) -> Settings:
-    """The run's settings from ``--bench-sizes``/``--bench-device`` or their environment variables."""
+    """The run's settings from ``--bench-sizes``/``--bench-device`` or their environment
+    variables."""
     disabled = bool(config.getoption("benchmark_disable", False))
     device_name = _choice(config, "bench_device", DEVICE_ENV, DEVICES)
     if device_name == "auto":
@@ -167,7 +176,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _synchronizing_every(fn: Callable[[], object], calls: int, device: torch.device) -> Callable[[], object]:
+def _synchronizing_every(
+    fn: Callable[[], object], calls: int, device: torch.device
+) -> Callable[[], object]:
     """``fn`` that synchronises the device after every ``calls``-th call (one timed round)."""
     count = 0
 
@@ -182,7 +193,9 @@ def _synchronizing_every(fn: Callable[[], object], calls: int, device: torch.dev
     return target
 
 
-def measure(benchmark, fn: Callable[[], object], settings: Settings, *, warmup_calls: int = 1) -> float | None:
+def measure(
+    benchmark, fn: Callable[[], object], settings: Settings, *, warmup_calls: int = 1
+) -> float | None:
     """Time ``fn()`` with pytest-benchmark (see the module docstring); the median seconds per call.
 
     Returns None under ``--benchmark-disable``, where ``fn`` runs once, untimed.
@@ -225,7 +238,8 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> dict[str, int
 
 
 def copy_bandwidth(device: torch.device, *, rounds: int = 10) -> float:
-    """Bytes per second of a large device-to-device ``copy_`` (read + write), timed like ``measure``.
+    """Bytes per second of a large device-to-device ``copy_`` (read + write), timed like
+    ``measure``.
 
     The buffer (1 GiB on CUDA, 256 MiB on CPU) is far larger than any cache, so this is the
     memory bandwidth a streaming kernel can reach on this device in this run.

@@ -29,11 +29,42 @@ from pathlib import Path
 
 from sed_model.tables import render_table
 
-BACKEND_ORDER = ("reference", "compile", "cpu", "cpu-avx512", "cpu-avx2", "cpu-baseline", "cuda",
-                 "triton")
-OP_COLUMNS = ("op", "pass", "B×T×H×d_a", "dtype", "backend", "median ms", "IQR %", "vs eager",
-              "vs compile", "GB/s", "% copy", "GFLOP/s", "% mm", "peak MiB")
-MODEL_COLUMNS = ("variant", "backend", "median ms", "IQR %", "vs eager", "vs compile", "steps/s", "peak MiB")
+BACKEND_ORDER = (
+    "reference",
+    "compile",
+    "cpu",
+    "cpu-avx512",
+    "cpu-avx2",
+    "cpu-baseline",
+    "cuda",
+    "triton",
+)
+OP_COLUMNS = (
+    "op",
+    "pass",
+    "B×T×H×d_a",
+    "dtype",
+    "backend",
+    "median ms",
+    "IQR %",
+    "vs eager",
+    "vs compile",
+    "GB/s",
+    "% copy",
+    "GFLOP/s",
+    "% mm",
+    "peak MiB",
+)
+MODEL_COLUMNS = (
+    "variant",
+    "backend",
+    "median ms",
+    "IQR %",
+    "vs eager",
+    "vs compile",
+    "steps/s",
+    "peak MiB",
+)
 FEATURE_COLUMNS = ("case", "workers", "files", "median s", "utt/s", "audio s/s")
 
 
@@ -85,7 +116,10 @@ def _ratio(numerator: float | None, denominator: float | None) -> str:
 
 
 def _backend_key(backend: str) -> tuple[int, str]:
-    return (BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER), backend)
+    return (
+        BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER),
+        backend,
+    )
 
 
 def _mib(value: int | None) -> str:
@@ -112,22 +146,24 @@ def op_rows(data: dict) -> list[list[str]]:
             info, median = bench["extra_info"], _median(bench)
             fraction = info.get("fraction_of_copy")
             of_matmul = info.get("fraction_of_matmul")
-            rows.append([
-                op.removesuffix("_attention"),
-                pass_,
-                "×".join(map(str, shape)),
-                dtype,
-                backend,
-                _fmt(None if median is None else median * 1e3, 3),
-                _spread(bench),
-                _ratio(eager, median),
-                _ratio(compiled, median),
-                _fmt(info.get("GBps"), 1),
-                "–" if fraction is None else f"{100 * fraction:.0f}%",
-                _fmt(info.get("GFLOPps"), 1),
-                "–" if of_matmul is None else f"{100 * of_matmul:.0f}%",
-                _mib(info.get("peak_memory_bytes")),
-            ])
+            rows.append(
+                [
+                    op.removesuffix("_attention"),
+                    pass_,
+                    "×".join(map(str, shape)),
+                    dtype,
+                    backend,
+                    _fmt(None if median is None else median * 1e3, 3),
+                    _spread(bench),
+                    _ratio(eager, median),
+                    _ratio(compiled, median),
+                    _fmt(info.get("GBps"), 1),
+                    "–" if fraction is None else f"{100 * fraction:.0f}%",
+                    _fmt(info.get("GFLOPps"), 1),
+                    "–" if of_matmul is None else f"{100 * of_matmul:.0f}%",
+                    _mib(info.get("peak_memory_bytes")),
+                ]
+            )
     return rows
 
 
@@ -143,16 +179,18 @@ def model_rows(data: dict) -> list[list[str]]:
         for backend in sorted(cases, key=_backend_key):
             bench = cases[backend]
             median = _median(bench)
-            rows.append([
-                variant,
-                backend,
-                _fmt(None if median is None else median * 1e3, 1),
-                _spread(bench),
-                _ratio(eager, median),
-                _ratio(compiled, median),
-                _fmt(bench["extra_info"].get("steps_per_s"), 2),
-                _mib(bench["extra_info"].get("peak_memory_bytes")),
-            ])
+            rows.append(
+                [
+                    variant,
+                    backend,
+                    _fmt(None if median is None else median * 1e3, 1),
+                    _spread(bench),
+                    _ratio(eager, median),
+                    _ratio(compiled, median),
+                    _fmt(bench["extra_info"].get("steps_per_s"), 2),
+                    _mib(bench["extra_info"].get("peak_memory_bytes")),
+                ]
+            )
     return rows
 
 
@@ -162,7 +200,8 @@ def model_caption(data: dict) -> str | None:
         return None
     info = benches[0]["extra_info"]
     return (
-        f"one training step (forward, backward, Adam): preset {info['preset']}, cells {info['cells']}, "
+        "one training step (forward, backward, Adam): "
+        f"preset {info['preset']}, cells {info['cells']}, "
         f"batch {info['batch']}, T = {info['frames']} frames of 130 features, {info['device']}"
     )
 
@@ -171,14 +210,16 @@ def feature_rows(data: dict) -> list[list[str]]:
     rows = []
     for bench in _by_suite(data, "features"):
         info, median = bench["extra_info"], _median(bench)
-        rows.append([
-            info["case"],
-            str(info["workers"]),
-            f"{info['files']} × {info['seconds_per_file']:g} s",
-            _fmt(median, 3),
-            _fmt(info.get("utterances_per_s"), 1),
-            _fmt(info.get("audio_s_per_s"), 1),
-        ])
+        rows.append(
+            [
+                info["case"],
+                str(info["workers"]),
+                f"{info['files']} × {info['seconds_per_file']:g} s",
+                _fmt(median, 3),
+                _fmt(info.get("utterances_per_s"), 1),
+                _fmt(info.get("audio_s_per_s"), 1),
+            ]
+        )
     return rows
 
 
@@ -190,33 +231,44 @@ def machine_lines(data: dict) -> list[str]:
     if sed:
         lines.append(
             f"device: {sed.get('device')} ({sed.get('device_name')}), {sed.get('cpu_count')} CPUs, "
-            f"{sed.get('torch_threads')} torch threads, {sed.get('memory_gib')} GiB RAM, {sed.get('os')}"
+            f"{sed.get('torch_threads')} torch threads, {sed.get('memory_gib')} GiB RAM, "
+            f"{sed.get('os')}"
         )
         lines.append(
-            f"sizes: {sed.get('sizes')}; python {machine.get('python_version')}, torch {sed.get('torch')}, "
+            f"sizes: {sed.get('sizes')}; python {machine.get('python_version')}, "
+            f"torch {sed.get('torch')}, "
             f"triton {sed.get('triton')}, opensmile {sed.get('opensmile')}"
         )
     if commit or data.get("datetime"):
         dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
-        lines.append(f"date: {data.get('datetime', '?')}; commit {str(commit.get('id', '?'))[:10]}{dirty}")
+        lines.append(
+            f"date: {data.get('datetime', '?')}; commit {str(commit.get('id', '?'))[:10]}{dirty}"
+        )
     if sed.get("load_average"):
-        lines.append(f"load average (1, 5, 15 min) when the file was written: {sed['load_average']}")
+        lines.append(
+            f"load average (1, 5, 15 min) when the file was written: {sed['load_average']}"
+        )
     ops = _by_suite(data, "ops")
     copy = next((b["extra_info"]["copy_GBps"] for b in ops if "copy_GBps" in b["extra_info"]), None)
     if copy is not None:
         lines.append(f"device copy bandwidth in this run: {copy:.1f} GB/s (read + write)")
-    matmul = next((b["extra_info"]["matmul_GFLOPps"] for b in ops
-                   if "matmul_GFLOPps" in b["extra_info"]), None)
+    matmul = next(
+        (b["extra_info"]["matmul_GFLOPps"] for b in ops if "matmul_GFLOPps" in b["extra_info"]),
+        None,
+    )
     if matmul is not None:
         lines.append(f"torch.mm rate in this run: {matmul:.1f} GFLOP/s")
     if sed.get("cpu_instruction_sets"):
-        lines.append(f"CPU instruction sets: {', '.join(sed['cpu_instruction_sets'])}; cpu backend "
-                     f"variants run: {', '.join(sed.get('cpu_backend_variants') or [])}")
+        lines.append(
+            f"CPU instruction sets: {', '.join(sed['cpu_instruction_sets'])}; cpu backend "
+            f"variants run: {', '.join(sed.get('cpu_backend_variants') or [])}"
+        )
     return lines
 
 
 def table(columns: Sequence[str], rows: list[list[str]], *, markdown: bool) -> str:
-    """Aligned text or Markdown; columns empty in every row (e.g. CUDA memory on CPU) are left out."""
+    """Aligned text or Markdown; columns empty in every row (e.g. CUDA memory on CPU) are left
+    out."""
     kept = [i for i in range(len(columns)) if any(row[i] != "–" for row in rows)]
     columns = [columns[i] for i in kept]
     rows = [[row[i] for i in kept] for row in rows]
@@ -241,7 +293,9 @@ def render(data: dict, *, markdown: bool = False) -> str:
         ("openSMILE feature extraction", FEATURE_COLUMNS, feature_rows(data), None),
     ]
     if not any(rows for _, _, rows, _ in sections):
-        raise ReportError("the file holds no benchmark of benchmarks/ (no 'suite' in any extra_info)")
+        raise ReportError(
+            "the file holds no benchmark of benchmarks/ (no 'suite' in any extra_info)"
+        )
     for title, columns, rows, caption in sections:
         if not rows:
             continue
@@ -256,7 +310,8 @@ def render(data: dict, *, markdown: bool = False) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/report.py",
-        description="Ratio tables (speed-ups against eager and torch.compile) from pytest-benchmark JSON.",
+        description="Ratio tables (speed-ups against eager and torch.compile) from "
+        "pytest-benchmark JSON.",
     )
     parser.add_argument("json_file", type=Path, help="file written by pytest --benchmark-json=FILE")
     parser.add_argument("--markdown", action="store_true", help="Markdown tables (for RESULTS.md)")

@@ -24,10 +24,9 @@ import itertools
 import os
 from pathlib import Path
 
+import harness
 import numpy as np
 import pytest
-
-import harness
 
 CASES = ("1 worker", "all cores", "cached")
 
@@ -54,7 +53,12 @@ def wav_files(settings: harness.Settings, tmp_path_factory: pytest.TempPathFacto
     paths = []
     for index in range(size.files):
         path = folder / f"utterance_{index:03d}.wav"
-        soundfile.write(path, voiced_signal(size.seconds, size.sampling_rate, seed=index), size.sampling_rate, subtype="PCM_16")
+        soundfile.write(
+            path,
+            voiced_signal(size.seconds, size.sampling_rate, seed=index),
+            size.sampling_rate,
+            subtype="PCM_16",
+        )
         paths.append(path)
     return paths
 
@@ -74,7 +78,8 @@ def test_extract_corpus(benchmark, settings, wav_files, tmp_path, case):
     reference = extract(warm_cache)
     for path, frames in zip(wav_files, reference):
         assert frames is not None and frames.ndim == 2 and frames.shape[1] == FEATURE_DIM, (
-            f"{path.name}: expected (T, {FEATURE_DIM}) frames, got {None if frames is None else frames.shape}"
+            f"{path.name}: expected (T, {FEATURE_DIM}) frames, "
+            f"got {None if frames is None else frames.shape}"
         )
 
     if case == "cached":

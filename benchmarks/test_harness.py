@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import types
 
+import harness
 import pytest
 import torch
-
-import harness
 
 
 class FakeBenchmark:
@@ -102,5 +101,7 @@ def test_sizes_resolution(monkeypatch, options, env, expected):
 
 def test_bad_environment_value_is_a_usage_error(monkeypatch):
     monkeypatch.setenv(harness.SIZES_ENV, "huge")
-    with pytest.raises(pytest.UsageError, match=r"SED_BENCH_SIZES \(environment\) is 'huge'; expected one of"):
+    with pytest.raises(
+        pytest.UsageError, match=r"SED_BENCH_SIZES \(environment\) is 'huge'; expected one of"
+    ):
         harness.resolve_settings(FakeConfig())

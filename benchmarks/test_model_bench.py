@@ -15,11 +15,11 @@ run for them.
 
 from __future__ import annotations
 
+import harness
 import pytest
 import torch
 from torch import nn
 
-import harness
 import sed_kernels
 
 VARIANTS = ("lstm", "general", "time", "feature")
@@ -27,11 +27,15 @@ FUSED = ("cpu", "cuda", "triton")
 BACKENDS = ("reference", "compile", *FUSED)
 
 
-def make_batch(size: harness.ModelSize, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def make_batch(
+    size: harness.ModelSize, batch: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
     """x (B, T, 130), lengths (B,), labels (B,)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, size.frames, 130, generator=generator)
-    lengths = torch.randint(max(1, size.frames // 2), size.frames + 1, (batch,), generator=generator)
+    lengths = torch.randint(
+        max(1, size.frames // 2), size.frames + 1, (batch,), generator=generator
+    )
     lengths[0] = size.frames
     labels = torch.randint(0, size.n_classes, (batch,), generator=generator)
     return x.to(device), lengths.to(device), labels.to(device)
@@ -48,10 +52,15 @@ def test_train_step(benchmark, settings, variant, backend):
         if variant not in ("time", "feature"):
             pytest.skip(f"variant {variant!r} has no attention op: a fused backend changes nothing")
         if backend == "triton" and device.type == "cpu":
-            pytest.skip("triton on CPU is Triton's interpreter, a correctness tool: not benchmarked")
+            pytest.skip(
+                "triton on CPU is Triton's interpreter, a correctness tool: not benchmarked"
+            )
         usable = sed_kernels.available_backends(device)
         if backend not in usable:
-            pytest.skip(f"backend {backend!r} is not usable for {device.type} tensors here (usable: {', '.join(usable)})")
+            pytest.skip(
+                f"backend {backend!r} is not usable for {device.type} tensors here "
+                f"(usable: {', '.join(usable)})"
+            )
     if backend == "compile" and settings.sizes == "smoke" and variant != "feature":
         pytest.skip(harness.SMOKE_COMPILE_SKIP)
 
@@ -97,8 +106,12 @@ def test_train_step(benchmark, settings, variant, backend):
         sizes=settings.sizes,
     )
     loss = train_step()  # the first warm-up call (compiles)
-    assert torch.isfinite(loss), f"{variant}/{backend}: the loss of a training step is {loss.item()}"
-    median = harness.measure(benchmark, train_step, settings, warmup_calls=2 if backend == "compile" else 1)
+    assert torch.isfinite(loss), (
+        f"{variant}/{backend}: the loss of a training step is {loss.item()}"
+    )
+    median = harness.measure(
+        benchmark, train_step, settings, warmup_calls=2 if backend == "compile" else 1
+    )
     if median is not None:
         benchmark.extra_info["steps_per_s"] = 1.0 / median
         benchmark.extra_info.update(harness.peak_memory(train_step, device))

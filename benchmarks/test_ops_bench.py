@@ -9,12 +9,14 @@ dtype x backend, where the backend is
   a process with that one shape would,
 - every fused backend that ``sed_kernels.available_backends(device)`` lists, called through the
   same public function; the ``cpu`` backend once per instruction-set variant that this build
-  and CPU can run (``cpu-avx512``, ``cpu-avx2``, ``cpu-baseline``). On CPU ``triton`` is skipped: there it would be Triton's interpreter, a
+  and CPU can run (``cpu-avx512``, ``cpu-avx2``, ``cpu-baseline``). On CPU ``triton`` is
+  skipped: there it would be Triton's interpreter, a
   correctness tool.
 
 Every call goes through the public API, so the eager reference and the fused backends pay the
 same input validation (which reads ``lengths``: one device synchronisation per call on CUDA;
-``torch.compile`` skips that check while tracing, so its compiled calls do not pay it). ``fwd`` runs on inputs that do not require grad (inference);
+``torch.compile`` skips that check while tracing, so its compiled calls do not pay it).
+``fwd`` runs on inputs that do not require grad (inference);
 ``fwd+bwd`` computes ``torch.autograd.grad(out, inputs, grad_out)`` for h and q (time) or h, W,
 V (feature). Before timing, each case's result is checked against the eager reference.
 
@@ -54,10 +56,10 @@ only bytes are reported for it.
 
 from __future__ import annotations
 
+import harness
 import pytest
 import torch
 
-import harness
 import sed_kernels
 
 OPS = ("time_attention", "feature_attention")
@@ -94,7 +96,8 @@ def make_inputs(op: str, shape: harness.OpShape, dtype: torch.dtype, device: tor
 
 
 def ideal_bytes(op: str, pass_: str, inputs: dict) -> int:
-    """Bytes of an ideal kernel (module docstring): each input read once, each output written once."""
+    """Bytes of an ideal kernel (module docstring): each input read once, each output written
+    once."""
     h, lengths = inputs["h"], inputs["lengths"]
     element = h.element_size()
     batch, steps, hidden = h.shape
@@ -164,16 +167,33 @@ def check_result(result, expected, dtype: torch.dtype, case: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("op", OPS)
-def test_op(benchmark, settings, usable_backends, copy_bandwidth, matmul_rate, op, pass_, backend,
-            op_shape, dtype):
+def test_op(
+    benchmark,
+    settings,
+    usable_backends,
+    copy_bandwidth,
+    matmul_rate,
+    op,
+    pass_,
+    backend,
+    op_shape,
+    dtype,
+):
     device = settings.device
     if backend == "triton" and device.type == "cpu":
         pytest.skip("triton on CPU is Triton's interpreter, a correctness tool: not benchmarked")
     backend, isa = harness.split_variant(backend)
     if backend in ("cpu", "cuda", "triton") and backend not in usable_backends:
-        pytest.skip(f"backend {backend!r} is not usable for {device.type} tensors here (usable: {', '.join(usable_backends)})")
+        pytest.skip(
+            f"backend {backend!r} is not usable for {device.type} tensors here "
+            f"(usable: {', '.join(usable_backends)})"
+        )
 
-    if backend == "compile" and settings.sizes == "smoke" and (op, pass_) != ("feature_attention", "fwd+bwd"):
+    if (
+        backend == "compile"
+        and settings.sizes == "smoke"
+        and (op, pass_) != ("feature_attention", "fwd+bwd")
+    ):
         pytest.skip(harness.SMOKE_COMPILE_SKIP)
 
     inputs = make_inputs(op, op_shape, dtype, device)
@@ -195,7 +215,9 @@ def test_op(benchmark, settings, usable_backends, copy_bandwidth, matmul_rate, o
         extra["flops"] = feature_attention_flops(pass_, inputs)
 
     with harness.cpu_instruction_set(isa):
-        run_case(benchmark, settings, op, pass_, backend, inputs, dtype, copy_bandwidth, matmul_rate)
+        run_case(
+            benchmark, settings, op, pass_, backend, inputs, dtype, copy_bandwidth, matmul_rate
+        )
 
 
 def run_case(benchmark, settings, op, pass_, backend, inputs, dtype, copy_bandwidth, matmul_rate):
@@ -204,10 +226,14 @@ def run_case(benchmark, settings, op, pass_, backend, inputs, dtype, copy_bandwi
     call = make_call(op, pass_, backend, inputs)
     fp32_inputs = {name: t.float() if t.is_floating_point() else t for name, t in inputs.items()}
     expected = make_call(op, pass_, "reference", fp32_inputs)()
-    check_result(call(), expected, dtype, f"{op} {pass_} {backend}")  # also the first warm-up call (compiles)
+    check_result(
+        call(), expected, dtype, f"{op} {pass_} {backend}"
+    )  # also the first warm-up call (compiles)
     del expected
 
-    median = harness.measure(benchmark, call, settings, warmup_calls=2 if backend == "compile" else 1)
+    median = harness.measure(
+        benchmark, call, settings, warmup_calls=2 if backend == "compile" else 1
+    )
     if median is not None:
         extra["GBps"] = extra["ideal_bytes"] / median / 1e9
         extra["copy_GBps"] = copy_bandwidth / 1e9

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 import warnings
+from pathlib import Path
 from types import ModuleType
 
 REBUILD_HINT = (

@@ -31,7 +31,9 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioError(f"audio file not found: {path}")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         try:
-            data, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)  # (n, channels)
+            data, sample_rate = soundfile.read(
+                path, dtype="float32", always_2d=True
+            )  # (n, channels)
             return _mixdown(data.T), int(sample_rate)
         except (soundfile.LibsndfileError, RuntimeError, ValueError) as soundfile_error:
             if path.stat().st_size == 0:

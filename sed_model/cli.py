@@ -8,10 +8,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from .config import TrainConfig
 from .errors import SedError
 from .model import VARIANTS
 from .presets import PRESETS
-from .config import TrainConfig
 from .runtime import DEVICES, PRECISIONS
 
 

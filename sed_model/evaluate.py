@@ -23,8 +23,8 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_
 from .cli import NameList, add_data_options, run_main
 from .data import load_dataset, make_split
 from .errors import SedError
-from .metrics import classification_report
 from .fold import predict_split
+from .metrics import classification_report
 from .runtime import check_backend, resolve_device
 
 

@@ -19,7 +19,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint

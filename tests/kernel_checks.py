@@ -49,7 +49,9 @@ def _variants(name: str) -> list[Backend]:
     return [Backend(name)]
 
 
-BACKENDS = [variant for name in sed_kernels.available_backends(DEVICE) for variant in _variants(name)]
+BACKENDS = [
+    variant for name in sed_kernels.available_backends(DEVICE) for variant in _variants(name)
+]
 FUSED = [backend for backend in BACKENDS if backend != "reference"]
 
 

@@ -4,7 +4,6 @@ compare, baseline, through the importable functions and once through the command
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch

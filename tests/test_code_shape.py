@@ -25,7 +25,9 @@ def function_lengths(folder: Path):
     for path in sorted(folder.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_triton_kernel(node):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_triton_kernel(
+                node
+            ):
                 where = f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"
                 yield where, node.end_lineno - node.body[0].lineno + 1
 

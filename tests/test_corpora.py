@@ -18,8 +18,8 @@ from fixtures_corpora import (
     write_wav,
 )
 
-from sed_model.corpora import CORPUS_NAMES, get_corpus, load_corpus
 import sed_model.corpora.demo as demo_module
+from sed_model.corpora import CORPUS_NAMES, get_corpus, load_corpus
 from sed_model.corpora.demo import EMOTIONS, README_MARKER, SPEAKERS, Demo
 from sed_model.errors import CorpusError, DataWarning, SedError
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
 from kernel_checks import DEVICE, FUSED, assert_close_to_reference, run_op
 
 FUZZ = settings(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 import venv
 from pathlib import Path
@@ -22,8 +21,18 @@ pytestmark = pytest.mark.slow
 
 # What a fresh clone holds: no build outputs, no compiled modules, no caches.
 IGNORED = shutil.ignore_patterns(
-    ".git", "build", "dist", "*.egg-info", "*.so", "__pycache__", ".pytest_cache", ".hypothesis",
-    ".benchmarks", "runs", ".venv", "venv",
+    ".git",
+    "build",
+    "dist",
+    "*.egg-info",
+    "*.so",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".benchmarks",
+    "runs",
+    ".venv",
+    "venv",
 )
 
 
@@ -42,22 +51,31 @@ def installed_copy(tmp_path_factory):
     environment = base / "env"
     venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # This environment's packages (torch, ...) after the new one's own.
     Path(site, "outer-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {**os.environ, "SED_KERNELS_BUILD_CUDA": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", "."],
-        cwd=source, env=env, capture_output=True, text=True, timeout=900,
+        cwd=source,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return source, python
 
 
 def run_from(root: Path, python: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), *args], cwd=root, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [str(python), *args], cwd=root, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_the_checkout_root_imports_the_compiled_kernels(installed_copy):
@@ -77,8 +95,17 @@ def test_benchmarks_refuse_to_run_without_an_installed_backend(installed_copy):
     source, python = installed_copy
     for module in (source / "sed_kernels").glob("_cpu.*"):
         module.unlink()  # as in a checkout that was never built in place
-    done = run_from(source, python, "-m", "pytest", "benchmarks/", "--collect-only", "-q",
-                    "-p", "no:cacheprovider")
+    done = run_from(
+        source,
+        python,
+        "-m",
+        "pytest",
+        "benchmarks/",
+        "--collect-only",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    )
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert "benchmarks: sed_kernels._cpu is installed" in output, output

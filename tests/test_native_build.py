@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from kernel_checks import FUSED, make_inputs, non_contiguous_views, pad_with
+
 from sed_kernels import reference
 
 cpu_backend = pytest.importorskip("sed_kernels.cpu")
@@ -155,7 +155,9 @@ def test_cpu_module_rejects_unknown_isa_and_dtype():
         )  # fmt: skip
 
 
-@pytest.mark.parametrize("isa", cpu_backend.extension.available_isas() if cpu_backend.AVAILABLE else [])
+@pytest.mark.parametrize(
+    "isa", cpu_backend.extension.available_isas() if cpu_backend.AVAILABLE else []
+)
 def test_environment_variable_forces_an_instruction_set(isa):
     code = "import sed_kernels.cpu as c; print(c.extension.isa())"
     env = {**os.environ, cpu_backend.ISA_ENV_VAR: isa}
@@ -244,7 +246,9 @@ def test_cpu_time_gradients_are_bitwise_reproducible():
 
 # ---- CUDA launchers (need a GPU) ---------------------------------------------------------------
 
-needs_gpu = pytest.mark.skipif(not cuda_backend.AVAILABLE, reason="needs a GPU and sed_kernels._cuda")
+needs_gpu = pytest.mark.skipif(
+    not cuda_backend.AVAILABLE, reason="needs a GPU and sed_kernels._cuda"
+)
 
 
 @needs_gpu
@@ -279,7 +283,9 @@ def test_cuda_kernels_read_non_contiguous_h(layout):
     h = non_contiguous_views(case["h"])[layout]
     for got, want in zip(run_time(time_attention, case, h), run_time(time_attention, case)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    for got, want in zip(run_feature(feature_attention, case, h), run_feature(feature_attention, case)):
+    for got, want in zip(
+        run_feature(feature_attention, case, h), run_feature(feature_attention, case)
+    ):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 

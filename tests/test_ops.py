@@ -11,8 +11,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-import sed_kernels
 from kernel_checks import (
     BACKENDS,
     DEVICE,
@@ -22,6 +20,8 @@ from kernel_checks import (
     pad_with,
     run_op,
 )
+
+import sed_kernels
 from sed_kernels import reference
 from sed_kernels.ops import _feature_attention_fwd, _time_attention_fwd
 
@@ -39,7 +39,9 @@ SHAPES = [(1, 1, 1, 1), (3, 7, 37, 19), (2, 70, 64, 48), (4, 33, 20, 33)]
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION], ids=str)
 @pytest.mark.parametrize("op", ["time", "feature"])
 def test_backend_matches_reference(op, backend, shape, dtype):
-    assert_close_to_reference(op, backend, make_inputs(shape, torch.float32, seed=sum(shape)), dtype)
+    assert_close_to_reference(
+        op, backend, make_inputs(shape, torch.float32, seed=sum(shape)), dtype
+    )
 
 
 @pytest.mark.parametrize("backend", FUSED)
@@ -89,8 +91,12 @@ def test_padded_steps_change_nothing(op, backend):
     # The reference multiplies by zero weights, so it sees finite garbage; fused kernels must
     # never read padded steps, so they see NaN.
     garbage = 1e3 if backend == "reference" else float("nan")
-    clean_out, clean_grads = run_op(op, backend, {**inputs, "h": pad_with(inputs["h"], inputs["lengths"], 0.0)})
-    dirty_out, dirty_grads = run_op(op, backend, {**inputs, "h": pad_with(inputs["h"], inputs["lengths"], garbage)})
+    clean_out, clean_grads = run_op(
+        op, backend, {**inputs, "h": pad_with(inputs["h"], inputs["lengths"], 0.0)}
+    )
+    dirty_out, dirty_grads = run_op(
+        op, backend, {**inputs, "h": pad_with(inputs["h"], inputs["lengths"], garbage)}
+    )
     torch.testing.assert_close(dirty_out, clean_out, rtol=0, atol=0)
     for name in clean_grads:
         torch.testing.assert_close(dirty_grads[name], clean_grads[name], rtol=0, atol=0)
@@ -101,7 +107,9 @@ def test_padded_steps_change_nothing(op, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_time_attention_equals_sdpa(backend):
     """One query, scale 1 and a key-padding mask: exactly scaled_dot_product_attention."""
-    inputs = make_inputs((5, 23, 16, 1), torch.float64 if backend == "reference" else torch.float32, seed=11)
+    inputs = make_inputs(
+        (5, 23, 16, 1), torch.float64 if backend == "reference" else torch.float32, seed=11
+    )
     h, q, lengths = inputs["h"], inputs["q"], inputs["lengths"]
     mask = reference.valid_mask(lengths, h.shape[1])  # (B, T)
     expected = F.scaled_dot_product_attention(
@@ -222,20 +230,55 @@ def _bad_inputs():
     other_device = torch.device("meta")
     return [
         # (op, args, exception, message fragment)
-        ("time", (h[0], q, lengths), ValueError, r"h must have 3 dimensions \(B, T, H\), got shape \(5, 6\)"),
+        (
+            "time",
+            (h[0], q, lengths),
+            ValueError,
+            r"h must have 3 dimensions \(B, T, H\), got shape \(5, 6\)",
+        ),
         ("time", (h, q[:1], lengths), ValueError, r"q must have shape \(B, H\) = \(2, 6\)"),
         ("time", (h, q[:, :4], lengths), ValueError, r"got \(2, 4\)"),
-        ("time", (h, q.double(), lengths), TypeError, "q has dtype torch.float64 but h has dtype torch.float32"),
+        (
+            "time",
+            (h, q.double(), lengths),
+            TypeError,
+            "q has dtype torch.float64 but h has dtype torch.float32",
+        ),
         ("time", (h.long(), q, lengths), TypeError, "h must be a floating tensor"),
-        ("time", (h, q, lengths.float()), TypeError, "lengths must be an integer tensor, got dtype torch.float32"),
-        ("time", (h, q, lengths[:1]), ValueError, "lengths has 1 entries but h has batch size B = 2"),
-        ("time", (h, q, torch.tensor([0, 3], device=DEVICE)), ValueError, r"lengths must lie in \[1, T\] = \[1, 5\], got values from 0 to 3"),
+        (
+            "time",
+            (h, q, lengths.float()),
+            TypeError,
+            "lengths must be an integer tensor, got dtype torch.float32",
+        ),
+        (
+            "time",
+            (h, q, lengths[:1]),
+            ValueError,
+            "lengths has 1 entries but h has batch size B = 2",
+        ),
+        (
+            "time",
+            (h, q, torch.tensor([0, 3], device=DEVICE)),
+            ValueError,
+            r"lengths must lie in \[1, T\] = \[1, 5\], got values from 0 to 3",
+        ),
         ("time", (h, q, torch.tensor([6, 3], device=DEVICE)), ValueError, "got values from 3 to 6"),
         ("time", (h, q, lengths.to(other_device)), ValueError, "lengths is on meta but h is on"),
         ("time", (h[:, :0], q, lengths), ValueError, "T = 0 time steps"),
         ("time", ("h", q, lengths), TypeError, "h must be a torch.Tensor, got str"),
-        ("feature", (h, W[:, :4], V, lengths), ValueError, r"W must have shape \(d_a, H\) with H = 6"),
-        ("feature", (h, W, V[:, :2], lengths), ValueError, r"V must have shape \(H, d_a\) = \(6, 3\) to chain with W"),
+        (
+            "feature",
+            (h, W[:, :4], V, lengths),
+            ValueError,
+            r"W must have shape \(d_a, H\) with H = 6",
+        ),
+        (
+            "feature",
+            (h, W, V[:, :2], lengths),
+            ValueError,
+            r"V must have shape \(H, d_a\) = \(6, 3\) to chain with W",
+        ),
         ("feature", (h, W, V.T, lengths), ValueError, "to chain with W"),
         ("feature", (h, W[None], V, lengths), ValueError, r"W must have 2 dimensions \(d_a, H\)"),
         ("feature", (h, W.half(), V, lengths), TypeError, "W has dtype torch.float16"),
@@ -259,12 +302,16 @@ def test_unknown_backend_is_named():
 def test_weights_variants_agree_with_outputs():
     x = make_inputs((3, 8, 5, 4), torch.float64)
     out, weights = reference.time_attention_with_weights(x["h"], x["q"], x["lengths"])
-    torch.testing.assert_close(weights.sum(dim=1), torch.ones(3, dtype=torch.float64, device=DEVICE))
+    torch.testing.assert_close(
+        weights.sum(dim=1), torch.ones(3, dtype=torch.float64, device=DEVICE)
+    )
     torch.testing.assert_close(out, reference.time_attention(x["h"], x["q"], x["lengths"]))
     out, weights = reference.feature_attention_with_weights(x["h"], x["W"], x["V"], x["lengths"])
     valid = reference.valid_mask(x["lengths"], 8)
     torch.testing.assert_close(weights.sum(dim=-1), valid.double())
-    torch.testing.assert_close(out, reference.feature_attention(x["h"], x["W"], x["V"], x["lengths"]))
+    torch.testing.assert_close(
+        out, reference.feature_attention(x["h"], x["W"], x["V"], x["lengths"])
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

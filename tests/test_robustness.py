@@ -26,11 +26,43 @@ from sed_model.trainer import TrainConfig, train
 pytestmark = pytest.mark.usefixtures("outside_source_tree")
 
 # Checkpoints at every step, so the process is killed in the middle of fold 1.
-OPTIONS = dict(corpus="csv", variant="time", folds="2", steps=30, batch_size=4, eval_every=1,
-               cells=(8, 6), lr=1e-2, device="cpu", backend="cpu", seed=3)
-ARGS = ["--corpus", "csv", "--variant", "time", "--folds", "2", "--steps", "30", "--batch-size", "4",
-        "--eval-every", "1", "--cells", "8,6", "--lr", "0.01", "--device", "cpu", "--backend", "cpu",
-        "--seed", "3"]
+OPTIONS = dict(
+    corpus="csv",
+    variant="time",
+    folds="2",
+    steps=30,
+    batch_size=4,
+    eval_every=1,
+    cells=(8, 6),
+    lr=1e-2,
+    device="cpu",
+    backend="cpu",
+    seed=3,
+)
+ARGS = [
+    "--corpus",
+    "csv",
+    "--variant",
+    "time",
+    "--folds",
+    "2",
+    "--steps",
+    "30",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "1",
+    "--cells",
+    "8,6",
+    "--lr",
+    "0.01",
+    "--device",
+    "cpu",
+    "--backend",
+    "cpu",
+    "--seed",
+    "3",
+]
 QUIET = ["--threads", "1", "--workers", "1", "--no-progress"]
 
 
@@ -43,14 +75,23 @@ def one_thread():
 
 
 def run_train(args, env):
-    return subprocess.run([sys.executable, "-m", "sed_model.train", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sed_model.train", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def kill_after_checkpoints(args, env, last: Path, writes: int) -> None:
     """Start training, SIGKILL it once ``last`` has been (re)written ``writes`` times."""
-    proc = subprocess.Popen([sys.executable, "-m", "sed_model.train", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sed_model.train", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     seen, deadline = set(), time.monotonic() + 120
     try:
         while len(seen) < writes and proc.poll() is None and time.monotonic() < deadline:
@@ -68,8 +109,12 @@ def kill_after_checkpoints(args, env, last: Path, writes: int) -> None:
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_thread):
     manifest, env = corpus
-    reference = train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "reference",
-                      progress=False, workers=1)
+    reference = train(
+        TrainConfig(data=str(manifest), **OPTIONS),
+        tmp_path / "reference",
+        progress=False,
+        workers=1,
+    )
 
     run = tmp_path / "killed"
     args = [*ARGS, "--data", str(manifest), *QUIET, "--out-dir", str(run)]
@@ -116,8 +161,9 @@ needs_bf16_lstm = pytest.mark.skipif(
 @pytest.mark.parametrize("variant", ["time", "feature"])
 def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_thread):
     torch.manual_seed(0)
-    model = DenseLSTMAttention(n_classes=4, variant=variant, cells=(8, 6), attention_dim=5,
-                               dense=6, backend=backend)
+    model = DenseLSTMAttention(
+        n_classes=4, variant=variant, cells=(8, 6), attention_dim=5, dense=6, backend=backend
+    )
     x, lengths = torch.randn(3, 7, 130), torch.tensor([7, 5, 2])
     expected = model(x, lengths)  # fp32
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -132,22 +178,27 @@ def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_thread):
 def test_bf16_training_on_the_cpu(corpus, tmp_path, one_thread):
     manifest, _ = corpus
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
-    metrics = train(TrainConfig(precision="bf16", **options), tmp_path / "bf16", progress=False,
-                    workers=1)
+    metrics = train(
+        TrainConfig(precision="bf16", **options), tmp_path / "bf16", progress=False, workers=1
+    )
     assert metrics["config"]["precision"] == "bf16"
     assert [p["step"] for p in metrics["folds"][0]["history"]] == [0, 2, 4]
-    assert all(p["train_loss"] is None or p["train_loss"] > 0 for p in metrics["folds"][0]["history"])
+    assert all(
+        p["train_loss"] is None or p["train_loss"] > 0 for p in metrics["folds"][0]["history"]
+    )
 
 
 @pytest.mark.skipif(BF16_LSTM, reason="this CPU runs oneDNN's bf16 LSTM: bf16 training is tested")
 def test_bf16_on_a_cpu_without_bf16_lstm_is_one_error_line_before_any_work(corpus, tmp_path):
     manifest, env = corpus
     out = tmp_path / "bf16"
-    done = run_train([*ARGS, "--data", str(manifest), "--precision", "bf16", *QUIET,
-                      "--out-dir", str(out)], env)
+    done = run_train(
+        [*ARGS, "--data", str(manifest), "--precision", "bf16", *QUIET, "--out-dir", str(out)], env
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: precision bf16 "), (
-        done.stderr)
+        done.stderr
+    )
     assert "AVX-512" in done.stderr and "--precision fp32" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
 
@@ -156,7 +207,9 @@ def test_fp16_on_the_cpu_and_unknown_precisions_are_refused(corpus, tmp_path, on
     manifest, _ = corpus
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
     with pytest.raises(SedError, match="fp16 needs a CUDA GPU"):
-        train(TrainConfig(precision="fp16", **options), tmp_path / "fp16", progress=False, workers=1)
+        train(
+            TrainConfig(precision="fp16", **options), tmp_path / "fp16", progress=False, workers=1
+        )
     with pytest.raises(SedError, match="precision must be one of"):
         TrainConfig(precision="fp8")
     assert not (tmp_path / "fp16").exists()

@@ -12,7 +12,7 @@ from sed_model.checkpoint import load_checkpoint
 from sed_model.corpora.base import Utterance
 from sed_model.errors import SedError
 from sed_model.features import Normalizer
-from sed_model.splits import Fold, make_folds, with_validation_speakers
+from sed_model.splits import make_folds, with_validation_speakers
 from sed_model.trainer import train
 
 SIX_SPEAKERS = ("s1", "s2", "s3", "s4", "s5", "s6")

@@ -20,7 +20,9 @@ EMOTION_CODES = {
     "NEU": "neutral",
     "SAD": "sad",
 }
-FILE_NAME = re.compile(r"(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>ANG|DIS|FEA|HAP|NEU|SAD)_(?P<level>[A-Z]{1,2})\.wav")
+FILE_NAME = re.compile(
+    r"(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>ANG|DIS|FEA|HAP|NEU|SAD)_(?P<level>[A-Z]{1,2})\.wav"
+)
 
 
 class CremaD(Corpus):

@@ -107,6 +107,26 @@ def _raised_cosine_envelope(n: int, attack: int, decay: int) -> np.ndarray:
     return envelope
 
 
+def _syllables(
+    n: int, lead: int, tail: int, rate: float, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """(start, voiced length) in samples, laid out between the leading and trailing silence."""
+    sr = SAMPLE_RATE
+    syllables = []
+    position = lead
+    while True:
+        length = int(sr / rate * rng.uniform(0.75, 1.25))
+        if position + length > n - tail:
+            break
+        voiced = int(length * rng.uniform(0.6, 0.8))
+        syllables.append((position, voiced))
+        pause = int(rng.uniform(0.1, 0.25) * sr) if rng.random() < 0.12 else 0  # rare pause
+        position += length + pause
+    if not syllables:
+        syllables.append((lead, n - lead - tail))
+    return syllables
+
+
 def synthesize(voice: Voice, prosody: Prosody, rng: np.random.Generator) -> np.ndarray:
     """One synthetic utterance, float32 in [-1, 1], 1-2 s at 16 kHz."""
     sr = SAMPLE_RATE
@@ -118,18 +138,7 @@ def synthesize(voice: Voice, prosody: Prosody, rng: np.random.Generator) -> np.n
     n = int(rng.uniform(1.0, 2.0) * sr)
     lead, tail = int(rng.uniform(0.08, 0.18) * sr), int(rng.uniform(0.08, 0.18) * sr)
 
-    # syllables: (start, voiced length) in samples, laid out between the leading and trailing silence
-    syllables = []
-    position = lead
-    while True:
-        length = int(sr / rate * rng.uniform(0.75, 1.25))
-        if position + length > n - tail:
-            break
-        voiced = int(length * rng.uniform(0.6, 0.8))
-        syllables.append((position, voiced))
-        position += length + (int(rng.uniform(0.1, 0.25) * sr) if rng.random() < 0.12 else 0)  # rare pause
-    if not syllables:
-        syllables.append((lead, n - lead - tail))
+    syllables = _syllables(n, lead, tail, rate, rng)
 
     # F0 contour in Hz per sample: declination (+8% -> -8%) and one accent bump per syllable
     t = np.arange(n) / n
@@ -148,7 +157,9 @@ def synthesize(voice: Voice, prosody: Prosody, rng: np.random.Generator) -> np.n
         pulses[index] = 1.0 + prosody.shimmer * rng.standard_normal()
         time += sr / f0_contour[index] * (1.0 + prosody.jitter * rng.standard_normal())
     glottal_pole = 0.97
-    source = lfilter([1.0], [1.0, -2.0 * glottal_pole, glottal_pole**2], pulses)  # glottal pulse shape
+    source = lfilter(
+        [1.0], [1.0, -2.0 * glottal_pole, glottal_pole**2], pulses
+    )  # glottal pulse shape
     source = np.diff(source, prepend=0.0)  # lip radiation
     source = lfilter([1.0 - prosody.tilt], [1.0, -prosody.tilt], source)  # spectral tilt
     source /= np.sqrt(np.mean(source**2)) + 1e-12
@@ -166,12 +177,16 @@ def synthesize(voice: Voice, prosody: Prosody, rng: np.random.Generator) -> np.n
             segment = lfilter(*_resonator(frequency, bandwidth), segment)
         stress = rng.uniform(0.6, 1.0)
         envelope = _raised_cosine_envelope(voiced, attack=int(0.02 * sr), decay=int(0.045 * sr))
-        speech[start : start + voiced] += stress * envelope * segment / (np.sqrt(np.mean(segment**2)) + 1e-12)
+        speech[start : start + voiced] += (
+            stress * envelope * segment / (np.sqrt(np.mean(segment**2)) + 1e-12)
+        )
         if rng.random() < 0.5:  # fricative before the vowel
             burst = min(int(rng.uniform(0.03, 0.06) * sr), start)
             noise = lfilter([1.0, -1.0], [1.0], rng.standard_normal(burst))  # bright noise
             fricative_level = 0.25 * stress * (1.0 + 0.1 * prosody.gain_db / 6.0)
-            speech[start - burst : start] += fricative_level * _raised_cosine_envelope(burst, burst // 3, burst // 3) * noise
+            speech[start - burst : start] += (
+                fricative_level * _raised_cosine_envelope(burst, burst // 3, burst // 3) * noise
+            )
 
     # loudness, a faint noise floor, no clipping
     speech *= 0.05 * 10.0 ** (gain_db / 20.0) / (np.sqrt(np.mean(speech**2)) + 1e-12)
@@ -209,7 +224,9 @@ def _readme(seed: int, utterances_per_cell: int) -> str:
     )
 
 
-def generate(root: Path, seed: int = DEMO_SEED, utterances_per_cell: int = UTTERANCES_PER_CELL) -> None:
+def generate(
+    root: Path, seed: int = DEMO_SEED, utterances_per_cell: int = UTTERANCES_PER_CELL
+) -> None:
     """Write the demo corpus to ``root`` atomically: into a temporary sibling folder, then
     renamed. A folder already complete (e.g. written meanwhile by another process) is kept."""
     root = Path(root)
@@ -222,7 +239,12 @@ def generate(root: Path, seed: int = DEMO_SEED, utterances_per_cell: int = UTTER
                 for number in range(utterances_per_cell):
                     rng = np.random.default_rng([seed, speaker_index, emotion_index, number])
                     signal = synthesize(SPEAKERS[speaker], EMOTIONS[emotion], rng)
-                    soundfile.write(temporary / _file_name(speaker, emotion, number), signal, SAMPLE_RATE, subtype="PCM_16")
+                    soundfile.write(
+                        temporary / _file_name(speaker, emotion, number),
+                        signal,
+                        SAMPLE_RATE,
+                        subtype="PCM_16",
+                    )
         (temporary / "README.txt").write_text(_readme(seed, utterances_per_cell), encoding="utf-8")
         if root.exists():  # incomplete earlier attempt: checked to be ours by the caller
             shutil.rmtree(root)
@@ -246,7 +268,10 @@ class Demo(Corpus):
     title = "demo (synthetic)"
     classes = tuple(EMOTIONS)
     default_protocol = "loso"
-    data_hint = "nothing (generated under the cache root), or an empty/new folder to generate the synthetic demo corpus in"
+    data_hint = (
+        "nothing (generated under the cache root), or an empty/new folder to generate the "
+        "synthetic demo corpus in"
+    )
 
     def __init__(self, seed: int = DEMO_SEED, utterances_per_cell: int = UTTERANCES_PER_CELL):
         self.seed = seed
@@ -256,21 +281,26 @@ class Demo(Corpus):
         return cache_root() / "demo" / DEMO_VERSION
 
     def utterances(self, data_dir: Path | None) -> list[Utterance]:
-        """Generate the corpus on first use (in ``data_dir`` or ``cache_root()/demo/v1``), then list it."""
+        """Generate the corpus on first use (in ``data_dir`` or ``cache_root()/demo/v1``), then
+        list it."""
         root = Path(data_dir).expanduser() if data_dir is not None else self.default_root()
         if not _is_complete(root, self.utterances_per_cell):
             ours = root.is_dir() and (
                 not any(root.iterdir())
                 or (root / "README.txt").is_file()
-                and (root / "README.txt").read_text(encoding="utf-8", errors="replace").startswith(README_MARKER)
+                and (root / "README.txt")
+                .read_text(encoding="utf-8", errors="replace")
+                .startswith(README_MARKER)
             )
             if root.exists() and not ours:
                 raise CorpusError(
-                    f"folder {root} exists but does not hold the synthetic demo corpus; expected {self.data_hint}"
+                    f"folder {root} exists but does not hold the synthetic demo corpus; "
+                    f"expected {self.data_hint}"
                 )
             generate(root, self.seed, self.utterances_per_cell)
         return sorted_utterances(
-            Utterance(root / name, emotion, speaker) for name, speaker, emotion in expected_files(self.utterances_per_cell)
+            Utterance(root / name, emotion, speaker)
+            for name, speaker, emotion in expected_files(self.utterances_per_cell)
         )
 
 

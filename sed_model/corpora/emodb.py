@@ -22,7 +22,9 @@ EMOTION_CODES = {
     "T": "sadness",
     "N": "neutral",
 }
-FILE_NAME = re.compile(r"(?P<speaker>\d\d)(?P<text>[a-z]\d\d)(?P<emotion>[WLEAFTN])(?P<version>[a-z])\.wav")
+FILE_NAME = re.compile(
+    r"(?P<speaker>\d\d)(?P<text>[a-z]\d\d)(?P<emotion>[WLEAFTN])(?P<version>[a-z])\.wav"
+)
 
 
 class EmoDB(Corpus):

@@ -36,7 +36,10 @@ class Enterface(Corpus):
     title = "eNTERFACE'05"
     classes = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
     default_protocol = "enterface-paper"
-    data_hint = "the eNTERFACE'05 folder that holds 'subject 1' ... 'subject 44' (subject N/<emotion>/sentence K/*.avi)"
+    data_hint = (
+        "the eNTERFACE'05 folder that holds 'subject 1' ... 'subject 44' "
+        "(subject N/<emotion>/sentence K/*.avi)"
+    )
 
     def utterances(self, data_dir: Path | None) -> list[Utterance]:
         root = self.require_dir(data_dir)
@@ -51,11 +54,16 @@ class Enterface(Corpus):
                 if label is None or not emotion_dir.is_dir():
                     continue
                 for path in sorted(emotion_dir.rglob("*")):
-                    if path.suffix.lower() == ".avi" and path.is_file() and not path.name.startswith("._"):
+                    if (
+                        path.suffix.lower() == ".avi"
+                        and path.is_file()
+                        and not path.name.startswith("._")
+                    ):
                         utterances.append(Utterance(path, label, speaker))
         if not utterances:
             raise CorpusError(
-                f"no eNTERFACE'05 files (subject N/<emotion>/.../*.avi) found in {root}; expected {self.data_hint}"
+                f"no eNTERFACE'05 files (subject N/<emotion>/.../*.avi) found in {root}; "
+                f"expected {self.data_hint}"
             )
         return sorted_utterances(utterances)
 

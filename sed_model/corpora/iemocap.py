@@ -26,7 +26,8 @@ LABEL_LINE = re.compile(
 
 
 def read_labels(root: Path) -> list[tuple[str, str, str]]:
-    """(session folder name, utterance name, label code) for every line of the EmoEvaluation files."""
+    """(session folder name, utterance name, label code) for every line of the EmoEvaluation
+    files."""
     labels = []
     for label_file in sorted(root.glob("Session*/dialog/EmoEvaluation/*.txt")):
         if label_file.name.startswith("._"):  # macOS resource forks
@@ -52,7 +53,8 @@ class Iemocap(Corpus):
         if not labels:
             raise CorpusError(
                 f"no IEMOCAP label files (Session*/dialog/EmoEvaluation/*.txt with lines "
-                f"'[start - end] Ses01F_impro01_F000 neu [v, a, d]') found in {root}; expected {self.data_hint}"
+                f"'[start - end] Ses01F_impro01_F000 neu [v, a, d]') found in {root}; "
+                f"expected {self.data_hint}"
             )
         utterances = []
         for session_folder, name, code in labels:
@@ -65,7 +67,8 @@ class Iemocap(Corpus):
             utterances.append(Utterance(path, self.label_map[code], session + gender, session))
         if not any(u.path.is_file() for u in utterances):
             raise CorpusError(
-                f"no IEMOCAP wav files (Session*/sentences/wav/<dialog>/<utterance>.wav) found in {root} "
+                "no IEMOCAP wav files (Session*/sentences/wav/<dialog>/<utterance>.wav) "
+                f"found in {root} "
                 f"for its {len(utterances)} labelled utterances; expected {self.data_hint}"
             )
         return sorted_utterances(utterances)

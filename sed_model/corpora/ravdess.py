@@ -1,4 +1,5 @@
-"""RAVDESS, the Ryerson Audio-Visual Database of Emotional Speech and Song (Livingstone & Russo, 2018).
+"""RAVDESS, the Ryerson Audio-Visual Database of Emotional Speech and Song (Livingstone &
+Russo, 2018).
 
 24 actors, file names ``MM-VV-EE-II-SS-RR-AA.wav``: modality MM (03 = audio-only), vocal
 channel VV (01 speech, 02 song), emotion EE (01 neutral, 02 calm, 03 happy, 04 sad, 05 angry,
@@ -41,11 +42,19 @@ class Ravdess(Corpus):
     title = "RAVDESS"
     classes = tuple(EMOTION_CODES.values())
     default_protocol = "loso"
-    data_hint = "the RAVDESS speech folder that holds Actor_01 ... Actor_24 (files 03-01-EE-II-SS-RR-AA.wav)"
+    data_hint = (
+        "the RAVDESS speech folder that holds Actor_01 ... Actor_24 "
+        "(files 03-01-EE-II-SS-RR-AA.wav)"
+    )
 
     def utterances(self, data_dir: Path | None) -> list[Utterance]:
         return scan_named_files(
-            self.require_dir(data_dir), ".wav", FILE_NAME, self, "speech files 03-01-EE-II-SS-RR-AA.wav", _utterance
+            self.require_dir(data_dir),
+            ".wav",
+            FILE_NAME,
+            self,
+            "speech files 03-01-EE-II-SS-RR-AA.wav",
+            _utterance,
         )
 
 
