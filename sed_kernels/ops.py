@@ -125,7 +125,7 @@ def time_attention(h: Tensor, q: Tensor, lengths: Tensor, *, backend: str = "aut
 
 # A backend's feature-attention module has ``forward`` and a recomputing ``backward``; it may
 # also keep intermediates for the backward (``forward_for_backward``, ``backward_from_saved``
-# and ``saved_numel``, as the cpu backend does). ``saved`` is empty for the others.
+# and ``saved_shape``, as the cpu backend does). ``saved`` is empty for the others.
 def _saves_intermediates(module) -> bool:
     return hasattr(module, "forward_for_backward")
 
@@ -144,8 +144,10 @@ def _feature_attention_fwd(
 def _(h, W, V, lengths, backend):
     module = kernels(backend, "feature_attention")
     batch, steps, hidden = h.shape
-    numel = module.saved_numel(batch, steps, hidden, W.shape[0]) if _saves_intermediates(module) else 0
-    return h.new_empty(batch, hidden), h.new_empty(numel, dtype=_accumulator_dtype(h.dtype))
+    shape = (0,)
+    if _saves_intermediates(module):  # rows: sum(lengths), a data-dependent size
+        shape = module.saved_shape(torch.library.get_ctx().new_dynamic_size(), hidden, W.shape[0])
+    return h.new_empty(batch, hidden), h.new_empty(shape, dtype=_accumulator_dtype(h.dtype))
 
 
 @torch.library.custom_op("sed_kernels::feature_attention_bwd", mutates_args=())

@@ -367,15 +367,24 @@ SED_ALWAYS_INLINE void softmax_in_place(T* s, int64_t H) {
 #pragma omp simd reduction(max : m)
   for (int64_t j = 0; j < H; ++j) m = s[j] > m ? s[j] : m;
   T sum = T(0);
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < H; ++j) {
+  int64_t j = 0;
+  if constexpr (sizeof(T) == sizeof(float)) {  // whole registers through the vector exp
+    FloatVec sums{};
+    for (; j + kFloatLanes <= H; j += kFloatLanes) {
+      const FloatVec e = exp_approx(load_floats(s + j) - m);
+      store_floats(s + j, e);
+      sums += e;
+    }
+    sum = horizontal_sum(sums);
+  }
+  for (; j < H; ++j) {
     const T e = Math<T>::exp(s[j] - m);
     s[j] = e;
     sum += e;
   }
   const T inv = T(1) / sum;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) s[j] *= inv;
+  for (int64_t k = 0; k < H; ++k) s[k] *= inv;
 }
 
 // Blocks of steps run in parallel; each sums a_t * h_t over its steps into its own partial,

@@ -8,8 +8,9 @@ softmax with the weighted sum over steps, the softmax backward, tanh', unpacking
 
 On the CPU memory is plentiful, so the forward keeps packed ``h``, ``u = tanh(h W^T)`` and
 ``a = softmax(u V^T)`` for the backward instead of recomputing them (12 N H d_a FLOPs for
-forward+backward instead of 16): one (B*T*(2H + d_a),) buffer in the compute dtype, the
-``saved`` tensor of the contract. float16/bfloat16 inputs are converted to float32 first.
+forward+backward instead of 16): one (N, 2H + d_a) buffer in the compute dtype, the
+``saved`` tensor of the contract (its size depends on the lengths: under torch.compile it
+is a data-dependent size). float16/bfloat16 inputs are converted to float32 first.
 """
 
 from __future__ import annotations
@@ -19,19 +20,23 @@ import torch
 from sed_kernels.cpu import compute_dtype, dtype_name, require_extension
 
 
-def saved_numel(batch: int, steps: int, hidden: int, attention: int) -> int:
-    """Elements of the forward's saved buffer: packed h, u and a, B*T rows each."""
-    return batch * steps * (2 * hidden + attention)
+def saved_shape(valid_steps: int, hidden: int, attention: int) -> tuple[int, int]:
+    """Shape of the forward's saved buffer: one row per valid step (N, 2H + d_a).
+
+    Its memory holds three contiguous matrices one after the other, packed h (N, H),
+    u (N, d_a) and a (N, H), not three column blocks of each row (see :func:`_saved_views`).
+    """
+    return (valid_steps, 2 * hidden + attention)
 
 
-def _saved_views(saved, batch, steps, hidden, attention, valid):
+def _saved_views(saved, valid, hidden, attention):
     """(packed h (N, H), u (N, d_a), a (N, H)): contiguous views into ``saved``."""
-    rows = batch * steps
-    h_end, u_end = rows * hidden, rows * (hidden + attention)
-    packed_h = saved[:h_end].view(rows, hidden)
-    u = saved[h_end:u_end].view(rows, attention)
-    a = saved[u_end:].view(rows, hidden)
-    return packed_h[:valid], u[:valid], a[:valid]
+    flat = saved.view(-1)
+    h_end, u_end = valid * hidden, valid * (hidden + attention)
+    packed_h = flat[:h_end].view(valid, hidden)
+    u = flat[h_end:u_end].view(valid, attention)
+    a = flat[u_end:].view(valid, hidden)
+    return packed_h, u, a
 
 
 def _threads() -> int:
@@ -51,10 +56,8 @@ def forward_for_backward(
     V_c = V.to(dtype).contiguous()
     lengths = lengths.contiguous()
     valid = int(lengths.sum())
-    saved = torch.empty(saved_numel(batch, steps, hidden, attention), dtype=dtype)
-    packed_h, u, a = _saved_views(saved, batch, steps, hidden, attention, valid)
-    for tail in _saved_views(saved, batch, steps, hidden, attention, batch * steps):
-        tail[valid:].zero_()  # rows past N are never read; zero keeps the buffer defined
+    saved = torch.empty(saved_shape(valid, hidden, attention), dtype=dtype)
+    packed_h, u, a = _saved_views(saved, valid, hidden, attention)
     kernels.pack_steps(
         h=h_c.data_ptr(), stride_b=h_c.stride(0), stride_t=h_c.stride(1), stride_h=h_c.stride(2),
         lengths=lengths.data_ptr(), packed=packed_h.data_ptr(), batch=batch, steps=steps,
@@ -90,7 +93,7 @@ def backward_from_saved(
     grad_out_c = grad_out.to(dtype).contiguous()
     lengths = lengths.contiguous()
     valid = int(lengths.sum())
-    packed_h, u, a = _saved_views(saved, batch, steps, hidden, attention, valid)
+    packed_h, u, a = _saved_views(saved, valid, hidden, attention)
     grad_s = torch.empty((valid, hidden), dtype=dtype)
     grad_h_packed = torch.empty((valid, hidden), dtype=dtype)
     kernels.softmax_backward(
