@@ -1,7 +1,7 @@
 // Time attention on CUDA: s_t = h_t . q, a = softmax over valid t, out = sum_t a_t h_t.
 //
-// Forward: one CTA per (row, chunk of steps), on a one-dimensional grid (B * chunks < 2^31). The chunk's steps are read once from global
-// memory into shared memory (when H fits, see kTileBytes), its scores computed by one warp
+// Forward: one CTA per (row, chunk of steps), on a one-dimensional grid (B * chunks < 2^31).
+// The chunk's steps are read once from global memory into shared memory (when H fits, see kTileBytes), its scores computed by one warp
 // per step, and the CTA writes the chunk's softmax partial (max, sum of exp, weighted sum of
 // h) to the workspace. A second kernel combines each row's chunks in chunk order (the
 // split-softmax of flash-decoding), so the result does not depend on scheduling.
