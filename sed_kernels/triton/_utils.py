@@ -26,6 +26,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 # Register budget of one (BLOCK_T, BLOCK_H) tile of the time-attention kernels, in elements.
 _TIME_TILE_ELEMENTS = 8192
@@ -56,6 +57,15 @@ def check_device(h: torch.Tensor) -> None:
     )
 
 
+def on_device(h: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make ``h``'s GPU current for a launch: Triton launches go to the current device, so
+    tensors on another GPU would otherwise be read through the wrong context (an illegal
+    address). A no-op for CPU tensors (the interpreter) and when it is current already."""
+    if h.device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.device(h.device)
+
+
 @contextlib.contextmanager
 def explain_resource_errors(function: str, **sizes: object):
     """Re-raise Triton's out-of-resources launch error with the op, sizes and a way out."""
@@ -70,6 +80,51 @@ def explain_resource_errors(function: str, **sizes: object):
             "fp16/bf16/fp32, 512 for fp64; less on GPUs with less shared memory); use "
             "backend='cuda' or backend='reference' for larger sizes."
         ) from error
+
+
+def precise_math(dtype: torch.dtype) -> bool:
+    """Whether kernels on ``dtype`` use the correctly rounded/libdevice ``exp``, ``log`` and
+    division (:func:`exp`, :func:`log`, :func:`div`): fp32 and fp64 inputs, on a GPU.
+
+    On a GPU ``tl.exp(x)`` compiles to ``ex2.approx.f32(x * log2(e))``: the rounding of the
+    product alone gives a relative error of about ``|x| * 2^-24``, i.e. up to ~1e-6 for the
+    score ranges of a softmax (|x| ~ 20), plus 2 ulp of ``ex2.approx``; ``tl.log`` is
+    ``lg2.approx`` and ``/`` is ``div.full.f32`` (2 ulp). The fp32 tests' tolerance (2e-6
+    relative) was set under the interpreter's exact NumPy, and the sums over T * H terms
+    multiply per-element errors, so fp32 uses libdevice's ``expf``/``logf`` (at most 2 ulp
+    over the whole range, CUDA Math API) and ``div.rn.f32`` (0.5 ulp): the per-element error
+    then stays ~2^-22 ~ 2.4e-7, as under the interpreter up to a small factor. bf16/fp16
+    inputs keep the fast forms: their 2^-8 / 2^-11 rounding dwarfs these errors. Under the
+    interpreter the plain forms are exact NumPy already (libdevice does not run there).
+    """
+    return dtype in (torch.float32, torch.float64) and not interpreter_active()
+
+
+@triton.jit
+def exp(x, PRECISE: tl.constexpr):
+    """exp(x): libdevice ``exp`` when PRECISE (see :func:`precise_math`), else ``tl.exp``."""
+    if PRECISE:
+        return libdevice.exp(x)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def log(x, PRECISE: tl.constexpr):
+    """log(x): libdevice ``log`` when PRECISE, else ``tl.log``."""
+    if PRECISE:
+        return libdevice.log(x)
+    else:
+        return tl.log(x)
+
+
+@triton.jit
+def div(x, y, PRECISE: tl.constexpr):
+    """x / y: round-to-nearest ``div.rn`` when PRECISE, else Triton's ``/`` (2 ulp in fp32)."""
+    if PRECISE:
+        return tl.div_rn(x, y)
+    else:
+        return x / y
 
 
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -52,10 +52,14 @@ from ._utils import (
     FeatureAttentionConfig,
     accumulator_dtype,
     check_device,
+    div,
     dot_operand_dtype,
+    exp,
     explain_resource_errors,
     feature_attention_config,
     kernel_output_dtype,
+    on_device,
+    precise_math,
     triton_dtype,
 )
 
@@ -64,15 +68,15 @@ _DOT_PRECISION = "ieee"
 
 
 @triton.jit
-def _tanh(x):
+def _tanh(x, PRECISE: tl.constexpr):
     """tanh to a few ulps in fp32 and fp64 (``tl`` has no tanh that the interpreter runs).
 
     |x| >= 1/8: sign(x) (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.78 (no overflow, no
     cancellation worse than 1 - 0.78). |x| < 1/8: the odd Taylor series to x^15, whose next
     term is below 1e-17 relative, avoiding the cancellation of 1 - e near 0.
     """
-    e = tl.exp(-2.0 * tl.abs(x))
-    magnitude = (1.0 - e) / (1.0 + e)
+    e = exp(-2.0 * tl.abs(x), PRECISE)
+    magnitude = div(1.0 - e, 1.0 + e, PRECISE)
     large = tl.where(x >= 0, magnitude, -magnitude)
     is_small = tl.abs(x) < 0.125
     x = tl.where(is_small, x, 0.0)  # keeps x * x finite where the series is not used
@@ -89,11 +93,11 @@ def _tanh(x):
 
 
 @triton.jit
-def _tanh_derivative(x):
+def _tanh_derivative(x, PRECISE: tl.constexpr):
     """1 - tanh(x)^2 = 4 e / (1 + e)^2 with e = exp(-2|x|): no cancellation as |tanh| -> 1,
     unlike 1 - u^2 from a rounded u (what eager autograd computes)."""
-    e = tl.exp(-2.0 * tl.abs(x))
-    return 4.0 * e / ((1.0 + e) * (1.0 + e))
+    e = exp(-2.0 * tl.abs(x), PRECISE)
+    return div(4.0 * e, (1.0 + e) * (1.0 + e), PRECISE)
 
 
 @triton.jit
@@ -150,15 +154,17 @@ def _feature_scores(u_dot, v_chunk, offs_f, H, ACC_DTYPE: tl.constexpr,
 def _feature_attention_fwd_kernel(
     h_ptr, w_ptr, v_ptr, lengths_ptr,
     out_ptr,  # (B, S, H): the output itself when S == 1, else accumulator-dtype partials
-    H, DA, stride_hb, stride_ht, stride_hh, steps_per_split,
+    T, H, DA, stride_hb, stride_ht, stride_hh, steps_per_split,
     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DA: tl.constexpr,
     NUM_CHUNKS: tl.constexpr, CHUNKS_POW2: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+    PRECISE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     num_splits = tl.num_programs(1)
-    length = tl.load(lengths_ptr + row).to(tl.int32)
+    # Clamped to T: lengths on a GPU are not value-checked by the op (no host sync).
+    length = tl.minimum(tl.load(lengths_ptr + row).to(tl.int32), T)
     t_begin = split * steps_per_split
     t_end = tl.minimum(t_begin + steps_per_split, length)  # this program's valid steps
 
@@ -173,7 +179,7 @@ def _feature_attention_fwd_kernel(
         t_valid = offs_t < t_end
         z = _projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H, DA,
                         BLOCK_T, BLOCK_N, BLOCK_DA, NUM_CHUNKS, ACC_DTYPE, DOT_DTYPE, PRECISION)
-        u_dot = _tanh(z).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
+        u_dot = _tanh(z, PRECISE).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
 
         # Pass 1: per-step max and sum of exp over the features (online softmax).
         row_max = tl.full((BLOCK_T,), float("-inf"), ACC_DTYPE)
@@ -183,17 +189,18 @@ def _feature_attention_fwd_kernel(
             scores = _feature_scores(u_dot, _load_v_chunk(v_ptr, offs_f, offs_da, H, DA),
                                      offs_f, H, ACC_DTYPE, PRECISION)
             new_max = tl.maximum(row_max, tl.max(scores, axis=1))  # finite from chunk 0 on
-            row_sum = row_sum * tl.exp(row_max - new_max) + tl.sum(
-                tl.exp(scores - new_max[:, None]), axis=1)
+            row_sum = row_sum * exp(row_max - new_max, PRECISE) + tl.sum(
+                exp(scores - new_max[:, None], PRECISE), axis=1)
             row_max = new_max
-        inv_sum = 1.0 / row_sum
+        inv_sum = div(tl.full(row_sum.shape, 1.0, row_sum.dtype), row_sum, PRECISE)
 
         # Pass 2: a = softmax(s) chunk by chunk; out += sum over the block's steps of a * h.
         for chunk in range(NUM_CHUNKS):
             offs_f = chunk * BLOCK_N + offs_n
             scores = _feature_scores(u_dot, _load_v_chunk(v_ptr, offs_f, offs_da, H, DA),
                                      offs_f, H, ACC_DTYPE, PRECISION)
-            weights = tl.exp(scores - row_max[:, None]) * inv_sum[:, None]  # (BLOCK_T, BLOCK_N)
+            # (BLOCK_T, BLOCK_N)
+            weights = exp(scores - row_max[:, None], PRECISE) * inv_sum[:, None]
             h_chunk = _load_h_chunk(h_row_ptr, offs_t, t_valid, offs_f, stride_ht, stride_hh,
                                     H).to(ACC_DTYPE)  # 0 on padded steps
             contribution = tl.sum(weights * h_chunk, axis=0)  # (BLOCK_N,)
@@ -214,6 +221,7 @@ def _feature_attention_bwd_kernel(
     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DA: tl.constexpr,
     NUM_CHUNKS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+    PRECISE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
@@ -238,7 +246,7 @@ def _feature_attention_bwd_kernel(
         t_valid = offs_t < t_end
         z = _projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H, DA,
                         BLOCK_T, BLOCK_N, BLOCK_DA, NUM_CHUNKS, ACC_DTYPE, DOT_DTYPE, PRECISION)
-        u_dot = _tanh(z).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
+        u_dot = _tanh(z, PRECISE).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
 
         # Pass 1 (online over feature chunks): softmax max/sum and c_t = sum_n a g h.
         row_max = tl.full((BLOCK_T,), float("-inf"), ACC_DTYPE)
@@ -252,12 +260,12 @@ def _feature_attention_bwd_kernel(
                                     H).to(ACC_DTYPE)
             grad = tl.load(grad_row_ptr + offs_f, mask=offs_f < H, other=0.0).to(ACC_DTYPE)
             new_max = tl.maximum(row_max, tl.max(scores, axis=1))
-            rescale = tl.exp(row_max - new_max)
-            e = tl.exp(scores - new_max[:, None])
+            rescale = exp(row_max - new_max, PRECISE)
+            e = exp(scores - new_max[:, None], PRECISE)
             row_sum = row_sum * rescale + tl.sum(e, axis=1)
             row_dot = row_dot * rescale + tl.sum(e * grad[None, :] * h_chunk, axis=1)
             row_max = new_max
-        inv_sum = 1.0 / row_sum
+        inv_sum = div(tl.full(row_sum.shape, 1.0, row_sum.dtype), row_sum, PRECISE)
         weighted_grad = row_dot * inv_sum  # c_t, 0 on padded steps (h = 0 there)
 
         # Pass 2: ds = a (g h - c); du = ds @ V; dV += ds^T @ u.
@@ -266,7 +274,7 @@ def _feature_attention_bwd_kernel(
             offs_f = chunk * BLOCK_N + offs_n
             v_chunk = _load_v_chunk(v_ptr, offs_f, offs_da, H, DA)  # (BLOCK_N, BLOCK_DA)
             scores = _feature_scores(u_dot, v_chunk, offs_f, H, ACC_DTYPE, PRECISION)
-            weights = tl.exp(scores - row_max[:, None]) * inv_sum[:, None]
+            weights = exp(scores - row_max[:, None], PRECISE) * inv_sum[:, None]
             h_chunk = _load_h_chunk(h_row_ptr, offs_t, t_valid, offs_f, stride_ht, stride_hh,
                                     H).to(ACC_DTYPE)
             grad = tl.load(grad_row_ptr + offs_f, mask=offs_f < H, other=0.0).to(ACC_DTYPE)
@@ -281,12 +289,12 @@ def _feature_attention_bwd_kernel(
             tl.store(dv_ptrs, dv, mask=dv_mask)
 
         # Pass 3: dz = du (1 - u^2); dh = g a + dz @ W; dW += dz^T @ h.
-        dz = (du * _tanh_derivative(z)).to(DOT_DTYPE)  # (BLOCK_T, BLOCK_DA)
+        dz = (du * _tanh_derivative(z, PRECISE)).to(DOT_DTYPE)  # (BLOCK_T, BLOCK_DA)
         for chunk in range(NUM_CHUNKS):
             offs_f = chunk * BLOCK_N + offs_n
             scores = _feature_scores(u_dot, _load_v_chunk(v_ptr, offs_f, offs_da, H, DA),
                                      offs_f, H, ACC_DTYPE, PRECISION)
-            weights = tl.exp(scores - row_max[:, None]) * inv_sum[:, None]
+            weights = exp(scores - row_max[:, None], PRECISE) * inv_sum[:, None]
             grad = tl.load(grad_row_ptr + offs_f, mask=offs_f < H, other=0.0).to(ACC_DTYPE)
             w_chunk = _load_w_chunk(w_ptr, offs_da, offs_f, H, DA).to(DOT_DTYPE)  # (DA, N)
             dh = grad[None, :] * weights
@@ -319,6 +327,7 @@ def _dtypes(dtype: torch.dtype) -> dict:
         ACC_DTYPE=triton_dtype(accumulator_dtype(dtype)),
         DOT_DTYPE=dot_operand_dtype(dtype),
         PRECISION=_DOT_PRECISION,
+        PRECISE=precise_math(dtype),
     )
 
 
@@ -343,11 +352,12 @@ def forward(h: torch.Tensor, W: torch.Tensor, V: torch.Tensor, lengths: torch.Te
     else:
         out_partials = torch.empty((batch, num_splits, hidden),
                                    dtype=accumulator_dtype(h.dtype), device=h.device)
-    with explain_resource_errors("feature_attention.forward", H=hidden, d_a=attention_dim,
-                                 dtype=h.dtype, config=config):
+    errors = explain_resource_errors("feature_attention.forward", H=hidden, d_a=attention_dim,
+                                     dtype=h.dtype, config=config)
+    with on_device(h), errors:
         _feature_attention_fwd_kernel[(batch, num_splits)](
             h, W, V, lengths, out_partials,
-            hidden, attention_dim, h.stride(0), h.stride(1), h.stride(2),
+            steps, hidden, attention_dim, h.stride(0), h.stride(1), h.stride(2),
             config.steps_per_split,
             BLOCK_T=config.block_t, BLOCK_N=config.block_n, BLOCK_DA=config.block_da,
             NUM_CHUNKS=num_chunks, CHUNKS_POW2=triton.next_power_of_2(num_chunks),
@@ -376,8 +386,9 @@ def backward(grad_out: torch.Tensor, h: torch.Tensor, W: torch.Tensor, V: torch.
                               device=h.device)
     dv_partials = torch.zeros((num_programs, hidden, attention_dim), dtype=acc_dtype,
                               device=h.device)
-    with explain_resource_errors("feature_attention.backward", H=hidden, d_a=attention_dim,
-                                 dtype=h.dtype, config=config):
+    errors = explain_resource_errors("feature_attention.backward", H=hidden, d_a=attention_dim,
+                                     dtype=h.dtype, config=config)
+    with on_device(h), errors:
         _feature_attention_bwd_kernel[(batch, num_splits)](
             grad_out, h, W, V, lengths, dh, dw_partials, dv_partials,
             steps, hidden, attention_dim, h.stride(0), h.stride(1), h.stride(2),

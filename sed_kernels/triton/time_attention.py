@@ -36,7 +36,12 @@ from ._utils import (
     TimeAttentionConfig,
     accumulator_dtype,
     check_device,
+    div,
+    exp,
     kernel_output_dtype,
+    log,
+    on_device,
+    precise_math,
     time_attention_config,
     triton_dtype,
 )
@@ -47,14 +52,15 @@ def _time_attention_fwd_kernel(
     h_ptr, q_ptr, lengths_ptr,
     out_ptr, lse_ptr,  # final outputs (B, H), (B,)    -- used when not WRITE_PARTIALS
     part_acc_ptr, part_max_ptr, part_sum_ptr,  # (B, S, H), (B, S), (B, S) -- when WRITE_PARTIALS
-    H, stride_hb, stride_ht, stride_hh, steps_per_split,
+    T, H, stride_hb, stride_ht, stride_hh, steps_per_split,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    WRITE_PARTIALS: tl.constexpr,
+    WRITE_PARTIALS: tl.constexpr, PRECISE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     num_splits = tl.num_programs(1)
-    length = tl.load(lengths_ptr + row).to(tl.int32)
+    # Clamped to T: lengths on a GPU are not value-checked by the op (no host sync).
+    length = tl.minimum(tl.load(lengths_ptr + row).to(tl.int32), T)
     t_begin = split * steps_per_split
     t_end = tl.minimum(t_begin + steps_per_split, length)  # valid steps: [t_begin, t_end)
 
@@ -76,10 +82,10 @@ def _time_attention_fwd_kernel(
         scores = tl.sum(h_tile * q[None, :], axis=1)  # (BLOCK_T,)
         scores = tl.where(t_valid, scores, float("-inf"))
         # Every block holds at least one valid step, so new_max is finite and
-        # exp(running_max - new_max) is 0 on the first block.
+        # exp(running_max - new_max, PRECISE) is 0 on the first block.
         new_max = tl.maximum(running_max, tl.max(scores, axis=0))
-        rescale = tl.exp(running_max - new_max)
-        p = tl.exp(scores - new_max)  # (BLOCK_T,), 0 on padded steps
+        rescale = exp(running_max - new_max, PRECISE)
+        p = exp(scores - new_max, PRECISE)  # (BLOCK_T,), 0 on padded steps
         running_sum = running_sum * rescale + tl.sum(p, axis=0)
         acc = acc * rescale + tl.sum(p[:, None] * h_tile, axis=0)
         running_max = new_max
@@ -90,9 +96,9 @@ def _time_attention_fwd_kernel(
         tl.store(part_sum_ptr + part, running_sum)
         tl.store(part_acc_ptr + part * H + offs_h, acc, mask=h_in)
     else:
-        out = acc / running_sum
+        out = div(acc, running_sum, PRECISE)
         tl.store(out_ptr + row * H + offs_h, out.to(out_ptr.dtype.element_ty), mask=h_in)
-        tl.store(lse_ptr + row, running_max + tl.log(running_sum))
+        tl.store(lse_ptr + row, running_max + log(running_sum, PRECISE))
 
 
 @triton.jit
@@ -104,7 +110,7 @@ def _time_attention_bwd_kernel(
     part_dq_ptr,
     T, H, stride_hb, stride_ht, stride_hh, steps_per_split,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    WRITE_PARTIALS: tl.constexpr,
+    WRITE_PARTIALS: tl.constexpr, PRECISE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
@@ -135,7 +141,7 @@ def _time_attention_bwd_kernel(
         ).to(ACC_DTYPE)  # (BLOCK_T, BLOCK_H)
         scores = tl.sum(h_tile * q[None, :], axis=1)
         scores = tl.where(t_valid, scores, float("-inf"))
-        p = tl.exp(scores - lse)  # attention weights, 0 on padded steps
+        p = exp(scores - lse, PRECISE)  # attention weights, 0 on padded steps
         ds = p * (tl.sum(h_tile * grad_out[None, :], axis=1) - delta)  # (BLOCK_T,)
         dh = p[:, None] * grad_out[None, :] + ds[:, None] * q[None, :]  # (BLOCK_T, BLOCK_H)
         dq += tl.sum(ds[:, None] * h_tile, axis=0)
@@ -186,12 +192,14 @@ def forward(h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
         part_sum = torch.empty((batch, num_splits), dtype=acc_dtype, device=h.device)
     else:  # unused by the kernel
         part_acc = part_max = part_sum = lse
-    _time_attention_fwd_kernel[(batch, num_splits)](
-        h, q, lengths, out, lse, part_acc, part_max, part_sum,
-        hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
-        BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
-        WRITE_PARTIALS=write_partials, num_warps=config.num_warps,
-    )
+    with on_device(h):
+        _time_attention_fwd_kernel[(batch, num_splits)](
+            h, q, lengths, out, lse, part_acc, part_max, part_sum,
+            steps, hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
+            BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
+            WRITE_PARTIALS=write_partials, PRECISE=precise_math(h.dtype),
+            num_warps=config.num_warps,
+        )
     if write_partials:
         # Deterministic merge of the splits (split 0 always holds step 0, so M is finite).
         row_max = part_max.amax(dim=1, keepdim=True)  # (B, 1)
@@ -224,12 +232,14 @@ def backward(grad_out: torch.Tensor, h: torch.Tensor, q: torch.Tensor, lengths: 
         part_dq = torch.empty((batch, num_splits, hidden), dtype=acc_dtype, device=h.device)
     else:  # unused by the kernel
         part_dq = dq
-    _time_attention_bwd_kernel[(batch, num_splits)](
-        grad_out, h, q, lengths, out, lse, dh, dq, part_dq,
-        steps, hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
-        BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
-        WRITE_PARTIALS=write_partials, num_warps=config.num_warps,
-    )
+    with on_device(h):
+        _time_attention_bwd_kernel[(batch, num_splits)](
+            grad_out, h, q, lengths, out, lse, dh, dq, part_dq,
+            steps, hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
+            BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
+            WRITE_PARTIALS=write_partials, PRECISE=precise_math(h.dtype),
+            num_warps=config.num_warps,
+        )
     if write_partials:
         dq.copy_(part_dq.sum(dim=1))  # dq = sum over splits of sum_t ds_t h_t
     return dh.to(h.dtype), dq.to(h.dtype)
