@@ -16,6 +16,9 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxChunkSteps = 64;
+// Four CTAs (32 warps) per SM for these bandwidth-bound kernels: at most 64 registers. With
+// no minimum ptxas gave them 32-48 registers and spilled 4-24 B per thread (ptxas -v).
+constexpr int kMinBlocksPerSm = 4;
 constexpr int64_t kTileBytes = 32 * 1024;  // shared-memory tile of one chunk's h
 
 // Steps per chunk: as many as fit the tile (at most kMaxChunkSteps, at least 1).
@@ -53,7 +56,7 @@ __device__ void load_tile(const T* rows, int64_t stride_t, int64_t stride_h, int
 }
 
 template <class T, bool Staged>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     time_forward_chunk(StridedSteps h, const T* __restrict__ q, const int64_t* __restrict__ lengths,
                        int64_t steps, int64_t hidden, int chunk, int chunks,
                        acc_t<T>* __restrict__ part_max, acc_t<T>* __restrict__ part_sum,
@@ -128,7 +131,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <class T, bool Staged>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     time_backward_chunk(const T* __restrict__ grad_out, StridedSteps h, const T* __restrict__ q,
                         const int64_t* __restrict__ lengths, const acc_t<T>* __restrict__ out,
                         const acc_t<T>* __restrict__ lse, T* __restrict__ grad_h, int64_t steps,
