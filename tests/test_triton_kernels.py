@@ -48,12 +48,13 @@ def time_config(name: str, hidden: int) -> TimeAttentionConfig | None:
 def feature_config(name: str, attention_dim: int, steps_per_split: int = 16
                    ) -> FeatureAttentionConfig | None:
     """None: the heuristic. "split": blocks of 16 steps, ``steps_per_split`` steps per
-    program, H in chunks of 16 features."""
+    program, H in chunks of 16 features, the backward's dW/dV over 2 splits of the batch."""
     if name == "heuristic":
         return None
     return FeatureAttentionConfig(block_t=16, block_n=16,
                                   block_da=max(16, _next_pow2(attention_dim)),
-                                  steps_per_split=steps_per_split, num_warps=4)
+                                  steps_per_split=steps_per_split, num_warps=4,
+                                  weight_splits=2)
 
 
 @contextlib.contextmanager

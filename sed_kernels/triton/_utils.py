@@ -34,8 +34,9 @@ _TIME_TILE_ELEMENTS = 8192
 _MIN_BLOCKS_PER_SPLIT = 4
 # Programs per streaming multiprocessor the split heuristics aim for.
 _PROGRAMS_PER_SM = 2
-# Upper bound of the fp32 dW and dV partial buffers of the feature-attention backward.
-_MAX_WEIGHT_PARTIAL_BYTES = 256 * 2**20
+# Upper bound of the fp32 partials of each of dW and dV in the feature-attention backward:
+# small enough to stay in L2 (60 MB on an H200, 50 MB on an H100, 40 MB on an A100).
+_MAX_WEIGHT_PARTIAL_BYTES = 8 * 2**20
 
 
 def interpreter_active() -> bool:
@@ -234,9 +235,40 @@ class FeatureAttentionConfig:
     steps_per_split: int
     num_warps: int
     num_stages: int = 2
+    weight_splits: int | None = None  # backward: the dW/dV kernel's splits (None: heuristic)
 
     def num_splits(self, steps: int) -> int:
         return triton.cdiv(steps, self.steps_per_split)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightGradConfig:
+    """Launch configuration of the dW/dV kernel of the feature-attention backward: output
+    tiles of (block_m, block_n), steps in blocks of block_k, the batch rows split
+    round-robin over ``splits`` programs per tile (one fp32 partial per split)."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    splits: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+def weight_grad_config(batch: int, rows: int, cols: int, dtype: torch.dtype,
+                       device: torch.device, splits: int | None = None) -> WeightGradConfig:
+    """Heuristic configuration of the dW/dV kernel (not tuned yet): 64 x 64 tiles (smaller
+    for small matrices), and as many splits of the batch as fill the device, bounded by
+    ``_MAX_WEIGHT_PARTIAL_BYTES`` of partials (which stay in L2) and by the batch."""
+    block_m = min(64, max(16, triton.next_power_of_2(rows)))
+    block_n = min(64, max(16, triton.next_power_of_2(cols)))
+    block_k = 16 if dtype == torch.float64 else 32
+    if splits is None:
+        tiles = triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n)
+        partial_bytes = rows * cols * torch.finfo(accumulator_dtype(dtype)).bits // 8
+        splits = triton.cdiv(_num_programs_target(device), tiles)
+        splits = min(splits, max(1, _MAX_WEIGHT_PARTIAL_BYTES // partial_bytes))
+    return WeightGradConfig(block_m, block_n, block_k, max(1, min(splits, batch)))
 
 
 def feature_attention_config(batch: int, steps: int, hidden: int, attention_dim: int,
@@ -248,32 +280,31 @@ def feature_attention_config(batch: int, steps: int, hidden: int, attention_dim:
     backward) and the (block_n, block_da) tiles of W, V and the dW/dV partials live in
     registers and shared memory, so ``block_t``, ``block_n`` and the pipelining depth shrink
     as the tile width in bytes grows (``width``: d_a in fp16 elements; fp32 counts twice,
-    fp64 four times). The thresholds come from compiling for sm_90 without a GPU (ptxas
-    register and spill counts, no timing): with fp16, forward spills nothing up to
-    d_a = 512 and backward nothing up to d_a = 256 (larger blocks spill even at d_a = 19);
-    backward spills at d_a >= 512 with every block size tried (about 650 bytes per thread
-    at d_a = H = 512), and fp32 backward spills from d_a = 256 on. The backward keeps one dW and one dV partial per program, so
-    its number of programs is capped by ``_MAX_WEIGHT_PARTIAL_BYTES``.
+    fp64 four times). The thresholds come from compiling for sm_90 and sm_80 without a GPU
+    (``tests/triton_offline_compile.py``: ptxas register and spill counts, no timing): the
+    forward spills nothing up to d_a = 512; the restructured backward (no dW/dV tiles in its
+    loops) spills nothing at the paper (H = d_a = 256) and wide (512) shapes in fp32 and
+    bf16 with one pipelining stage and 4 warps up to d_a = 256, 8 above.
     """
     block_da = max(16, triton.next_power_of_2(attention_dim))
     width = block_da * torch.finfo(dtype).bits // 16
     if backward:
-        block_t, block_n = 16, 16
-        num_stages = 1 if width >= 512 else 2
+        # No software pipelining: with 2 stages the bf16 backward spilled at d_a = 256.
+        block_t, block_n, num_stages = 16, 16, 1
     else:
         block_t, block_n = (32, 32) if width <= 256 else ((32, 16) if width <= 512 else (16, 16))
         num_stages = 1 if width >= 1024 else 2
     block_n = min(block_n, max(16, triton.next_power_of_2(hidden)))
-    max_programs = None
-    if backward:
-        accumulator_bytes = torch.finfo(accumulator_dtype(dtype)).bits // 8
-        bytes_per_program = 2 * hidden * attention_dim * accumulator_bytes
-        max_programs = max(1, _MAX_WEIGHT_PARTIAL_BYTES // bytes_per_program)
+    num_warps = 8 if block_da >= 128 else 4
+    if backward and block_da <= 256:
+        # With 8 warps the (16, BLOCK_N = 16) products replicate their operands across warps:
+        # the bf16 backward needed 255 registers and spilled at d_a = 256 (4 warps: 220).
+        num_warps = 4
     return FeatureAttentionConfig(
         block_t=block_t,
         block_n=block_n,
         block_da=block_da,
-        steps_per_split=_steps_per_split(batch, steps, block_t, device, max_programs),
-        num_warps=8 if block_da >= 128 else 4,
+        steps_per_split=_steps_per_split(batch, steps, block_t, device),
+        num_warps=num_warps,
         num_stages=num_stages,
     )
