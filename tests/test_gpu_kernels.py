@@ -7,6 +7,7 @@
   steps per program), must stay within twice the eager same-dtype error (+ a small atol).
 - N1: the fp32 kernels on a GPU (libdevice exp/log, div.rn) keep the interpreter's fp32
   tolerance at those sizes.
+- The explicit TF32 option of the fp32 Triton feature attention: no worse than fp16.
 - No host-device sync per call in the public op on CUDA (``torch.cuda.set_sync_debug_mode``).
 - B2: a batch above 65535 (the gridDim.y limit) on every fused CUDA backend.
 - B1: tensors on a GPU that is not the current one (needs two GPUs).
@@ -67,6 +68,23 @@ def test_triton_fp32_on_gpu_keeps_the_interpreter_tolerance(op, shape):
     for name, value in expected.items():
         scale = value.abs().max().item() + 1.0
         assert max_error(actual[name], value) <= 2e-6 * scale, name
+
+
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_triton_tf32_option_no_worse_than_fp16(monkeypatch, shape):
+    """TF32 operands keep 10 mantissa bits, as fp16 does: the TF32 kernel's error must stay
+    within twice that of the eager fp16 computation (+ a small atol)."""
+    monkeypatch.setenv("SED_KERNELS_TRITON_TF32", "1")
+    inputs = make_inputs(shape, torch.float32, seed=5)
+    exact = reference_results("feature", inputs, torch.float64)
+    fp16 = reference_results("feature", {k: (v.half() if v.is_floating_point() else v)
+                                         for k, v in inputs.items()}, torch.float16)
+    actual = kernel_results("feature", inputs, "heuristic")
+    for name, value in exact.items():
+        kernel_error, fp16_error = max_error(actual[name], value), max_error(fp16[name], value)
+        atol = 1e-4 * (value.abs().max().item() + 1.0)
+        assert kernel_error <= 2 * fp16_error + atol, (
+            f"{name}: TF32 error {kernel_error:.3g}, eager fp16 {fp16_error:.3g}")
 
 
 def _inputs(batch, steps, hidden, attention, dtype=torch.float32):

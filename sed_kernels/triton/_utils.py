@@ -236,6 +236,9 @@ class FeatureAttentionConfig:
     num_warps: int
     num_stages: int = 2
     weight_splits: int | None = None  # backward: the dW/dV kernel's splits (None: heuristic)
+    # fp32 only: tl.dot in TF32 on tensor cores (10-bit mantissa operands, fp32 accumulate)
+    # instead of IEEE fp32 FMA. Off unless asked: here or SED_KERNELS_TRITON_TF32=1.
+    tf32: bool = False
 
     def num_splits(self, steps: int) -> int:
         return triton.cdiv(steps, self.steps_per_split)
@@ -307,4 +310,5 @@ def feature_attention_config(batch: int, steps: int, hidden: int, attention_dim:
         steps_per_split=_steps_per_split(batch, steps, block_t, device),
         num_warps=num_warps,
         num_stages=num_stages,
+        tf32=dtype == torch.float32 and os.environ.get("SED_KERNELS_TRITON_TF32") == "1",
     )

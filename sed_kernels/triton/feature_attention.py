@@ -40,9 +40,10 @@ forward 4 N H d_a; backward ``z`` 2, ``s`` 2, ``du`` 2, ``dh`` 2, ``dV`` 2, ``dW
 in all (N valid steps; padded steps are never computed).
 
 Dots take their operands in the input dtype (fp16/bf16 tensor cores, fp32 accumulation;
-fp32 uses ``input_precision="ieee"``, no TF32; fp64 in fp64), so ``u``, ``ds`` and ``dz`` are
-rounded to the input dtype before a dot, as the eager same-dtype model does. Under the
-interpreter bfloat16 operands are cast to fp32 instead (NumPy has no bfloat16 matmul).
+fp32 uses ``input_precision="ieee"``, TF32 only when asked; fp64 in fp64), so ``u``, ``ds``
+and ``dz`` are rounded to the input dtype before a dot, as the eager same-dtype model does.
+Under the interpreter bfloat16 operands are cast to fp32 instead (NumPy has no bfloat16
+matmul).
 """
 
 from __future__ import annotations
@@ -68,8 +69,21 @@ from ._utils import (
     weight_grad_config,
 )
 
-# fp32 dots in IEEE precision so that results match the eager fp32 reference (no TF32).
+# fp32 dots in IEEE precision so that results match the eager fp32 reference; TF32 only when
+# the configuration asks for it (FeatureAttentionConfig.tf32, SED_KERNELS_TRITON_TF32=1): its
+# operands keep fp16's 10 mantissa bits, so its error is that of an fp16 computation with
+# fp32 accumulation (what tests/test_gpu_kernels.py checks on a GPU).
 _DOT_PRECISION = "ieee"
+
+
+def _precision(dtype: torch.dtype, config: FeatureAttentionConfig,
+               backward_kernel: bool = False) -> str:
+    """The dots' input_precision. The TF32 backward kernel keeps its operands in the mma
+    layout at twice bf16's size and spilled 460/676 B at d_a = 512 (sm_90, offline
+    compile): it uses TF32 only up to d_a = 256; the forward and dW/dV kernels always."""
+    if not (config.tf32 and dtype == torch.float32):
+        return _DOT_PRECISION
+    return "tf32" if not backward_kernel or config.block_da <= 256 else _DOT_PRECISION
 
 
 @triton.jit
@@ -378,11 +392,12 @@ def _weight_grad_kernel(
              mask=m_in[:, None] & n_in[None, :])
 
 
-def _dtypes(dtype: torch.dtype) -> dict:
+def _dtypes(dtype: torch.dtype, config: FeatureAttentionConfig,
+            backward_kernel: bool = False) -> dict:
     return dict(
         ACC_DTYPE=triton_dtype(accumulator_dtype(dtype)),
         DOT_DTYPE=dot_operand_dtype(dtype),
-        PRECISION=_DOT_PRECISION,
+        PRECISION=_precision(dtype, config, backward_kernel),
         PRECISE=precise_math(dtype),
     )
 
@@ -417,14 +432,16 @@ def forward(h: torch.Tensor, W: torch.Tensor, V: torch.Tensor, lengths: torch.Te
             config.steps_per_split,
             BLOCK_T=config.block_t, BLOCK_N=config.block_n, BLOCK_DA=config.block_da,
             NUM_CHUNKS=num_chunks, CHUNKS_POW2=triton.next_power_of_2(num_chunks),
-            num_warps=config.num_warps, num_stages=config.num_stages, **_dtypes(h.dtype),
+            num_warps=config.num_warps, num_stages=config.num_stages,
+            **_dtypes(h.dtype, config),
         )
     out = out_partials[:, 0] if num_splits == 1 else out_partials.sum(dim=1)
     return out.to(h.dtype)
 
 
 def _weight_gradient(a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor,
-                     config: WeightGradConfig, dtype: torch.dtype) -> torch.Tensor:
+                     config: WeightGradConfig, dtype: torch.dtype, precision: str
+                     ) -> torch.Tensor:
     """sum over the valid steps of every row of a[b, t]^T b[b, t]: (M, N) in the accumulator
     dtype; ``config.splits`` partials (the rows split round-robin) summed in order."""
     batch, steps, rows_m = a.shape
@@ -438,7 +455,7 @@ def _weight_gradient(a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor,
         a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         ACC_DTYPE=triton_dtype(acc_dtype), DOT_DTYPE=dot_operand_dtype(dtype),
-        PRECISION=_DOT_PRECISION, num_warps=config.num_warps, num_stages=config.num_stages,
+        PRECISION=precision, num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return partials[0] if config.splits == 1 else partials.sum(dim=0)
 
@@ -475,10 +492,13 @@ def backward(grad_out: torch.Tensor, h: torch.Tensor, W: torch.Tensor, V: torch.
             config.steps_per_split,
             BLOCK_T=config.block_t, BLOCK_N=config.block_n, BLOCK_DA=config.block_da,
             NUM_CHUNKS=num_chunks,
-            num_warps=config.num_warps, num_stages=config.num_stages, **_dtypes(h.dtype),
+            num_warps=config.num_warps, num_stages=config.num_stages,
+            **_dtypes(h.dtype, config, backward_kernel=True),
         )
         dV = _weight_gradient(ds, u, lengths, weight_grad_config(
-            batch, hidden, attention_dim, h.dtype, h.device, config.weight_splits), h.dtype)
+            batch, hidden, attention_dim, h.dtype, h.device, config.weight_splits), h.dtype,
+            _precision(h.dtype, config))
         dW = _weight_gradient(dz, h, lengths, weight_grad_config(
-            batch, attention_dim, hidden, h.dtype, h.device, config.weight_splits), h.dtype)
+            batch, attention_dim, hidden, h.dtype, h.device, config.weight_splits), h.dtype,
+            _precision(h.dtype, config))
     return dh.to(h.dtype), dW.to(W.dtype), dV.to(V.dtype)
