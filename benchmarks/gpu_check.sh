@@ -74,7 +74,7 @@ if [ -z "$ARCH" ] && have nvidia-smi; then
   ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '. ')
 fi
 BUILD_CUDA=$( [ $DRY = 1 ] && echo "" || echo 1 )  # dry run: CUDA module if nvcc is there
-SED_KERNELS_CUDA_ARCH=${ARCH:-90} SED_KERNELS_BUILD_CUDA=$BUILD_CUDA MAX_JOBS=$(nproc) \
+SED_KERNELS_CUDA_ARCH=${ARCH:-80;90} SED_KERNELS_BUILD_CUDA=$BUILD_CUDA MAX_JOBS=$(nproc) \
   timeout 240 $PY setup.py -q build_ext --inplace > "$OUT/build.log" 2>&1
 status=$?
 if [ $status -ne 0 ]; then
