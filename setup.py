@@ -49,6 +49,7 @@ ROOT = Path(__file__).parent.resolve()
 CPU_MODULE = "sed_kernels._cpu"
 CUDA_MODULE = "sed_kernels._cuda"
 DEFAULT_CUDA_ARCHS = "80;90"
+PTXAS_REPORT = "_cuda_ptxas.txt"  # written next to sed_kernels._cuda
 
 # Flags of each CPU instruction-set variant of csrc/cpu/kernels.cpp (see csrc/cpu/kernels.h).
 X86_ISA_FLAGS = {
@@ -202,6 +203,23 @@ class NinjaBuildExt(build_ext):
             elif ext.name == CUDA_MODULE:
                 plans.append(self.cuda_plan(build_dir / "cuda", library))
         self.run_plans(build_dir, plans)
+        self.write_ptxas_report(plans)
+
+    def write_ptxas_report(self, plans: list[ModulePlan]) -> None:
+        """PTXAS_REPORT next to the CUDA module: the ptxas -v output of its compiles
+        (registers, spill bytes, shared memory per kernel; read by the tests)."""
+        for plan in plans:
+            if plan.name != CUDA_MODULE or plan.name not in {e.name for e in self.extensions}:
+                continue
+            logs = [Path(f"{s.output}.ptxas.txt") for s in plan.steps if s.rule == "nvcc"]
+            text = "".join(p.read_text() for p in logs if p.is_file())
+            (plan.library.parent / PTXAS_REPORT).write_text(text)
+
+    def copy_extensions_to_source(self) -> None:  # --inplace, editable installs
+        super().copy_extensions_to_source()
+        report = Path(self.build_lib) / "sed_kernels" / PTXAS_REPORT
+        if report.is_file() and CUDA_MODULE in {e.name for e in self.extensions}:
+            shutil.copyfile(report, ROOT / "sed_kernels" / PTXAS_REPORT)
 
     # -- what to build ---------------------------------------------------------------------
     def common_cxx_flags(self) -> list[str]:
@@ -287,6 +305,7 @@ class NinjaBuildExt(build_ext):
         ]
         if os.environ.get("CXX"):
             nvcc_flags.append(f"-ccbin={self.cxx[0]}")
+        nvcc_flags.append("-Xptxas=-v")  # per-kernel registers/spills/smem: see PTXAS_REPORT
         self.nvcc = str(nvcc)
         steps = [
             Step("cxx", build_dir / "bindings.o", [ROOT / "csrc/cuda/bindings.cpp"],
@@ -309,7 +328,12 @@ class NinjaBuildExt(build_ext):
         if step.rule == "cxx":
             return [*self.cxx, *step.flags, "-c", *inputs, "-o", str(step.output)]
         if step.rule == "nvcc":
-            return [self.nvcc, *step.flags, "-c", *inputs, "-o", str(step.output)]
+            # ptxas -v output goes to <object>.ptxas.txt; other compiler output shows as usual.
+            log = shlex.quote(f"{step.output}.ptxas.txt")
+            script = (f'"$@" 2> {log}; status=$?; '
+                      f"grep -v -e '^ptxas info' -e 'bytes stack frame' {log} >&2; exit $status")
+            return ["sh", "-c", script, "nvcc", self.nvcc, *step.flags, "-c", *inputs, "-o",
+                    str(step.output)]
         return [*self.cxx, *inputs, "-o", str(step.output), *step.flags]
 
     def run_plans(self, build_dir: Path, plans: list[ModulePlan]) -> None:

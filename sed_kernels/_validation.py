@@ -2,11 +2,17 @@
 
 Each failed check raises ``TypeError`` (wrong kind of tensor) or ``ValueError`` (wrong
 shape or value) with a message naming the argument, what was seen and what was expected.
-The checks on the *values* of ``lengths`` read the tensor (a device sync); they are skipped
-while ``torch.compile`` traces, where the kernels still never read past ``T``.
+The checks on the *values* of ``lengths`` read the tensor. They run when ``lengths`` is on
+the CPU. On a GPU reading it would be a host-device sync on every call, so there they are
+skipped unless ``SED_KERNELS_SYNC_CHECKS=1`` is set (for debugging: then the same error,
+at the cost of a sync per call); they are also skipped while ``torch.compile`` traces. The
+kernels never trust the values: each clamps ``lengths[b]`` to ``[0, T]``, so a bad length
+never reads or writes outside the buffers (a length of 0 gives NaN, as the reference does).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -34,6 +40,14 @@ def _require_rank(name: str, tensor: torch.Tensor, rank: int, layout: str) -> No
         )
 
 
+def _check_values(lengths: torch.Tensor) -> bool:
+    """Whether to read ``lengths`` on the host: CPU tensors, or any with SED_KERNELS_SYNC_CHECKS=1;
+    never while torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return False
+    return lengths.device.type == "cpu" or os.environ.get("SED_KERNELS_SYNC_CHECKS") == "1"
+
+
 def _check_h_and_lengths(h: object, lengths: object) -> tuple[torch.Tensor, torch.Tensor]:
     h = _require_tensor("h", h)
     lengths = _require_tensor("lengths", lengths)
@@ -56,7 +70,7 @@ def _check_h_and_lengths(h: object, lengths: object) -> tuple[torch.Tensor, torc
             f"lengths is on {lengths.device} but h is on {h.device}; "
             "put lengths on the same device as h"
         )
-    if batch > 0 and not torch.compiler.is_compiling():
+    if batch > 0 and _check_values(lengths):
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > steps:
             raise ValueError(

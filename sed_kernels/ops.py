@@ -103,7 +103,8 @@ def time_attention(h: Tensor, q: Tensor, lengths: Tensor, *, backend: str = "aut
     Args:
         h: (B, T, H) layer outputs, padded along T; any strides.
         q: (B, H) one query per row (the model uses ``last_N @ W_i``).
-        lengths: (B,) integer tensor on h's device, values in [1, T].
+        lengths: (B,) integer tensor on h's device, values in [1, T] (checked when on the
+            CPU; on a GPU only with SED_KERNELS_SYNC_CHECKS=1, see ``_validation``).
         backend: ``"auto"``, ``"reference"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
 
     Returns:
@@ -192,7 +193,8 @@ def feature_attention(
         h: (B, T, H) layer outputs, padded along T; any strides.
         W: (d_a, H) first projection.
         V: (H, d_a) second projection.
-        lengths: (B,) integer tensor on h's device, values in [1, T].
+        lengths: (B,) integer tensor on h's device, values in [1, T] (checked when on the
+            CPU; on a GPU only with SED_KERNELS_SYNC_CHECKS=1, see ``_validation``).
         backend: ``"auto"``, ``"reference"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
 
     Returns:

@@ -48,12 +48,13 @@ def time_config(name: str, hidden: int) -> TimeAttentionConfig | None:
 def feature_config(name: str, attention_dim: int, steps_per_split: int = 16
                    ) -> FeatureAttentionConfig | None:
     """None: the heuristic. "split": blocks of 16 steps, ``steps_per_split`` steps per
-    program, H in chunks of 16 features."""
+    program, H in chunks of 16 features, the backward's dW/dV over 2 splits of the batch."""
     if name == "heuristic":
         return None
     return FeatureAttentionConfig(block_t=16, block_n=16,
                                   block_da=max(16, _next_pow2(attention_dim)),
-                                  steps_per_split=steps_per_split, num_warps=4)
+                                  steps_per_split=steps_per_split, num_warps=4,
+                                  weight_splits=2)
 
 
 @contextlib.contextmanager
@@ -195,6 +196,24 @@ def test_low_precision_no_worse_than_eager(op, dtype, config_name):
                 f"{name} {shape}: kernel error {kernel_error:.3g}, eager {eager_error:.3g}"
             )
         assert_padded_steps_zero(actual["dh"], inputs["lengths"])
+
+
+def test_tf32_option_runs_and_is_off_by_default(monkeypatch):
+    """The explicit TF32 option of the fp32 feature attention: off by default, on with the
+    environment variable. Under the interpreter the dots stay exact, so this covers the
+    plumbing; tests/test_gpu_kernels.py checks TF32's accuracy on a GPU."""
+    assert not _utils.feature_attention_config(2, 9, 8, 8, torch.float32, DEVICE, True).tf32
+    monkeypatch.setenv("SED_KERNELS_TRITON_TF32", "1")
+    assert _utils.feature_attention_config(2, 9, 8, 8, torch.float32, DEVICE, True).tf32
+    assert not _utils.feature_attention_config(2, 9, 8, 8, torch.bfloat16, DEVICE, True).tf32
+    shape = (3, 37, 37, 19)
+    inputs = make_inputs(shape, torch.float32, seed=13)
+    expected = reference_results("feature", inputs, torch.float64)
+    actual = kernel_results("feature", inputs, "heuristic")
+    tolerance = 2e-6 if DEVICE.type == "cpu" else 2e-3  # exact NumPy / TF32 on a GPU
+    for name, value in expected.items():
+        scale = value.abs().max().item() + 1.0
+        assert max_error(actual[name], value) <= tolerance * scale, name
 
 
 # ---------------------------------------------------------------- padding and determinism

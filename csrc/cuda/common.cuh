@@ -7,8 +7,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "launchers.h"
 
@@ -92,6 +95,14 @@ __global__ void zero_padded_steps(T* grad_h, const int64_t* lengths, int64_t bat
   }
 }
 
+// lengths[b] clamped to [0, steps]: the op does not read lengths on the host for CUDA tensors
+// (no device sync per call), so the kernels never trust a length beyond the buffer.
+__device__ __forceinline__ int64_t clamped_length(const int64_t* lengths, int64_t b,
+                                                  int64_t steps) {
+  const int64_t length = lengths[b];
+  return length < 0 ? 0 : (length > steps ? steps : length);
+}
+
 inline int grid_stride_blocks(int64_t elements, int threads) {
   const int64_t blocks = (elements + threads - 1) / threads;
   return int(blocks < 4096 ? (blocks > 0 ? blocks : 1) : 4096);
@@ -103,6 +114,14 @@ inline void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess)
     throw std::runtime_error(std::string("sed_kernels._cuda: ") + what + " failed: " +
                              cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
+}
+
+// gridDim.x of a one-dimensional grid of `blocks` CTAs (at most 2^31 - 1), else a clear error.
+inline unsigned one_dimensional_grid(int64_t blocks, const char* name) {
+  if (blocks < 1 || blocks > int64_t(0x7fffffff))
+    throw std::runtime_error(std::string("sed_kernels._cuda: ") + name + " needs " +
+                             std::to_string(blocks) + " thread blocks; at most 2^31 - 1 fit a grid");
+  return unsigned(blocks);
 }
 
 // Every kernel launch is followed by this (launch-configuration errors, missing kernel image
@@ -146,12 +165,32 @@ void dispatch_dtype(DType dtype, F&& f) {
 inline int64_t accumulator_bytes(DType dtype) { return dtype == DType::float64 ? 8 : 4; }
 
 // Dynamic shared memory above 48 KiB must be requested per kernel; fails clearly when the
-// device has less than `bytes` per block.
+// device has less than `bytes` per block. The device limit and the largest size already set
+// per (kernel, device) are cached, so a call costs cudaFuncSetAttribute only when a kernel
+// needs more than before on that device (not on every call).
+inline std::mutex& shared_memory_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
 template <class Kernel>
 void request_shared_memory(Kernel kernel, int64_t bytes, int device, const char* name) {
-  int limit = 0;
-  check(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-        "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+  static_assert(sizeof(Kernel) == sizeof(const void*), "a __global__ function pointer");
+  static std::map<int, int> limits;                                // device -> opt-in limit
+  static std::map<std::pair<const void*, int>, int64_t> granted;  // (kernel, device) -> bytes
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device);
+  std::lock_guard<std::mutex> lock(shared_memory_mutex());
+  if (bytes <= 48 * 1024) return;  // the default limit of every GPU since sm_20
+  const auto known = granted.find(key);
+  if (known != granted.end() && known->second >= bytes) return;
+  auto found = limits.find(device);
+  if (found == limits.end()) {
+    int value = 0;
+    check(cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+          "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+    found = limits.emplace(device, value).first;
+  }
+  const int limit = found->second;
   if (bytes > limit)
     throw std::runtime_error(std::string("sed_kernels._cuda: ") + name + " needs " +
                              std::to_string(bytes) + " bytes of shared memory per block for these "
@@ -159,6 +198,7 @@ void request_shared_memory(Kernel kernel, int64_t bytes, int device, const char*
                              "; use the 'triton' or 'reference' backend for such large H / d_a");
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
         "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  granted[key] = bytes;
 }
 
 }  // namespace sed_cuda

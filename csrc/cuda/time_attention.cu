@@ -1,7 +1,7 @@
 // Time attention on CUDA: s_t = h_t . q, a = softmax over valid t, out = sum_t a_t h_t.
 //
-// Forward: one CTA per (chunk of steps, row). The chunk's steps are read once from global
-// memory into shared memory (when H fits, see kTileBytes), its scores computed by one warp
+// Forward: one CTA per (row, chunk of steps), on a one-dimensional grid (B * chunks < 2^31).
+// The chunk's steps are read once from global memory into shared memory (when H fits, see kTileBytes), its scores computed by one warp
 // per step, and the CTA writes the chunk's softmax partial (max, sum of exp, weighted sum of
 // h) to the workspace. A second kernel combines each row's chunks in chunk order (the
 // split-softmax of flash-decoding), so the result does not depend on scheduling.
@@ -16,6 +16,9 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxChunkSteps = 64;
+// Four CTAs (32 warps) per SM for these bandwidth-bound kernels: at most 64 registers. With
+// no minimum ptxas gave them 32-48 registers and spilled 4-24 B per thread (ptxas -v).
+constexpr int kMinBlocksPerSm = 4;
 constexpr int64_t kTileBytes = 32 * 1024;  // shared-memory tile of one chunk's h
 
 // Steps per chunk: as many as fit the tile (at most kMaxChunkSteps, at least 1).
@@ -53,17 +56,19 @@ __device__ void load_tile(const T* rows, int64_t stride_t, int64_t stride_h, int
 }
 
 template <class T, bool Staged>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     time_forward_chunk(StridedSteps h, const T* __restrict__ q, const int64_t* __restrict__ lengths,
-                       int64_t hidden, int chunk, int chunks, acc_t<T>* __restrict__ part_max,
-                       acc_t<T>* __restrict__ part_sum, acc_t<T>* __restrict__ part_acc) {
+                       int64_t steps, int64_t hidden, int chunk, int chunks,
+                       acc_t<T>* __restrict__ part_max, acc_t<T>* __restrict__ part_sum,
+                       acc_t<T>* __restrict__ part_acc) {
   using A = acc_t<T>;
   extern __shared__ __align__(16) unsigned char shared[];
   A* p = reinterpret_cast<A*>(shared);  // [kMaxChunkSteps] scores, then exp(s - m)
   A* tile = p + kMaxChunkSteps;         // [n * hidden] when Staged
-  const int64_t b = blockIdx.y;
-  const int c = blockIdx.x;
-  const int64_t t0 = int64_t(c) * chunk, length = lengths[b];
+  // One-dimensional grid of (row, chunk) pairs: gridDim.y (65535) would bound the batch.
+  const int64_t b = blockIdx.x / unsigned(chunks);
+  const int c = int(blockIdx.x % unsigned(chunks));
+  const int64_t t0 = int64_t(c) * chunk, length = clamped_length(lengths, b, steps);
   if (t0 >= length) return;  // the combine kernel reads only chunks with valid steps
   const int n = int(min(int64_t(chunk), length - t0));
   const T* rows = static_cast<const T*>(h.data) + b * h.stride_b + t0 * h.stride_t;
@@ -103,13 +108,14 @@ __global__ void __launch_bounds__(kThreads)
 // out[b] = sum_c e^{m_c - M} acc_c / L, L = sum_c e^{m_c - M} l_c, lse = M + log L.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    time_forward_combine(const int64_t* __restrict__ lengths, int64_t hidden, int chunk, int chunks,
-                         const acc_t<T>* __restrict__ part_max, const acc_t<T>* __restrict__ part_sum,
+    time_forward_combine(const int64_t* __restrict__ lengths, int64_t steps, int64_t hidden,
+                         int chunk, int chunks, const acc_t<T>* __restrict__ part_max,
+                         const acc_t<T>* __restrict__ part_sum,
                          const acc_t<T>* __restrict__ part_acc, acc_t<T>* __restrict__ out,
                          acc_t<T>* __restrict__ lse) {
   using A = acc_t<T>;
   const int64_t b = blockIdx.x;
-  const int valid = int((lengths[b] + chunk - 1) / chunk);
+  const int valid = int((clamped_length(lengths, b, steps) + chunk - 1) / chunk);
   const A* maxes = part_max + b * chunks;
   A m = negative_infinity<A>();
   for (int c = 0; c < valid; ++c) m = fmax(m, maxes[c]);
@@ -125,7 +131,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <class T, bool Staged>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     time_backward_chunk(const T* __restrict__ grad_out, StridedSteps h, const T* __restrict__ q,
                         const int64_t* __restrict__ lengths, const acc_t<T>* __restrict__ out,
                         const acc_t<T>* __restrict__ lse, T* __restrict__ grad_h, int64_t steps,
@@ -136,9 +142,9 @@ __global__ void __launch_bounds__(kThreads)
   A* ds = p + kMaxChunkSteps;           // [kMaxChunkSteps]
   A* d_shared = ds + kMaxChunkSteps;    // [1]: D = g . out
   A* tile = d_shared + 1;               // [n * hidden] when Staged
-  const int64_t b = blockIdx.y;
-  const int c = blockIdx.x;
-  const int64_t t0 = int64_t(c) * chunk, length = lengths[b];
+  const int64_t b = blockIdx.x / unsigned(chunks);  // one-dimensional grid, as in the forward
+  const int c = int(blockIdx.x % unsigned(chunks));
+  const int64_t t0 = int64_t(c) * chunk, length = clamped_length(lengths, b, steps);
   const int n_all = int(min(int64_t(chunk), steps - t0));
   const int n = int(max(int64_t(0), min(int64_t(chunk), length - t0)));  // valid steps
   const T* g = grad_out + b * hidden;
@@ -192,11 +198,12 @@ __global__ void __launch_bounds__(kThreads)
 // dq[b] = sum over the row's valid chunks, in chunk order.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    time_backward_combine(const int64_t* __restrict__ lengths, int64_t hidden, int chunk, int chunks,
-                          const acc_t<T>* __restrict__ part_dq, T* __restrict__ grad_q) {
+    time_backward_combine(const int64_t* __restrict__ lengths, int64_t steps, int64_t hidden,
+                          int chunk, int chunks, const acc_t<T>* __restrict__ part_dq,
+                          T* __restrict__ grad_q) {
   using A = acc_t<T>;
   const int64_t b = blockIdx.x;
-  const int valid = int((lengths[b] + chunk - 1) / chunk);
+  const int valid = int((clamped_length(lengths, b, steps) + chunk - 1) / chunk);
   for (int64_t j = threadIdx.x; j < hidden; j += kThreads) {
     A acc = 0;
     for (int c = 0; c < valid; ++c) acc += part_dq[(b * chunks + c) * hidden + j];
@@ -230,15 +237,15 @@ void time_attention_forward(DType dtype, StridedSteps h, const void* q, const in
     A* part_max = static_cast<A*>(workspace);
     A* part_sum = part_max + batch * chunks;
     A* part_acc = part_sum + batch * chunks;
-    const dim3 grid(chunks, unsigned(batch));
+    const unsigned grid = one_dimensional_grid(batch * chunks, "time_attention forward");
     auto kernel = tile ? time_forward_chunk<T, true> : time_forward_chunk<T, false>;
     request_shared_memory(kernel, smem, launch.device, "time_attention forward");
-    kernel<<<grid, kThreads, smem, stream>>>(h, static_cast<const T*>(q), lengths, hidden, chunk,
-                                             chunks, part_max, part_sum, part_acc);
+    kernel<<<grid, kThreads, smem, stream>>>(h, static_cast<const T*>(q), lengths, steps, hidden,
+                                             chunk, chunks, part_max, part_sum, part_acc);
     check_launch("time_forward_chunk launch");
-    time_forward_combine<T><<<unsigned(batch), kThreads, 0, stream>>>(
-        lengths, hidden, chunk, chunks, part_max, part_sum, part_acc, static_cast<A*>(out),
-        static_cast<A*>(lse));
+    time_forward_combine<T><<<one_dimensional_grid(batch, "time_attention forward"), kThreads, 0,
+                              stream>>>(lengths, steps, hidden, chunk, chunks, part_max, part_sum,
+                                        part_acc, static_cast<A*>(out), static_cast<A*>(lse));
     check_launch("time_forward_combine launch");
   });
 }
@@ -256,7 +263,7 @@ void time_attention_backward(DType dtype, const void* grad_out, StridedSteps h, 
     using T = decltype(tag);
     using A = acc_t<T>;
     A* part_dq = static_cast<A*>(workspace);
-    const dim3 grid(chunks, unsigned(batch));
+    const unsigned grid = one_dimensional_grid(batch * chunks, "time_attention backward");
     auto kernel = tile ? time_backward_chunk<T, true> : time_backward_chunk<T, false>;
     request_shared_memory(kernel, smem, launch.device, "time_attention backward");
     kernel<<<grid, kThreads, smem, stream>>>(
@@ -264,8 +271,9 @@ void time_attention_backward(DType dtype, const void* grad_out, StridedSteps h, 
         static_cast<const A*>(out), static_cast<const A*>(lse), static_cast<T*>(grad_h), steps,
         hidden, chunk, chunks, part_dq);
     check_launch("time_backward_chunk launch");
-    time_backward_combine<T><<<unsigned(batch), kThreads, 0, stream>>>(
-        lengths, hidden, chunk, chunks, part_dq, static_cast<T*>(grad_q));
+    time_backward_combine<T><<<one_dimensional_grid(batch, "time_attention backward"), kThreads,
+                               0, stream>>>(lengths, steps, hidden, chunk, chunks, part_dq,
+                                            static_cast<T*>(grad_q));
     check_launch("time_backward_combine launch");
   });
 }

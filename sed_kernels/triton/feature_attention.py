@@ -18,28 +18,32 @@ its valid steps in blocks of ``BLOCK_T``. Per block everything stays on chip; ne
 
 Forward partial outputs (B, num_splits, H) are summed by ``torch.sum`` (deterministic).
 
-Backward (same grid) recomputes ``u``, ``s`` and ``a`` per block, with
-``g = grad_out[b]`` and ``c_t = sum_n a_tn g_n h_tn``. Per block it walks the H chunks three
-times, recomputing the chunk of ``s`` each time: (1) softmax max/sum and ``c`` (online),
-(2) ``ds``, ``du`` and dV, (3) dh and dW:
+Backward, two kernels. (1) Same grid as the forward; per block of steps it recomputes ``z``
+and ``u`` and, once, ``s``: with ``g = grad_out[b]`` and ``c_t = sum_n a_tn g_n h_tn`` it walks
+the H chunks three times, but only the first computes ``s = u @ V^T`` (into a per-program
+scratch, L1/L2-resident, that the later passes read):
 
-* ``ds = a * (g * h - c)``; ``du = ds @ V``; ``dV += ds^T @ u``;
-* ``dz = du * (1 - u^2)``; ``dh = g * a + dz @ W`` (written directly); ``dW += dz^T @ h``.
-  ``1 - u^2`` is computed from the fp32 ``z`` as ``4 e / (1 + e)^2``, ``e = exp(-2|z|)``:
-  where tanh saturates, ``1 - u^2`` of a rounded ``u`` (eager autograd) loses most digits.
+* pass 1: ``s`` chunk by chunk, softmax max/sum and ``c`` (online over the chunks);
+* pass 2: ``a = softmax(s)`` (back into the scratch), ``ds = a * (g * h - c)``, ``du += ds @ V``;
+* pass 3: ``dz = du * (1 - u^2)``; ``dh = g * a + dz @ W`` (written directly).
+  ``1 - u^2`` is computed from the fp32 ``z`` (kept in the scratch) as ``4 e / (1 + e)^2``,
+  ``e = exp(-2|z|)``: where tanh saturates, ``1 - u^2`` of a rounded ``u`` loses most digits.
 
-dW and dV are accumulated per program in fp32 (fp64 for fp64 inputs) partial buffers
-(num_programs, d_a, H) and (num_programs, H, d_a), each program reading and writing only its
-own slice (read-add-write per block, after a ``tl.debug_barrier`` so the previous block's
-writes by other threads are visible), then summed over programs by ``torch.sum``:
-deterministic, no atomics. This partial traffic per block is the main cost at large
-H*d_a; ``feature_attention_config`` caps the number of programs so the partials stay
-bounded (tuning item).
+It writes ``u``, ``ds`` and ``dz`` of the valid steps in the dot operand dtype (B, T, d_a),
+(B, T, H), (B, T, d_a). (2) ``_weight_grad_kernel`` then forms ``dV = sum_t ds_t^T u_t`` and
+``dW = sum_t dz_t^T h_t`` as matrix products over the valid steps: each program owns one
+(64, 64) output tile and one split of the batch rows, accumulates it in registers over all
+of its steps and stores it once; the few splits' fp32 (fp64) partials (at most
+``_MAX_WEIGHT_PARTIAL_BYTES``, L2-sized) are summed in order by torch: deterministic, no
+atomics, no read-modify-write of partials. Matrix-product FLOPs, forward + backward:
+forward 4 N H d_a; backward ``z`` 2, ``s`` 2, ``du`` 2, ``dh`` 2, ``dV`` 2, ``dW`` 2: 16 N H d_a
+in all (N valid steps; padded steps are never computed).
 
 Dots take their operands in the input dtype (fp16/bf16 tensor cores, fp32 accumulation;
-fp32 uses ``input_precision="ieee"``, no TF32; fp64 in fp64), so ``u``, ``ds`` and ``dz`` are
-rounded to the input dtype before a dot, as the eager same-dtype model does. Under the
-interpreter bfloat16 operands are cast to fp32 instead (NumPy has no bfloat16 matmul).
+fp32 uses ``input_precision="ieee"``, TF32 only when asked; fp64 in fp64), so ``u``, ``ds``
+and ``dz`` are rounded to the input dtype before a dot, as the eager same-dtype model does.
+Under the interpreter bfloat16 operands are cast to fp32 instead (NumPy has no bfloat16
+matmul).
 """
 
 from __future__ import annotations
@@ -50,29 +54,48 @@ import triton.language as tl
 
 from ._utils import (
     FeatureAttentionConfig,
+    WeightGradConfig,
     accumulator_dtype,
     check_device,
+    div,
     dot_operand_dtype,
+    exp,
     explain_resource_errors,
     feature_attention_config,
     kernel_output_dtype,
+    on_device,
+    precise_math,
     triton_dtype,
+    weight_grad_config,
 )
 
-# fp32 dots in IEEE precision so that results match the eager fp32 reference (no TF32).
+# fp32 dots in IEEE precision so that results match the eager fp32 reference; TF32 only when
+# the configuration asks for it (FeatureAttentionConfig.tf32, SED_KERNELS_TRITON_TF32=1): its
+# operands keep fp16's 10 mantissa bits, so its error is that of an fp16 computation with
+# fp32 accumulation (what tests/test_gpu_kernels.py checks on a GPU).
 _DOT_PRECISION = "ieee"
 
 
+def _precision(dtype: torch.dtype, config: FeatureAttentionConfig,
+               backward_kernel: bool = False) -> str:
+    """The dots' input_precision. The TF32 backward kernel keeps its operands in the mma
+    layout at twice bf16's size and spilled 460/676 B at d_a = 512 (sm_90, offline
+    compile): it uses TF32 only up to d_a = 256; the forward and dW/dV kernels always."""
+    if not (config.tf32 and dtype == torch.float32):
+        return _DOT_PRECISION
+    return "tf32" if not backward_kernel or config.block_da <= 256 else _DOT_PRECISION
+
+
 @triton.jit
-def _tanh(x):
+def _tanh(x, PRECISE: tl.constexpr):
     """tanh to a few ulps in fp32 and fp64 (``tl`` has no tanh that the interpreter runs).
 
     |x| >= 1/8: sign(x) (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.78 (no overflow, no
     cancellation worse than 1 - 0.78). |x| < 1/8: the odd Taylor series to x^15, whose next
     term is below 1e-17 relative, avoiding the cancellation of 1 - e near 0.
     """
-    e = tl.exp(-2.0 * tl.abs(x))
-    magnitude = (1.0 - e) / (1.0 + e)
+    e = exp(-2.0 * tl.abs(x), PRECISE)
+    magnitude = div(1.0 - e, 1.0 + e, PRECISE)
     large = tl.where(x >= 0, magnitude, -magnitude)
     is_small = tl.abs(x) < 0.125
     x = tl.where(is_small, x, 0.0)  # keeps x * x finite where the series is not used
@@ -89,11 +112,11 @@ def _tanh(x):
 
 
 @triton.jit
-def _tanh_derivative(x):
+def _tanh_derivative(x, PRECISE: tl.constexpr):
     """1 - tanh(x)^2 = 4 e / (1 + e)^2 with e = exp(-2|x|): no cancellation as |tanh| -> 1,
     unlike 1 - u^2 from a rounded u (what eager autograd computes)."""
-    e = tl.exp(-2.0 * tl.abs(x))
-    return 4.0 * e / ((1.0 + e) * (1.0 + e))
+    e = exp(-2.0 * tl.abs(x), PRECISE)
+    return div(4.0 * e, (1.0 + e) * (1.0 + e), PRECISE)
 
 
 @triton.jit
@@ -150,15 +173,17 @@ def _feature_scores(u_dot, v_chunk, offs_f, H, ACC_DTYPE: tl.constexpr,
 def _feature_attention_fwd_kernel(
     h_ptr, w_ptr, v_ptr, lengths_ptr,
     out_ptr,  # (B, S, H): the output itself when S == 1, else accumulator-dtype partials
-    H, DA, stride_hb, stride_ht, stride_hh, steps_per_split,
+    T, H, DA, stride_hb, stride_ht, stride_hh, steps_per_split,
     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DA: tl.constexpr,
     NUM_CHUNKS: tl.constexpr, CHUNKS_POW2: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+    PRECISE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     num_splits = tl.num_programs(1)
-    length = tl.load(lengths_ptr + row).to(tl.int32)
+    # Clamped to T: lengths on a GPU are not value-checked by the op (no host sync).
+    length = tl.minimum(tl.load(lengths_ptr + row).to(tl.int32), T)
     t_begin = split * steps_per_split
     t_end = tl.minimum(t_begin + steps_per_split, length)  # this program's valid steps
 
@@ -173,7 +198,7 @@ def _feature_attention_fwd_kernel(
         t_valid = offs_t < t_end
         z = _projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H, DA,
                         BLOCK_T, BLOCK_N, BLOCK_DA, NUM_CHUNKS, ACC_DTYPE, DOT_DTYPE, PRECISION)
-        u_dot = _tanh(z).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
+        u_dot = _tanh(z, PRECISE).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
 
         # Pass 1: per-step max and sum of exp over the features (online softmax).
         row_max = tl.full((BLOCK_T,), float("-inf"), ACC_DTYPE)
@@ -183,17 +208,18 @@ def _feature_attention_fwd_kernel(
             scores = _feature_scores(u_dot, _load_v_chunk(v_ptr, offs_f, offs_da, H, DA),
                                      offs_f, H, ACC_DTYPE, PRECISION)
             new_max = tl.maximum(row_max, tl.max(scores, axis=1))  # finite from chunk 0 on
-            row_sum = row_sum * tl.exp(row_max - new_max) + tl.sum(
-                tl.exp(scores - new_max[:, None]), axis=1)
+            row_sum = row_sum * exp(row_max - new_max, PRECISE) + tl.sum(
+                exp(scores - new_max[:, None], PRECISE), axis=1)
             row_max = new_max
-        inv_sum = 1.0 / row_sum
+        inv_sum = div(tl.full(row_sum.shape, 1.0, row_sum.dtype), row_sum, PRECISE)
 
         # Pass 2: a = softmax(s) chunk by chunk; out += sum over the block's steps of a * h.
         for chunk in range(NUM_CHUNKS):
             offs_f = chunk * BLOCK_N + offs_n
             scores = _feature_scores(u_dot, _load_v_chunk(v_ptr, offs_f, offs_da, H, DA),
                                      offs_f, H, ACC_DTYPE, PRECISION)
-            weights = tl.exp(scores - row_max[:, None]) * inv_sum[:, None]  # (BLOCK_T, BLOCK_N)
+            # (BLOCK_T, BLOCK_N)
+            weights = exp(scores - row_max[:, None], PRECISE) * inv_sum[:, None]
             h_chunk = _load_h_chunk(h_row_ptr, offs_t, t_valid, offs_f, stride_ht, stride_hh,
                                     H).to(ACC_DTYPE)  # 0 on padded steps
             contribution = tl.sum(weights * h_chunk, axis=0)  # (BLOCK_N,)
@@ -208,18 +234,20 @@ def _feature_attention_fwd_kernel(
 def _feature_attention_bwd_kernel(
     grad_out_ptr, h_ptr, w_ptr, v_ptr, lengths_ptr,
     dh_ptr,  # (B, T, H) contiguous
-    dw_part_ptr,  # (P, DA, H) zero-initialised, P = B * S programs
-    dv_part_ptr,  # (P, H, DA) zero-initialised
+    u_ptr, dz_ptr,  # (B, T, DA) contiguous, dot dtype: u and dz of the valid steps
+    ds_ptr,  # (B, T, H) contiguous, dot dtype: ds of the valid steps
+    scratch_ptr,  # (P, BLOCK_T, NUM_CHUNKS * BLOCK_N + BLOCK_DA) fp32 (fp64): see below
     T, H, DA, stride_hb, stride_ht, stride_hh, steps_per_split,
     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DA: tl.constexpr,
     NUM_CHUNKS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+    PRECISE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     num_splits = tl.num_programs(1)
     program = row * num_splits + split
-    length = tl.load(lengths_ptr + row).to(tl.int32)
+    length = tl.minimum(tl.load(lengths_ptr + row).to(tl.int32), T)
     t_begin = split * steps_per_split
     t_stop = tl.minimum(t_begin + steps_per_split, T)  # this program's steps: [t_begin, t_stop)
     t_end = tl.minimum(t_stop, length)  # of which valid: [t_begin, t_end)
@@ -227,20 +255,33 @@ def _feature_attention_bwd_kernel(
     h_row_ptr = h_ptr + row * stride_hb
     dh_row_ptr = dh_ptr + row * T * H
     grad_row_ptr = grad_out_ptr + row * H
-    dw_part_ptr += program * DA * H
-    dv_part_ptr += program * H * DA
+    u_row_ptr = u_ptr + row * T * DA
+    dz_row_ptr = dz_ptr + row * T * DA
+    ds_row_ptr = ds_ptr + row * T * H
+    # This program's scratch (L1/L2-resident, reused by every block): the block's scores, then
+    # weights (columns [0, HP)), and 1 - u^2 (columns [HP, HP + BLOCK_DA)), kept there
+    # rather than in registers between passes 1 and 3.
+    HP: tl.constexpr = NUM_CHUNKS * BLOCK_N
+    LD: tl.constexpr = HP + BLOCK_DA
+    scratch_ptr += program * BLOCK_T * LD
     offs_n = tl.arange(0, BLOCK_N)
     offs_da = tl.arange(0, BLOCK_DA)
+    offs_i = tl.arange(0, BLOCK_T)
     da_in = offs_da < DA
 
     for t0 in range(t_begin, t_end, BLOCK_T):
-        offs_t = t0 + tl.arange(0, BLOCK_T)
+        offs_t = t0 + offs_i
         t_valid = offs_t < t_end
+        da_mask = t_valid[:, None] & da_in[None, :]
         z = _projection(h_row_ptr, w_ptr, offs_t, t_valid, stride_ht, stride_hh, H, DA,
                         BLOCK_T, BLOCK_N, BLOCK_DA, NUM_CHUNKS, ACC_DTYPE, DOT_DTYPE, PRECISION)
-        u_dot = _tanh(z).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
+        u_dot = _tanh(z, PRECISE).to(DOT_DTYPE)  # u = tanh(W h): (BLOCK_T, BLOCK_DA)
+        tl.store(scratch_ptr + offs_i[:, None] * LD + HP + offs_da[None, :], z)
+        tl.store(u_row_ptr + offs_t[:, None] * DA + offs_da[None, :],
+                 u_dot.to(u_ptr.dtype.element_ty), mask=da_mask)
 
-        # Pass 1 (online over feature chunks): softmax max/sum and c_t = sum_n a g h.
+        # Pass 1, the only product with V^T: s chunk by chunk into the scratch; online
+        # softmax max/sum and c_t = sum_n a g h.
         row_max = tl.full((BLOCK_T,), float("-inf"), ACC_DTYPE)
         row_sum = tl.zeros((BLOCK_T,), ACC_DTYPE)
         row_dot = tl.zeros((BLOCK_T,), ACC_DTYPE)  # sum_n exp(s - row_max) g h
@@ -248,60 +289,58 @@ def _feature_attention_bwd_kernel(
             offs_f = chunk * BLOCK_N + offs_n
             scores = _feature_scores(u_dot, _load_v_chunk(v_ptr, offs_f, offs_da, H, DA),
                                      offs_f, H, ACC_DTYPE, PRECISION)
+            tl.store(scratch_ptr + offs_i[:, None] * LD + offs_f[None, :], scores)
             h_chunk = _load_h_chunk(h_row_ptr, offs_t, t_valid, offs_f, stride_ht, stride_hh,
                                     H).to(ACC_DTYPE)
             grad = tl.load(grad_row_ptr + offs_f, mask=offs_f < H, other=0.0).to(ACC_DTYPE)
             new_max = tl.maximum(row_max, tl.max(scores, axis=1))
-            rescale = tl.exp(row_max - new_max)
-            e = tl.exp(scores - new_max[:, None])
+            rescale = exp(row_max - new_max, PRECISE)
+            e = exp(scores - new_max[:, None], PRECISE)
             row_sum = row_sum * rescale + tl.sum(e, axis=1)
             row_dot = row_dot * rescale + tl.sum(e * grad[None, :] * h_chunk, axis=1)
             row_max = new_max
-        inv_sum = 1.0 / row_sum
+        inv_sum = div(tl.full(row_sum.shape, 1.0, row_sum.dtype), row_sum, PRECISE)
         weighted_grad = row_dot * inv_sum  # c_t, 0 on padded steps (h = 0 there)
+        tl.debug_barrier()  # the scratch written above is visible to every thread
 
-        # Pass 2: ds = a (g h - c); du = ds @ V; dV += ds^T @ u.
+        # Pass 2: a = softmax(s) (kept in the scratch for pass 3); ds = a (g h - c), written
+        # for the weight gradients; du = ds @ V.
         du = tl.zeros((BLOCK_T, BLOCK_DA), ACC_DTYPE)
         for chunk in range(NUM_CHUNKS):
             offs_f = chunk * BLOCK_N + offs_n
-            v_chunk = _load_v_chunk(v_ptr, offs_f, offs_da, H, DA)  # (BLOCK_N, BLOCK_DA)
-            scores = _feature_scores(u_dot, v_chunk, offs_f, H, ACC_DTYPE, PRECISION)
-            weights = tl.exp(scores - row_max[:, None]) * inv_sum[:, None]
+            scratch = scratch_ptr + offs_i[:, None] * LD + offs_f[None, :]
+            weights = exp(tl.load(scratch) - row_max[:, None], PRECISE) * inv_sum[:, None]
+            tl.store(scratch, weights)
             h_chunk = _load_h_chunk(h_row_ptr, offs_t, t_valid, offs_f, stride_ht, stride_hh,
                                     H).to(ACC_DTYPE)
             grad = tl.load(grad_row_ptr + offs_f, mask=offs_f < H, other=0.0).to(ACC_DTYPE)
             # 0 on padded steps: there h = 0 and c = 0.
             ds = (weights * (grad[None, :] * h_chunk - weighted_grad[:, None])).to(DOT_DTYPE)
-            du = tl.dot(ds, v_chunk.to(DOT_DTYPE), du, input_precision=PRECISION)
-            dv_ptrs = dv_part_ptr + offs_f[:, None] * DA + offs_da[None, :]
-            dv_mask = (offs_f < H)[:, None] & da_in[None, :]
-            tl.debug_barrier()  # the previous block's store of this tile is visible
-            dv = tl.load(dv_ptrs, mask=dv_mask, other=0.0)
-            dv = tl.dot(tl.trans(ds), u_dot, dv, input_precision=PRECISION)  # (BLOCK_N, BLOCK_DA)
-            tl.store(dv_ptrs, dv, mask=dv_mask)
+            tl.store(ds_row_ptr + offs_t[:, None] * H + offs_f[None, :],
+                     ds.to(ds_ptr.dtype.element_ty),
+                     mask=t_valid[:, None] & (offs_f < H)[None, :])
+            v_chunk = _load_v_chunk(v_ptr, offs_f, offs_da, H, DA).to(DOT_DTYPE)
+            du = tl.dot(ds, v_chunk, du, input_precision=PRECISION)
 
-        # Pass 3: dz = du (1 - u^2); dh = g a + dz @ W; dW += dz^T @ h.
-        dz = (du * _tanh_derivative(z)).to(DOT_DTYPE)  # (BLOCK_T, BLOCK_DA)
+        # Pass 3: dz = du (1 - u^2), written for dW; dh = g a + dz @ W.
+        tanh_derivative = _tanh_derivative(
+            tl.load(scratch_ptr + offs_i[:, None] * LD + HP + offs_da[None, :]), PRECISE)
+        dz = (du * tanh_derivative).to(DOT_DTYPE)  # (BLOCK_T, BLOCK_DA)
+        tl.store(dz_row_ptr + offs_t[:, None] * DA + offs_da[None, :],
+                 dz.to(dz_ptr.dtype.element_ty), mask=da_mask)
+        tl.debug_barrier()  # pass 2's weights are visible
         for chunk in range(NUM_CHUNKS):
             offs_f = chunk * BLOCK_N + offs_n
-            scores = _feature_scores(u_dot, _load_v_chunk(v_ptr, offs_f, offs_da, H, DA),
-                                     offs_f, H, ACC_DTYPE, PRECISION)
-            weights = tl.exp(scores - row_max[:, None]) * inv_sum[:, None]
+            weights = tl.load(scratch_ptr + offs_i[:, None] * LD + offs_f[None, :])
             grad = tl.load(grad_row_ptr + offs_f, mask=offs_f < H, other=0.0).to(ACC_DTYPE)
             w_chunk = _load_w_chunk(w_ptr, offs_da, offs_f, H, DA).to(DOT_DTYPE)  # (DA, N)
-            dh = grad[None, :] * weights
-            dh = tl.dot(dz, w_chunk, dh.to(ACC_DTYPE), input_precision=PRECISION)
+            dh = tl.dot(dz, w_chunk, (grad[None, :] * weights).to(ACC_DTYPE),
+                        input_precision=PRECISION)
             dh = tl.where(t_valid[:, None], dh, 0.0)
             tl.store(dh_row_ptr + offs_t[:, None] * H + offs_f[None, :],
                      dh.to(dh_ptr.dtype.element_ty),
                      mask=(offs_t < t_stop)[:, None] & (offs_f < H)[None, :])
-            h_chunk = _load_h_chunk(h_row_ptr, offs_t, t_valid, offs_f, stride_ht, stride_hh, H)
-            dw_ptrs = dw_part_ptr + offs_da[:, None] * H + offs_f[None, :]
-            dw_mask = da_in[:, None] & (offs_f < H)[None, :]
-            tl.debug_barrier()
-            dw = tl.load(dw_ptrs, mask=dw_mask, other=0.0)
-            dw = tl.dot(tl.trans(dz), h_chunk.to(DOT_DTYPE), dw, input_precision=PRECISION)
-            tl.store(dw_ptrs, dw, mask=dw_mask)
+        tl.debug_barrier()  # every thread is done with the scratch before the next block
 
     # Padded steps after the last valid block get dh = 0.
     first_padded_block = t_begin + tl.cdiv(tl.maximum(t_end - t_begin, 0), BLOCK_T) * BLOCK_T
@@ -314,11 +353,52 @@ def _feature_attention_bwd_kernel(
                      mask=(offs_t < t_stop)[:, None] & (offs_f < H)[None, :])
 
 
-def _dtypes(dtype: torch.dtype) -> dict:
+@triton.jit
+def _weight_grad_kernel(
+    a_ptr, b_ptr, lengths_ptr,  # A (B, T, M), B (B, T, N) with strides; lengths (B,)
+    part_ptr,  # (S, M, N) accumulator dtype: this split's sum over its rows of A_t^T B_t
+    batch, T, M, N, stride_ab, stride_at, stride_am, stride_bb, stride_bt, stride_bn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """part[split] = sum over rows b = split, split + S, ... and their valid steps t of
+    A[b, t]^T B[b, t]: one (BLOCK_M, BLOCK_N) tile per program, accumulated in registers
+    over all its steps and stored once (no read-modify-write of partials)."""
+    tile = tl.program_id(0)
+    split = tl.program_id(1)
+    num_splits = tl.num_programs(1)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    offs_m = (tile // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = (tile % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    m_in = offs_m < M
+    n_in = offs_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC_DTYPE)
+    for b in range(split, batch, num_splits):
+        length = tl.minimum(tl.load(lengths_ptr + b).to(tl.int32), T)
+        b64 = tl.full((), 0, tl.int64) + b  # 64-bit row offsets
+        a_row = a_ptr + b64 * stride_ab
+        b_row = b_ptr + b64 * stride_bb
+        for t0 in range(0, length, BLOCK_K):
+            offs_t = t0 + offs_k
+            t_valid = offs_t < length
+            a = tl.load(a_row + offs_t[:, None] * stride_at + offs_m[None, :] * stride_am,
+                        mask=t_valid[:, None] & m_in[None, :], other=0.0)  # (BLOCK_K, BLOCK_M)
+            b_tile = tl.load(b_row + offs_t[:, None] * stride_bt + offs_n[None, :] * stride_bn,
+                             mask=t_valid[:, None] & n_in[None, :], other=0.0)  # (K, N)
+            acc = tl.dot(tl.trans(a.to(DOT_DTYPE)), b_tile.to(DOT_DTYPE), acc,
+                         input_precision=PRECISION)
+    tl.store(part_ptr + split * M * N + offs_m[:, None] * N + offs_n[None, :], acc,
+             mask=m_in[:, None] & n_in[None, :])
+
+
+def _dtypes(dtype: torch.dtype, config: FeatureAttentionConfig,
+            backward_kernel: bool = False) -> dict:
     return dict(
         ACC_DTYPE=triton_dtype(accumulator_dtype(dtype)),
         DOT_DTYPE=dot_operand_dtype(dtype),
-        PRECISION=_DOT_PRECISION,
+        PRECISION=_precision(dtype, config, backward_kernel),
+        PRECISE=precise_math(dtype),
     )
 
 
@@ -343,18 +423,41 @@ def forward(h: torch.Tensor, W: torch.Tensor, V: torch.Tensor, lengths: torch.Te
     else:
         out_partials = torch.empty((batch, num_splits, hidden),
                                    dtype=accumulator_dtype(h.dtype), device=h.device)
-    with explain_resource_errors("feature_attention.forward", H=hidden, d_a=attention_dim,
-                                 dtype=h.dtype, config=config):
+    errors = explain_resource_errors("feature_attention.forward", H=hidden, d_a=attention_dim,
+                                     dtype=h.dtype, config=config)
+    with on_device(h), errors:
         _feature_attention_fwd_kernel[(batch, num_splits)](
             h, W, V, lengths, out_partials,
-            hidden, attention_dim, h.stride(0), h.stride(1), h.stride(2),
+            steps, hidden, attention_dim, h.stride(0), h.stride(1), h.stride(2),
             config.steps_per_split,
             BLOCK_T=config.block_t, BLOCK_N=config.block_n, BLOCK_DA=config.block_da,
             NUM_CHUNKS=num_chunks, CHUNKS_POW2=triton.next_power_of_2(num_chunks),
-            num_warps=config.num_warps, num_stages=config.num_stages, **_dtypes(h.dtype),
+            num_warps=config.num_warps, num_stages=config.num_stages,
+            **_dtypes(h.dtype, config),
         )
     out = out_partials[:, 0] if num_splits == 1 else out_partials.sum(dim=1)
     return out.to(h.dtype)
+
+
+def _weight_gradient(a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor,
+                     config: WeightGradConfig, dtype: torch.dtype, precision: str
+                     ) -> torch.Tensor:
+    """sum over the valid steps of every row of a[b, t]^T b[b, t]: (M, N) in the accumulator
+    dtype; ``config.splits`` partials (the rows split round-robin) summed in order."""
+    batch, steps, rows_m = a.shape
+    cols_n = b.shape[2]
+    acc_dtype = accumulator_dtype(dtype)
+    partials = torch.empty((config.splits, rows_m, cols_n), dtype=acc_dtype, device=a.device)
+    grid = (triton.cdiv(rows_m, config.block_m) * triton.cdiv(cols_n, config.block_n),
+            config.splits)
+    _weight_grad_kernel[grid](
+        a, b, lengths, partials, batch, steps, rows_m, cols_n,
+        a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2),
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        ACC_DTYPE=triton_dtype(acc_dtype), DOT_DTYPE=dot_operand_dtype(dtype),
+        PRECISION=precision, num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return partials[0] if config.splits == 1 else partials.sum(dim=0)
 
 
 def backward(grad_out: torch.Tensor, h: torch.Tensor, W: torch.Tensor, V: torch.Tensor,
@@ -369,23 +472,33 @@ def backward(grad_out: torch.Tensor, h: torch.Tensor, W: torch.Tensor, V: torch.
         config = feature_attention_config(batch, steps, hidden, attention_dim, h.dtype,
                                           h.device, backward=True)
     num_splits = config.num_splits(steps)
-    num_programs = batch * num_splits
+    num_chunks = triton.cdiv(hidden, config.block_n)
     acc_dtype = accumulator_dtype(h.dtype)
-    dh = torch.empty((batch, steps, hidden), dtype=kernel_output_dtype(h.dtype), device=h.device)
-    dw_partials = torch.zeros((num_programs, attention_dim, hidden), dtype=acc_dtype,
-                              device=h.device)
-    dv_partials = torch.zeros((num_programs, hidden, attention_dim), dtype=acc_dtype,
-                              device=h.device)
-    with explain_resource_errors("feature_attention.backward", H=hidden, d_a=attention_dim,
-                                 dtype=h.dtype, config=config):
+    operand_dtype = kernel_output_dtype(h.dtype)  # of u, ds, dz: the dots' operand dtype
+    dh = torch.empty((batch, steps, hidden), dtype=operand_dtype, device=h.device)
+    # u, dz and ds of the valid steps (padded steps are never written nor read).
+    u = torch.empty((batch, steps, attention_dim), dtype=operand_dtype, device=h.device)
+    dz = torch.empty_like(u)
+    ds = torch.empty((batch, steps, hidden), dtype=operand_dtype, device=h.device)
+    scratch = torch.empty((batch * num_splits, config.block_t,
+                           num_chunks * config.block_n + config.block_da),
+                          dtype=acc_dtype, device=h.device)
+    errors = explain_resource_errors("feature_attention.backward", H=hidden, d_a=attention_dim,
+                                     dtype=h.dtype, config=config)
+    with on_device(h), errors:
         _feature_attention_bwd_kernel[(batch, num_splits)](
-            grad_out, h, W, V, lengths, dh, dw_partials, dv_partials,
+            grad_out, h, W, V, lengths, dh, u, dz, ds, scratch,
             steps, hidden, attention_dim, h.stride(0), h.stride(1), h.stride(2),
             config.steps_per_split,
             BLOCK_T=config.block_t, BLOCK_N=config.block_n, BLOCK_DA=config.block_da,
-            NUM_CHUNKS=triton.cdiv(hidden, config.block_n),
-            num_warps=config.num_warps, num_stages=config.num_stages, **_dtypes(h.dtype),
+            NUM_CHUNKS=num_chunks,
+            num_warps=config.num_warps, num_stages=config.num_stages,
+            **_dtypes(h.dtype, config, backward_kernel=True),
         )
-    dW = dw_partials.sum(dim=0).to(W.dtype)
-    dV = dv_partials.sum(dim=0).to(V.dtype)
-    return dh.to(h.dtype), dW, dV
+        dV = _weight_gradient(ds, u, lengths, weight_grad_config(
+            batch, hidden, attention_dim, h.dtype, h.device, config.weight_splits), h.dtype,
+            _precision(h.dtype, config))
+        dW = _weight_gradient(dz, h, lengths, weight_grad_config(
+            batch, attention_dim, hidden, h.dtype, h.device, config.weight_splits), h.dtype,
+            _precision(h.dtype, config))
+    return dh.to(h.dtype), dW.to(W.dtype), dV.to(V.dtype)

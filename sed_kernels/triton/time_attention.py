@@ -10,7 +10,7 @@ rescaled by ``exp(m_old - m_new)`` whenever the max grows. ``out = acc / l`` and
 Split along T (flash-decoding style): when the batch alone cannot fill the GPU (long
 utterances, small batches), the steps of a row are cut into ``num_splits`` pieces handled by
 separate programs; each writes its partial ``(m, l, acc)`` in fp32 and a deterministic
-combine step (a few torch ops over the small (B, splits, H) buffer) merges them:
+merge kernel (one program per row, splits in order) combines them:
 ``M = max_s m_s``, ``l = sum_s exp(m_s - M) l_s``, ``out = sum_s exp(m_s - M) acc_s / l``.
 A split beyond a row's length leaves ``m = -inf, l = 0, acc = 0`` and drops out of the merge.
 
@@ -19,8 +19,8 @@ Backward: one pass over ``h`` with the saved ``lse``. With ``p_t = exp(s_t - lse
 ``dq = sum_t ds_t h_t``. Each program writes dh for its steps (zeros on padded steps).
 ``out`` is kept in fp32 (fp64) between forward and backward, as the backend contract asks:
 ``D`` cancels against ``grad_out . h_t``, and an ``out`` rounded to bf16 would lose dq's
-digits. With several splits, each program writes its partial ``sum ds h``, summed by torch
-(deterministic).
+digits. With several splits, each program writes its partial ``sum ds h``, summed in split
+order by a second small kernel (deterministic).
 
 Arithmetic in fp32 (fp64 for fp64 inputs); no ``tl.dot`` (both products are matrix-vector),
 so every dtype runs unchanged under the interpreter.
@@ -36,7 +36,12 @@ from ._utils import (
     TimeAttentionConfig,
     accumulator_dtype,
     check_device,
+    div,
+    exp,
     kernel_output_dtype,
+    log,
+    on_device,
+    precise_math,
     time_attention_config,
     triton_dtype,
 )
@@ -47,14 +52,15 @@ def _time_attention_fwd_kernel(
     h_ptr, q_ptr, lengths_ptr,
     out_ptr, lse_ptr,  # final outputs (B, H), (B,)    -- used when not WRITE_PARTIALS
     part_acc_ptr, part_max_ptr, part_sum_ptr,  # (B, S, H), (B, S), (B, S) -- when WRITE_PARTIALS
-    H, stride_hb, stride_ht, stride_hh, steps_per_split,
+    T, H, stride_hb, stride_ht, stride_hh, steps_per_split,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    WRITE_PARTIALS: tl.constexpr,
+    WRITE_PARTIALS: tl.constexpr, PRECISE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     num_splits = tl.num_programs(1)
-    length = tl.load(lengths_ptr + row).to(tl.int32)
+    # Clamped to T: lengths on a GPU are not value-checked by the op (no host sync).
+    length = tl.minimum(tl.load(lengths_ptr + row).to(tl.int32), T)
     t_begin = split * steps_per_split
     t_end = tl.minimum(t_begin + steps_per_split, length)  # valid steps: [t_begin, t_end)
 
@@ -76,10 +82,10 @@ def _time_attention_fwd_kernel(
         scores = tl.sum(h_tile * q[None, :], axis=1)  # (BLOCK_T,)
         scores = tl.where(t_valid, scores, float("-inf"))
         # Every block holds at least one valid step, so new_max is finite and
-        # exp(running_max - new_max) is 0 on the first block.
+        # exp(running_max - new_max, PRECISE) is 0 on the first block.
         new_max = tl.maximum(running_max, tl.max(scores, axis=0))
-        rescale = tl.exp(running_max - new_max)
-        p = tl.exp(scores - new_max)  # (BLOCK_T,), 0 on padded steps
+        rescale = exp(running_max - new_max, PRECISE)
+        p = exp(scores - new_max, PRECISE)  # (BLOCK_T,), 0 on padded steps
         running_sum = running_sum * rescale + tl.sum(p, axis=0)
         acc = acc * rescale + tl.sum(p[:, None] * h_tile, axis=0)
         running_max = new_max
@@ -90,9 +96,9 @@ def _time_attention_fwd_kernel(
         tl.store(part_sum_ptr + part, running_sum)
         tl.store(part_acc_ptr + part * H + offs_h, acc, mask=h_in)
     else:
-        out = acc / running_sum
+        out = div(acc, running_sum, PRECISE)
         tl.store(out_ptr + row * H + offs_h, out.to(out_ptr.dtype.element_ty), mask=h_in)
-        tl.store(lse_ptr + row, running_max + tl.log(running_sum))
+        tl.store(lse_ptr + row, running_max + log(running_sum, PRECISE))
 
 
 @triton.jit
@@ -104,7 +110,7 @@ def _time_attention_bwd_kernel(
     part_dq_ptr,
     T, H, stride_hb, stride_ht, stride_hh, steps_per_split,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    WRITE_PARTIALS: tl.constexpr,
+    WRITE_PARTIALS: tl.constexpr, PRECISE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
@@ -135,7 +141,7 @@ def _time_attention_bwd_kernel(
         ).to(ACC_DTYPE)  # (BLOCK_T, BLOCK_H)
         scores = tl.sum(h_tile * q[None, :], axis=1)
         scores = tl.where(t_valid, scores, float("-inf"))
-        p = tl.exp(scores - lse)  # attention weights, 0 on padded steps
+        p = exp(scores - lse, PRECISE)  # attention weights, 0 on padded steps
         ds = p * (tl.sum(h_tile * grad_out[None, :], axis=1) - delta)  # (BLOCK_T,)
         dh = p[:, None] * grad_out[None, :] + ds[:, None] * q[None, :]  # (BLOCK_T, BLOCK_H)
         dq += tl.sum(ds[:, None] * h_tile, axis=0)
@@ -163,6 +169,52 @@ def _time_attention_bwd_kernel(
         tl.store(dq_ptr + row * H + offs_h, dq.to(dq_ptr.dtype.element_ty), mask=h_in)
 
 
+@triton.jit
+def _time_attention_merge_kernel(
+    part_acc_ptr, part_max_ptr, part_sum_ptr,  # (B, S, H), (B, S), (B, S) fp32 (fp64)
+    out_ptr, lse_ptr,  # (B, H), (B,)
+    H, num_splits,
+    BLOCK_S: tl.constexpr, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    PRECISE: tl.constexpr,
+):
+    """Merge of one row's split partials, splits in order (deterministic): M = max_s m_s,
+    l = sum_s exp(m_s - M) l_s, out = sum_s exp(m_s - M) acc_s / l, lse = M + log l.
+    Split 0 always holds step 0, so M is finite; an empty split has m = -inf, l = acc = 0."""
+    row = tl.program_id(0).to(tl.int64)
+    offs_s = tl.arange(0, BLOCK_S)
+    s_in = offs_s < num_splits
+    maxes = tl.load(part_max_ptr + row * num_splits + offs_s, mask=s_in, other=float("-inf"))
+    sums = tl.load(part_sum_ptr + row * num_splits + offs_s, mask=s_in, other=0.0)
+    row_max = tl.max(maxes, axis=0)
+    row_sum = tl.sum(exp(maxes - row_max, PRECISE) * sums, axis=0)
+    offs_h = tl.arange(0, BLOCK_H)
+    h_in = offs_h < H
+    acc = tl.zeros((BLOCK_H,), ACC_DTYPE)
+    for split in range(0, num_splits):
+        part = row * num_splits + split
+        scale = exp(tl.load(part_max_ptr + part) - row_max, PRECISE)
+        acc += scale * tl.load(part_acc_ptr + part * H + offs_h, mask=h_in, other=0.0)
+    tl.store(out_ptr + row * H + offs_h, div(acc, row_sum, PRECISE), mask=h_in)
+    tl.store(lse_ptr + row, row_max + log(row_sum, PRECISE))
+
+
+@triton.jit
+def _time_attention_dq_merge_kernel(
+    part_dq_ptr,  # (B, S, H) fp32 (fp64)
+    dq_ptr,  # (B, H) in the output dtype
+    H, num_splits, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):
+    """dq = sum over the row's splits of sum_t ds_t h_t, splits in order (deterministic)."""
+    row = tl.program_id(0).to(tl.int64)
+    offs_h = tl.arange(0, BLOCK_H)
+    h_in = offs_h < H
+    acc = tl.zeros((BLOCK_H,), ACC_DTYPE)
+    for split in range(0, num_splits):
+        acc += tl.load(part_dq_ptr + (row * num_splits + split) * H + offs_h, mask=h_in,
+                       other=0.0)
+    tl.store(dq_ptr + row * H + offs_h, acc.to(dq_ptr.dtype.element_ty), mask=h_in)
+
+
 def forward(h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
             config: TimeAttentionConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Time attention forward; see the module docstring and the backend contract.
@@ -186,20 +238,21 @@ def forward(h: torch.Tensor, q: torch.Tensor, lengths: torch.Tensor,
         part_sum = torch.empty((batch, num_splits), dtype=acc_dtype, device=h.device)
     else:  # unused by the kernel
         part_acc = part_max = part_sum = lse
-    _time_attention_fwd_kernel[(batch, num_splits)](
-        h, q, lengths, out, lse, part_acc, part_max, part_sum,
-        hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
-        BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
-        WRITE_PARTIALS=write_partials, num_warps=config.num_warps,
-    )
-    if write_partials:
-        # Deterministic merge of the splits (split 0 always holds step 0, so M is finite).
-        row_max = part_max.amax(dim=1, keepdim=True)  # (B, 1)
-        split_scale = torch.exp(part_max - row_max)  # (B, S), 0 for empty splits
-        row_sum = (split_scale * part_sum).sum(dim=1)  # (B,)
-        out_acc = (split_scale[:, :, None] * part_acc).sum(dim=1)  # (B, H)
-        out.copy_(out_acc / row_sum[:, None])
-        lse.copy_(row_max[:, 0] + torch.log(row_sum))
+    with on_device(h):
+        _time_attention_fwd_kernel[(batch, num_splits)](
+            h, q, lengths, out, lse, part_acc, part_max, part_sum,
+            steps, hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
+            BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
+            WRITE_PARTIALS=write_partials, PRECISE=precise_math(h.dtype),
+            num_warps=config.num_warps,
+        )
+        if write_partials:  # one launch merges the splits (no chain of small torch ops)
+            _time_attention_merge_kernel[(batch,)](
+                part_acc, part_max, part_sum, out, lse, hidden, num_splits,
+                BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_H=config.block_h,
+                ACC_DTYPE=triton_dtype(acc_dtype), PRECISE=precise_math(h.dtype),
+                num_warps=4,
+            )
     return out, lse
 
 
@@ -224,12 +277,17 @@ def backward(grad_out: torch.Tensor, h: torch.Tensor, q: torch.Tensor, lengths: 
         part_dq = torch.empty((batch, num_splits, hidden), dtype=acc_dtype, device=h.device)
     else:  # unused by the kernel
         part_dq = dq
-    _time_attention_bwd_kernel[(batch, num_splits)](
-        grad_out, h, q, lengths, out, lse, dh, dq, part_dq,
-        steps, hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
-        BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
-        WRITE_PARTIALS=write_partials, num_warps=config.num_warps,
-    )
-    if write_partials:
-        dq.copy_(part_dq.sum(dim=1))  # dq = sum over splits of sum_t ds_t h_t
+    with on_device(h):
+        _time_attention_bwd_kernel[(batch, num_splits)](
+            grad_out, h, q, lengths, out, lse, dh, dq, part_dq,
+            steps, hidden, h.stride(0), h.stride(1), h.stride(2), config.steps_per_split,
+            BLOCK_T=config.block_t, BLOCK_H=config.block_h, ACC_DTYPE=triton_dtype(acc_dtype),
+            WRITE_PARTIALS=write_partials, PRECISE=precise_math(h.dtype),
+            num_warps=config.num_warps,
+        )
+        if write_partials:
+            _time_attention_dq_merge_kernel[(batch,)](
+                part_dq, dq, hidden, num_splits, BLOCK_H=config.block_h,
+                ACC_DTYPE=triton_dtype(acc_dtype), num_warps=4,
+            )
     return dh.to(h.dtype), dq.to(h.dtype)
