@@ -251,7 +251,9 @@ class NinjaBuildExt(build_ext):
     def openmp_flags(self, build_dir: Path) -> list[str]:
         """-fopenmp if the compiler accepts it; else warn (the kernels then run on one thread)."""
         probe = build_dir / "openmp_probe.cpp"
-        probe.write_text("#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        probe.write_text(
+            "#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+        )
         result = subprocess.run(
             [*self.cxx, "-fopenmp", str(probe), "-o", str(build_dir / "openmp_probe")],
             capture_output=True,
@@ -260,7 +262,8 @@ class NinjaBuildExt(build_ext):
         if result.returncode == 0:
             return ["-fopenmp"]
         print(
-            f"WARNING: {' '.join(self.cxx)} does not accept -fopenmp ({result.stderr.strip()[:300]});"
+            f"WARNING: {' '.join(self.cxx)} does not accept -fopenmp "
+            f"({result.stderr.strip()[:300]});"
             " building sed_kernels._cpu without OpenMP: its kernels will use one thread.",
             file=sys.stderr,
         )
@@ -315,7 +318,8 @@ class NinjaBuildExt(build_ext):
             Step("nvcc", build_dir / "feature_attention.o",
                  [ROOT / "csrc/cuda/feature_attention.cu"], nvcc_flags),
         ]  # fmt: skip
-        lib_dirs = [toolkit / "lib64", toolkit / "lib", *sorted((toolkit / "targets").glob("*/lib"))]
+        targets = sorted((toolkit / "targets").glob("*/lib"))
+        lib_dirs = [toolkit / "lib64", toolkit / "lib", *targets]
         link = self.link_flags()
         link += [f"-L{d}" for d in lib_dirs if d.is_dir()]
         link += ["-lcudart_static", "-ldl", "-lrt", "-lpthread"]

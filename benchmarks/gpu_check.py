@@ -41,14 +41,18 @@ def _median_seconds(fn, rounds: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _copy_seconds(nbytes: int) -> float:
+    """Median seconds of one device-to-device copy of ``nbytes`` (buffers freed after)."""
+    source = torch.empty(nbytes // 4, device=DEVICE).uniform_()
+    target = torch.empty_like(source)
+    return _median_seconds(lambda: target.copy_(source), 10)
+
+
 def roofline(path: str) -> None:
     """The ceilings of this run: device copy bandwidth and bf16/fp32 matmul rates."""
     cuda = DEVICE.type == "cuda"
     nbytes = (1 << 30) if cuda else (64 << 20)
-    source = torch.empty(nbytes // 4, device=DEVICE).uniform_()
-    target = torch.empty_like(source)
-    copy = 2 * nbytes / _median_seconds(lambda: target.copy_(source), 10)
-    del source, target
+    copy = 2 * nbytes / _copy_seconds(nbytes)
     result = {"device": torch.cuda.get_device_name() if cuda else "cpu", "copy_GBps": copy / 1e9}
     n = 8192 if cuda else 512
     for dtype in (torch.bfloat16, torch.float32):

@@ -14,8 +14,8 @@ dtype x backend, where the backend is
   correctness tool.
 
 Every call goes through the public API, so the eager reference and the fused backends pay the
-same input validation (which reads ``lengths``: one device synchronisation per call on CUDA;
-``torch.compile`` skips that check while tracing, so its compiled calls do not pay it).
+same input validation (shapes and dtypes; the values of ``lengths`` are read only when they
+are on the CPU, so no call synchronises the GPU).
 ``fwd`` runs on inputs that do not require grad (inference);
 ``fwd+bwd`` computes ``torch.autograd.grad(out, inputs, grad_out)`` for h and q (time) or h, W,
 V (feature). Before timing, each case's result is checked against the eager reference.

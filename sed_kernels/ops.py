@@ -54,7 +54,9 @@ def _autocast(*tensors: Tensor) -> tuple[Tensor, ...]:
 
 
 @torch.library.custom_op("sed_kernels::time_attention_fwd", mutates_args=())
-def _time_attention_fwd(h: Tensor, q: Tensor, lengths: Tensor, backend: str) -> tuple[Tensor, Tensor]:
+def _time_attention_fwd(
+    h: Tensor, q: Tensor, lengths: Tensor, backend: str
+) -> tuple[Tensor, Tensor]:
     return kernels(backend, "time_attention").forward(h, q, lengths)
 
 
@@ -98,7 +100,8 @@ _time_attention_fwd.register_autograd(
 
 
 def time_attention(h: Tensor, q: Tensor, lengths: Tensor, *, backend: str = "auto") -> Tensor:
-    """Time attention (paper Eq. 5): softmax over the valid steps of ``h . q``, weighted sum of ``h``.
+    """Time attention (paper Eq. 5): softmax over the valid steps of ``h . q``, weighted sum of
+    ``h``.
 
     Args:
         h: (B, T, H) layer outputs, padded along T; any strides.

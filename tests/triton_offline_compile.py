@@ -107,10 +107,10 @@ def install_mock_driver(arch: int) -> list:
     try:
         import torch
         import triton
+        import triton.backends.nvidia.compiler  # noqa: F401  (the CUDA backend is installed)
         from triton.backends.compiler import GPUTarget
         from triton.runtime.driver import driver
         from triton.runtime.jit import JITFunction
-        import triton.backends.nvidia.compiler  # noqa: F401  (the CUDA backend is installed)
     except Exception as error:  # noqa: BLE001
         _unsupported(f"triton's NVIDIA backend does not import ({error!r})")
     if not _ptxas_candidates(arch):

@@ -52,6 +52,8 @@ def dtype_name(dtype: torch.dtype) -> str:
 def launch_args(tensor: torch.Tensor) -> dict[str, int]:
     """Device index and current-stream handle for kernels working on ``tensor``."""
     if tensor.device.type != "cuda":
-        raise RuntimeError(f"sed_kernels: the 'cuda' backend needs CUDA tensors, got {tensor.device}")
+        raise RuntimeError(
+            f"sed_kernels: the 'cuda' backend needs CUDA tensors, got {tensor.device}"
+        )
     device = tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()
     return {"device": device, "stream": torch.cuda.current_stream(device).cuda_stream}
