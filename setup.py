@@ -59,13 +59,13 @@ X86_ISA_FLAGS = {
 }
 
 CPU_SOURCES = ["csrc/cpu/bindings.cpp", "csrc/cpu/kernels.cpp"]
-CPU_HEADERS = ["csrc/cpu/kernels.h", "csrc/cpu/simd.h"]
+CPU_HEADERS = ["csrc/cpu/kernels.h", "csrc/cpu/simd.h", "csrc/common/pointers.h"]
 CUDA_SOURCES = [
     "csrc/cuda/bindings.cpp",
     "csrc/cuda/time_attention.cu",
     "csrc/cuda/feature_attention.cu",
 ]
-CUDA_HEADERS = ["csrc/cuda/launchers.h", "csrc/cuda/common.cuh"]
+CUDA_HEADERS = ["csrc/cuda/launchers.h", "csrc/cuda/common.cuh", "csrc/common/pointers.h"]
 
 
 class BuildError(RuntimeError):
@@ -184,8 +184,10 @@ class NinjaBuildExt(build_ext):
                 self.inplace = False
             if not built.exists() or not target.parent.is_dir():
                 continue
-            try:
-                shutil.copy2(built, target)
+            try:  # a new file renamed into place: a process that has the old one loaded keeps it
+                partial = target.with_name(target.name + ".partial")
+                shutil.copy2(built, partial)
+                os.replace(partial, target)
                 print(f"copied {built.name} into the source tree ({target.parent})")
             except OSError as error:
                 print(f"WARNING: could not copy {built.name} to {target}: {error}", file=sys.stderr)

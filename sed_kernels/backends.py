@@ -1,15 +1,10 @@
 """The kernel backends: which exist, which are usable for a device, and which ``auto`` picks.
 
-| name        | devices                                    | where                              |
-| ----------- | ------------------------------------------ | ---------------------------------- |
-| `reference` | any                                        | `sed_kernels/reference.py` (eager) |
-| `triton`    | CUDA; CPU only under `TRITON_INTERPRET=1`  | `sed_kernels/triton/`              |
-| `cuda`      | CUDA, when the `_cuda` extension was built | `csrc/cuda/`, `sed_kernels/cuda/`  |
-| `cpu`       | CPU, when the `_cpu` extension was built   | `csrc/cpu/`, `sed_kernels/cpu/`    |
-
-Each fused backend is a package with one module per op (``time_attention``,
-``feature_attention``), each holding plain ``forward``/``backward`` functions; the custom
-ops in :mod:`sed_kernels.ops` call them.
+The backends and the devices each runs on are listed in the README ("The attention ops").
+Each fused backend is a package (``sed_kernels.triton``, ``.cuda``, ``.cpu``) that says
+itself whether it is usable for a device type (``usable_on``) and holds one module per op
+(``time_attention``, ``feature_attention``) with plain ``forward``/``backward`` functions;
+the custom ops in :mod:`sed_kernels.ops` call them. This module only asks.
 
 ``auto`` picks, for CUDA tensors, ``triton`` then ``cuda`` then ``reference``; for CPU
 tensors ``cpu`` then ``reference`` (the Triton interpreter is for testing, never picked).
@@ -31,50 +26,33 @@ _AUTO_ORDER = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "referenc
 
 
 @functools.cache
-def _triton_package() -> tuple[ModuleType | None, bool]:
-    """The Triton backend package and whether its kernels were built for the interpreter.
+def _package(name: str) -> ModuleType | None:
+    """The fused backend's package; None when it cannot be imported (Triton not installed).
 
-    Triton decides interpreter or compiler when a kernel is decorated, i.e. when this
-    package is imported, so ``TRITON_INTERPRET`` must be set before that.
+    A native package whose compiled module is missing imports (and warns); it then says it
+    is usable nowhere.
     """
-    interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
     try:
-        return importlib.import_module("sed_kernels.triton"), interpreted
+        return importlib.import_module(f"sed_kernels.{name}")
     except ImportError:
-        return None, interpreted
+        return None
 
 
-@functools.cache
-def _native_package(name: str) -> ModuleType | None:
-    """The native backend package, or None when its compiled module is missing (it warns)."""
-    package = importlib.import_module(f"sed_kernels.{name}")
-    return package if package.AVAILABLE else None
-
-
-def _usable_devices(name: str) -> tuple[str, ...]:
+def _usable(name: str, device_type: str) -> bool:
+    """Each backend package answers for itself (``usable_on``); reference runs everywhere."""
     if name == "reference":
-        return ("cpu", "cuda")
-    if name == "triton":
-        package, interpreted = _triton_package()
-        if package is None:
-            return ()
-        if interpreted:
-            return ("cpu",)
-        return ("cuda",) if torch.cuda.is_available() else ()
-    if name == "cuda":
-        return ("cuda",) if torch.cuda.is_available() and _native_package("cuda") else ()
-    if name == "cpu":
-        return ("cpu",) if _native_package("cpu") else ()
-    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")
+        return True
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")
+    package = _package(name)
+    return package is not None and package.usable_on(device_type)
 
 
 def available_backends(device: torch.device | str | None = None) -> list[str]:
     """Backends usable in this process, for ``device`` if given (e.g. ``["reference", "cpu"]``)."""
-    device_type = None if device is None else torch.device(device).type
+    device_types = ("cpu", "cuda") if device is None else (torch.device(device).type,)
     return [
-        name
-        for name in BACKEND_NAMES
-        if (devices := _usable_devices(name)) and (device_type is None or device_type in devices)
+        name for name in BACKEND_NAMES if any(_usable(name, kind) for kind in device_types)
     ]
 
 
@@ -106,5 +84,4 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 def kernels(backend: str, op: str) -> ModuleType:
     """The module with ``forward``/``backward`` of ``op`` for a fused ``backend``."""
-    package = _triton_package()[0] if backend == "triton" else _native_package(backend)
-    return importlib.import_module(f"{package.__name__}.{op}")
+    return importlib.import_module(f"{_package(backend).__name__}.{op}")

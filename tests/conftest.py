@@ -51,7 +51,9 @@ def corpus(tmp_path_factory):
 # Modules whose tests run kernels: every fresh allocation is NaN-poisoned while they run, and
 # a test parametrized with a kernel_checks.Backend runs the cpu backend's instruction-set
 # variant that the parameter names.
-KERNEL_TEST_MODULES = {"test_ops", "test_fuzz_kernels", "test_native_build"}
+KERNEL_TEST_MODULES = {
+    "test_ops", "test_fuzz_kernels", "test_native_build", "test_triton_kernels", "test_gpu_kernels"
+}
 
 
 def pytest_make_parametrize_id(config, val, argname):

@@ -103,8 +103,12 @@ def make_lengths(batch: int, steps: int, generator: torch.Generator) -> torch.Te
     return lengths.to(DEVICE)
 
 
-def make_inputs(shape, dtype, seed=0, scale=1.0, device=None):
-    """h, q, W, V, lengths and an output gradient for a (B, T, H, d_a) shape, in ``dtype``."""
+def make_inputs(shape, dtype, seed=0, scale=1.0, device=None, layout="contiguous", padding=None):
+    """h, q, W, V, lengths and an output gradient for a (B, T, H, d_a) shape, in ``dtype``.
+
+    ``layout`` is h's memory layout (see :func:`with_layout`); ``padding``, if given, is the
+    value of every padded step of h (NaN shows a kernel that reads them).
+    """
     batch, steps, hidden, attn = shape
     gen = torch.Generator().manual_seed(seed)
     device = DEVICE if device is None else torch.device(device)
@@ -113,8 +117,11 @@ def make_inputs(shape, dtype, seed=0, scale=1.0, device=None):
         return (torch.randn(*size, generator=gen) * s).to(device, dtype)
 
     lengths = make_lengths(batch, steps, gen).to(device)
+    h = rand(batch, steps, hidden)
+    if padding is not None:
+        h = pad_with(h, lengths, padding)
     return {
-        "h": rand(batch, steps, hidden),
+        "h": with_layout(h, layout),
         "q": rand(batch, hidden, s=scale / hidden**0.5),
         "W": rand(attn, hidden, s=1 / hidden**0.5),
         "V": rand(hidden, attn, s=1 / attn**0.5),
@@ -129,14 +136,36 @@ def pad_with(h: torch.Tensor, lengths: torch.Tensor, value: float) -> torch.Tens
     return h.masked_fill(~mask, value)
 
 
+def with_layout(h: torch.Tensor, layout: str) -> torch.Tensor:
+    """The values of h in another memory layout; unused memory around them holds NaN.
+
+    ``contiguous``; ``time_major``: a (T, B, H) buffer seen as (B, T, H), as from a
+    time-major LSTM; ``sliced``: every other step and an offset slice of the features of a
+    larger buffer; ``feature_stride_2``: every other feature.
+    """
+    batch, steps, hidden = h.shape
+    like = {"dtype": h.dtype, "device": h.device}
+    if layout == "contiguous":
+        return h.contiguous()
+    if layout == "time_major":
+        return h.transpose(0, 1).contiguous().transpose(0, 1)
+    if layout == "sliced":
+        wide = torch.full((batch, 2 * steps, hidden + 3), float("nan"), **like)
+        wide[:, ::2, 1 : hidden + 1] = h
+        return wide[:, ::2, 1 : hidden + 1]
+    if layout == "feature_stride_2":
+        wide = torch.full((batch, steps, 2 * hidden), float("nan"), **like)
+        wide[..., ::2] = h
+        return wide[..., ::2]
+    raise ValueError(f"unknown layout {layout!r}")
+
+
 def non_contiguous_views(h: torch.Tensor) -> dict[str, torch.Tensor]:
     """h as a slice of a transposed (T, B, H) buffer, and with a feature stride of 2."""
-    like = {"dtype": h.dtype, "device": h.device}
-    transposed = torch.full((h.shape[1], h.shape[0], h.shape[2]), float("nan"), **like)
-    transposed.copy_(h.transpose(0, 1))
-    wide = torch.full((*h.shape[:2], 2 * h.shape[2]), float("nan"), **like)
-    wide[..., ::2] = h
-    return {"transposed": transposed.transpose(0, 1), "feature stride 2": wide[..., ::2]}
+    return {
+        "transposed": with_layout(h, "time_major"),
+        "feature stride 2": with_layout(h, "feature_stride_2"),
+    }
 
 
 # --------------------------------------------------------------------- running, comparing

@@ -4,16 +4,17 @@ These call the backend's plain ``forward``/``backward`` functions (no custom op,
 autograd), each with the heuristic launch configuration and with a small forced one that
 splits rows across programs, walks H in several chunks and leaves partial blocks of steps.
 Without a GPU the kernels run on CPU tensors under ``TRITON_INTERPRET=1`` (set by
-conftest.py before triton is imported). Every fresh buffer the kernels get is poisoned with
-NaN, and the padded steps of ``h`` hold NaN, so unwritten outputs and reads of padding show.
+conftest.py before triton is imported). Inputs, NaN poisoning of fresh buffers and the error
+measure are the shared ones of ``kernel_checks``; the padded steps of ``h`` hold NaN, so
+unwritten outputs and reads of padding show.
 """
 
 from __future__ import annotations
 
-import contextlib
-
+import kernel_checks
 import pytest
 import torch
+from kernel_checks import DEVICE, max_error
 
 from sed_kernels import reference
 
@@ -22,7 +23,6 @@ pytest.importorskip("triton")
 from sed_kernels.triton import _utils, feature_attention, time_attention  # noqa: E402
 from sed_kernels.triton._utils import FeatureAttentionConfig, TimeAttentionConfig  # noqa: E402
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cpu" and not _utils.interpreter_active():
     pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1", allow_module_level=True)
 
@@ -57,49 +57,9 @@ def feature_config(name: str, attention_dim: int, steps_per_split: int = 16
                                   weight_splits=2)
 
 
-@contextlib.contextmanager
-def poisoned_allocations():
-    """Make ``torch.empty`` return NaN-filled floating tensors (the kernels' outputs)."""
-    original_empty = torch.empty
-
-    def poisoned_empty(*args, **kwargs):
-        tensor = original_empty(*args, **kwargs)
-        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
-
-    torch.empty = poisoned_empty
-    try:
-        yield
-    finally:
-        torch.empty = original_empty
-
-
 def make_inputs(shape, dtype, seed=0, layout="contiguous", padding=float("nan")):
-    """Random inputs; h in the given memory layout, its padded steps set to ``padding``."""
-    batch, steps, hidden, attention_dim = shape
-    gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, steps + 1, (batch,), generator=gen)
-    lengths[0] = steps
-    if batch > 1:
-        lengths[1] = 1
-    h = torch.randn(batch, steps, hidden, generator=gen, dtype=torch.float64)
-    h = h.masked_fill(~reference.valid_mask(lengths, steps)[..., None], padding)
-    if layout == "time_major":  # a (T, B, H) buffer seen as (B, T, H)
-        h = h.transpose(0, 1).contiguous().transpose(0, 1)
-    elif layout == "sliced":  # every other step of a wider, longer buffer
-        wide = torch.full((batch, 2 * steps, hidden + 3), float("nan"), dtype=torch.float64)
-        wide[:, ::2, 1:hidden + 1] = h
-        h = wide[:, ::2, 1:hidden + 1]
-    inputs = {
-        "h": h,
-        "q": torch.randn(batch, hidden, generator=gen, dtype=torch.float64) / hidden**0.5,
-        "W": torch.randn(attention_dim, hidden, generator=gen, dtype=torch.float64) / hidden**0.5,
-        "V": torch.randn(hidden, attention_dim, generator=gen, dtype=torch.float64)
-        / attention_dim**0.5,
-        "grad": torch.randn(batch, hidden, generator=gen, dtype=torch.float64),
-    }
-    inputs = {name: x.to(DEVICE, dtype) for name, x in inputs.items()}
-    inputs["lengths"] = lengths.to(DEVICE)
-    return inputs
+    """The shared inputs (kernel_checks), h in ``layout``, its padded steps at ``padding``."""
+    return kernel_checks.make_inputs(shape, dtype, seed=seed, layout=layout, padding=padding)
 
 
 def reference_results(op: str, inputs: dict, dtype: torch.dtype) -> dict:
@@ -117,23 +77,18 @@ def reference_results(op: str, inputs: dict, dtype: torch.dtype) -> dict:
 
 
 def kernel_results(op: str, inputs: dict, config_name: str) -> dict:
-    """Output and gradients of the Triton kernels, with NaN-poisoned fresh allocations."""
+    """Output and gradients of the Triton kernels (fresh allocations NaN-poisoned by the
+    autouse fixture of conftest.py)."""
     h, lengths, grad = inputs["h"], inputs["lengths"], inputs["grad"]
-    with poisoned_allocations():
-        if op == "time":
-            config = time_config(config_name, h.shape[2])
-            out, lse = time_attention.forward(h, inputs["q"], lengths, config)
-            dh, dq = time_attention.backward(grad, h, inputs["q"], lengths, out, lse, config)
-            return {"out": out, "lse": lse, "dh": dh, "dq": dq}
-        config = feature_config(config_name, inputs["W"].shape[0])
-        out = feature_attention.forward(h, inputs["W"], inputs["V"], lengths, config)
-        dh, dW, dV = feature_attention.backward(grad, h, inputs["W"], inputs["V"], lengths,
-                                                config)
-        return {"out": out, "dh": dh, "dW": dW, "dV": dV}
-
-
-def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return (actual.double() - expected.double()).abs().max().item()
+    if op == "time":
+        config = time_config(config_name, h.shape[2])
+        out, lse = time_attention.forward(h, inputs["q"], lengths, config)
+        dh, dq = time_attention.backward(grad, h, inputs["q"], lengths, out, lse, config)
+        return {"out": out, "lse": lse, "dh": dh, "dq": dq}
+    config = feature_config(config_name, inputs["W"].shape[0])
+    out = feature_attention.forward(h, inputs["W"], inputs["V"], lengths, config)
+    dh, dW, dV = feature_attention.backward(grad, h, inputs["W"], inputs["V"], lengths, config)
+    return {"out": out, "dh": dh, "dW": dW, "dV": dV}
 
 
 def assert_padded_steps_zero(dh: torch.Tensor, lengths: torch.Tensor) -> None:

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/pointers.h"
 #include "kernels.h"
 
 namespace py = pybind11;
@@ -63,14 +64,8 @@ int dtype_index(const std::string& dtype) {
                         dtype + "' (the Python launcher converts float16/bfloat16 to float32)");
 }
 
-template <class P>
-P ptr(std::uintptr_t address) {
-  return reinterpret_cast<P>(address);
-}
-
-StridedSteps steps(std::uintptr_t h, int64_t stride_b, int64_t stride_t, int64_t stride_h) {
-  return StridedSteps{ptr<const void*>(h), stride_b, stride_t, stride_h};
-}
+using sed_bindings::ptr;
+constexpr auto steps = sed_bindings::strided_steps<StridedSteps>;
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../common/pointers.h"
 #include "launchers.h"
 
 namespace py = pybind11;
@@ -25,14 +26,8 @@ DType parse_dtype(const std::string& name) {
                         name + "'");
 }
 
-template <class P>
-P ptr(std::uintptr_t address) {
-  return reinterpret_cast<P>(address);
-}
-
-StridedSteps steps(std::uintptr_t h, int64_t stride_b, int64_t stride_t, int64_t stride_h) {
-  return StridedSteps{ptr<const void*>(h), stride_b, stride_t, stride_h};
-}
+using sed_bindings::ptr;
+constexpr auto steps = sed_bindings::strided_steps<StridedSteps>;
 
 }  // namespace
 

@@ -30,8 +30,6 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-import torch
-
 from sed_kernels._native import REBUILD_HINT, load_extension
 
 ISA_ENV_VAR = "SED_KERNELS_CPU_ISA"
@@ -60,7 +58,12 @@ def _select_isa_from_environment() -> None:
 
 _select_isa_from_environment()
 
-__all__ = ["AVAILABLE", "compute_dtype", "extension", "require_extension"]
+__all__ = ["AVAILABLE", "extension", "require_extension", "usable_on"]
+
+
+def usable_on(device_type: str) -> bool:
+    """Whether the backend runs tensors of this device type here: CPU, when the module built."""
+    return AVAILABLE and device_type == "cpu"
 
 
 def require_extension() -> ModuleType:
@@ -68,13 +71,3 @@ def require_extension() -> ModuleType:
     if extension is None:
         raise RuntimeError(f"sed_kernels: the 'cpu' backend needs sed_kernels._cpu; {REBUILD_HINT}")
     return extension
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """dtype the kernels compute in: float64 for float64 inputs, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """Name of a compute dtype as the extension expects it ('float32' or 'float64')."""
-    return str(dtype).removeprefix("torch.")

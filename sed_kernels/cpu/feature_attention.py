@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from sed_kernels.cpu import compute_dtype, dtype_name, require_extension
+from sed_kernels._launch import accumulator_dtype, dtype_name, steps_arguments
+from sed_kernels.cpu import require_extension
 
 
 def saved_shape(valid_steps: int, hidden: int, attention: int) -> tuple[int, int]:
@@ -48,7 +49,7 @@ def forward_for_backward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``out`` (B, H) in h.dtype and the ``saved`` buffer that :func:`backward_from_saved` reads."""
     kernels = require_extension()
-    dtype = compute_dtype(h.dtype)
+    dtype = accumulator_dtype(h.dtype)
     batch, steps, hidden = h.shape
     attention = W.shape[0]
     h_c = h.to(dtype)  # keeps h's strides
@@ -59,7 +60,7 @@ def forward_for_backward(
     saved = torch.empty(saved_shape(valid, hidden, attention), dtype=dtype)
     packed_h, u, a = _saved_views(saved, valid, hidden, attention)
     kernels.pack_steps(
-        h=h_c.data_ptr(), stride_b=h_c.stride(0), stride_t=h_c.stride(1), stride_h=h_c.stride(2),
+        **steps_arguments(h_c),
         lengths=lengths.data_ptr(), packed=packed_h.data_ptr(), batch=batch, steps=steps,
         hidden=hidden, dtype=dtype_name(dtype), num_threads=_threads(),
     )  # fmt: skip
@@ -85,7 +86,7 @@ def backward_from_saved(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``dh`` (B, T, H) (zero on padded steps), ``dW`` (d_a, H), ``dV`` (H, d_a), in h.dtype."""
     kernels = require_extension()
-    dtype = compute_dtype(h.dtype)
+    dtype = accumulator_dtype(h.dtype)
     batch, steps, hidden = h.shape
     attention = W.shape[0]
     W_c = W.to(dtype).contiguous()

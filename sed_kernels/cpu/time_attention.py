@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from sed_kernels.cpu import compute_dtype, dtype_name, require_extension
+from sed_kernels._launch import accumulator_dtype, dtype_name, steps_arguments
+from sed_kernels.cpu import require_extension
 
 
 def forward(
@@ -19,7 +20,7 @@ def forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``out`` (B, H) and ``lse`` (B,), both in float32 (float64 for float64 ``h``)."""
     kernels = require_extension()
-    dtype = compute_dtype(h.dtype)
+    dtype = accumulator_dtype(h.dtype)
     batch, steps, hidden = h.shape
     h_c = h.to(dtype)  # keeps h's strides
     q_c = q.to(dtype).contiguous()
@@ -27,7 +28,7 @@ def forward(
     out = torch.empty((batch, hidden), dtype=dtype)
     lse = torch.empty((batch,), dtype=dtype)
     kernels.time_attention_forward(
-        h=h_c.data_ptr(), stride_b=h_c.stride(0), stride_t=h_c.stride(1), stride_h=h_c.stride(2),
+        **steps_arguments(h_c),
         q=q_c.data_ptr(), lengths=lengths.data_ptr(), out=out.data_ptr(), lse=lse.data_ptr(),
         batch=batch, steps=steps, hidden=hidden, dtype=dtype_name(dtype),
         num_threads=torch.get_num_threads(),
@@ -45,7 +46,7 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``dh`` (B, T, H), zero on padded steps, and ``dq`` (B, H), both in h.dtype."""
     kernels = require_extension()
-    dtype = compute_dtype(h.dtype)
+    dtype = accumulator_dtype(h.dtype)
     batch, steps, hidden = h.shape
     h_c = h.to(dtype)
     grad_out_c = grad_out.to(dtype).contiguous()
@@ -56,8 +57,7 @@ def backward(
     grad_h = torch.empty((batch, steps, hidden), dtype=dtype)
     grad_q = torch.empty((batch, hidden), dtype=dtype)
     kernels.time_attention_backward(
-        grad_out=grad_out_c.data_ptr(), h=h_c.data_ptr(), stride_b=h_c.stride(0),
-        stride_t=h_c.stride(1), stride_h=h_c.stride(2), q=q_c.data_ptr(),
+        grad_out=grad_out_c.data_ptr(), **steps_arguments(h_c), q=q_c.data_ptr(),
         lengths=lengths.data_ptr(), out=out_c.data_ptr(), lse=lse_c.data_ptr(),
         grad_h=grad_h.data_ptr(), grad_q=grad_q.data_ptr(), batch=batch, steps=steps,
         hidden=hidden, dtype=dtype_name(dtype), num_threads=torch.get_num_threads(),

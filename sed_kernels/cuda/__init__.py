@@ -26,7 +26,15 @@ extension = load_extension("_cuda", "cuda", warn=torch.cuda.is_available())
 EXTENSION_LOADED: bool = extension is not None
 AVAILABLE: bool = EXTENSION_LOADED and torch.cuda.is_available()
 
-__all__ = ["AVAILABLE", "EXTENSION_LOADED", "extension", "launch_args", "require_extension"]
+__all__ = [
+    "AVAILABLE", "EXTENSION_LOADED", "extension", "launch_args", "require_extension", "usable_on"
+]
+
+
+def usable_on(device_type: str) -> bool:
+    """Whether the backend runs tensors of this device type here: CUDA, with the module and
+    a GPU."""
+    return AVAILABLE and device_type == "cuda"
 
 
 def require_extension() -> ModuleType:
@@ -37,16 +45,6 @@ def require_extension() -> ModuleType:
             f"(PATH or $CUDA_HOME/bin); {REBUILD_HINT}"
         )
     return extension
-
-
-def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
-    """dtype of workspaces and of lse: float64 for float64 inputs, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """Element type name as the extension expects it ('float32', 'bfloat16', ...)."""
-    return str(dtype).removeprefix("torch.")
 
 
 def launch_args(tensor: torch.Tensor) -> dict[str, int]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from sed_kernels.cuda import accumulator_dtype, dtype_name, launch_args, require_extension
+from sed_kernels._launch import accumulator_dtype, dtype_name, steps_arguments
+from sed_kernels.cuda import launch_args, require_extension
 
 
 def forward(
@@ -28,7 +29,7 @@ def forward(
     size = kernels.feature_attention_forward_workspace(batch, steps, hidden)
     workspace = torch.empty(size, dtype=accumulator_dtype(h.dtype), device=h.device)
     kernels.feature_attention_forward(
-        h=h.data_ptr(), stride_b=h.stride(0), stride_t=h.stride(1), stride_h=h.stride(2),
+        **steps_arguments(h),
         W_t=W_t.data_ptr(), V_t=V_t.data_ptr(), lengths=lengths.data_ptr(), out=out.data_ptr(),
         workspace=workspace.data_ptr(), batch=batch, steps=steps, hidden=hidden,
         attention=attention, dtype=dtype_name(h.dtype), **launch_args(h),
@@ -60,8 +61,7 @@ def backward(
     )
     workspace = torch.zeros(size, dtype=accumulator_dtype(h.dtype), device=h.device)
     kernels.feature_attention_backward(
-        grad_out=grad_out.data_ptr(), h=h.data_ptr(), stride_b=h.stride(0),
-        stride_t=h.stride(1), stride_h=h.stride(2), W=W.data_ptr(), V=V.data_ptr(),
+        grad_out=grad_out.data_ptr(), **steps_arguments(h), W=W.data_ptr(), V=V.data_ptr(),
         W_t=W_t.data_ptr(), V_t=V_t.data_ptr(), lengths=lengths.data_ptr(),
         grad_h=grad_h.data_ptr(), grad_W=grad_W.data_ptr(), grad_V=grad_V.data_ptr(),
         workspace=workspace.data_ptr(), batch=batch, steps=steps, hidden=hidden,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from sed_kernels.cuda import accumulator_dtype, dtype_name, launch_args, require_extension
+from sed_kernels._launch import accumulator_dtype, dtype_name, steps_arguments
+from sed_kernels.cuda import launch_args, require_extension
 
 
 def _workspace(kernels, h: torch.Tensor) -> torch.Tensor:
@@ -30,7 +31,7 @@ def forward(
     lse = torch.empty((batch,), dtype=accumulator_dtype(h.dtype), device=h.device)
     workspace = _workspace(kernels, h)
     kernels.time_attention_forward(
-        h=h.data_ptr(), stride_b=h.stride(0), stride_t=h.stride(1), stride_h=h.stride(2),
+        **steps_arguments(h),
         q=q.data_ptr(), lengths=lengths.data_ptr(), out=out.data_ptr(), lse=lse.data_ptr(),
         workspace=workspace.data_ptr(), batch=batch, steps=steps, hidden=hidden,
         dtype=dtype_name(h.dtype), **launch_args(h),
@@ -58,8 +59,8 @@ def backward(
     grad_q = torch.empty((batch, hidden), dtype=h.dtype, device=h.device)
     workspace = _workspace(kernels, h)
     kernels.time_attention_backward(
-        grad_out=grad_out.data_ptr(), h=h.data_ptr(), stride_b=h.stride(0),
-        stride_t=h.stride(1), stride_h=h.stride(2), q=q.data_ptr(), lengths=lengths.data_ptr(),
+        grad_out=grad_out.data_ptr(), **steps_arguments(h), q=q.data_ptr(),
+        lengths=lengths.data_ptr(),
         out=out.data_ptr(), lse=lse.data_ptr(), grad_h=grad_h.data_ptr(),
         grad_q=grad_q.data_ptr(), workspace=workspace.data_ptr(), batch=batch, steps=steps,
         hidden=hidden, dtype=dtype_name(h.dtype), **launch_args(h),

@@ -7,6 +7,19 @@ interpreter when ``TRITON_INTERPRET=1`` was set before ``triton`` was imported (
 Launch configurations are chosen in :mod:`sed_kernels.triton._utils`.
 """
 
-from . import feature_attention, time_attention
+import torch
 
-__all__ = ["feature_attention", "time_attention"]
+from . import _utils, feature_attention, time_attention
+
+# Triton picks interpreter or compiler when a kernel is decorated, i.e. on this import.
+INTERPRETED: bool = _utils.interpreter_active()
+
+__all__ = ["INTERPRETED", "feature_attention", "time_attention", "usable_on"]
+
+
+def usable_on(device_type: str) -> bool:
+    """Whether the backend runs tensors of this device type here: CPU tensors under the
+    interpreter (for tests), else CUDA tensors when torch sees a GPU."""
+    if INTERPRETED:
+        return device_type == "cpu"
+    return device_type == "cuda" and torch.cuda.is_available()

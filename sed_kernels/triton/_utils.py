@@ -28,6 +28,8 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from sed_kernels._launch import accumulator_dtype
+
 # Register budget of one (BLOCK_T, BLOCK_H) tile of the time-attention kernels, in elements.
 _TIME_TILE_ELEMENTS = 8192
 # A row's steps are split across programs only in pieces of at least this many blocks.
@@ -126,11 +128,6 @@ def div(x, y, PRECISE: tl.constexpr):
         return tl.div_rn(x, y)
     else:
         return x / y
-
-
-def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: float64 for float64 inputs, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 _TL_DTYPES = {
