@@ -27,6 +27,15 @@ def outside_source_tree(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """32 demo files (4 speakers x 4 emotions x 2) in a CSV manifest with their own feature
     cache; yields the manifest and an environment for command-line subprocesses."""

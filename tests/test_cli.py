@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from sed_model import baseline, compare, evaluate, predict, train
 from sed_model.evaluate import evaluate_checkpoint
@@ -18,12 +17,8 @@ pytestmark = pytest.mark.usefixtures("outside_source_tree")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here on one torch thread (the shared fixture of conftest.py)."""
 
 
 TINY = ["--steps", "3", "--eval-every", "3", "--cells", "8,8", "--device", "cpu",

@@ -34,18 +34,15 @@ def test_shards_are_disjoint_and_cover_the_global_batch():
     assert distributed.world_size() == 1 and distributed.is_main()
 
 
-def test_two_gloo_processes_match_one_process_and_resume_its_run(corpus, tmp_path):
+def test_two_gloo_processes_match_one_process_and_resume_its_run(
+    corpus, tmp_path, one_torch_thread
+):
     manifest, env = corpus
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "single",
-                       progress=False, workers=1)
-        with pytest.raises(Killed):  # a single-process run stopped in fold 1, resumed by 2 ranks
-            train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "resumed", progress=False,
-                  workers=1, on_checkpoint=kill_at("fold-01", 2))
-    finally:
-        torch.set_num_threads(threads)
+    single = train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "single",
+                   progress=False, workers=1)
+    with pytest.raises(Killed):  # a single-process run stopped in fold 1, resumed by 2 ranks
+        train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "resumed", progress=False,
+              workers=1, on_checkpoint=kill_at("fold-01", 2))
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2",

@@ -66,14 +66,6 @@ ARGS = [
 QUIET = ["--threads", "1", "--workers", "1", "--no-progress"]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_train(args, env):
     return subprocess.run(
         [sys.executable, "-m", "sed_model.train", *args],
@@ -107,7 +99,7 @@ def kill_after_checkpoints(args, env, last: Path, writes: int) -> None:
 
 
 @pytest.mark.slow
-def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_thread):
+def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_torch_thread):
     manifest, env = corpus
     reference = train(
         TrainConfig(data=str(manifest), **OPTIONS),
@@ -159,7 +151,7 @@ needs_bf16_lstm = pytest.mark.skipif(
 @needs_bf16_lstm
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
 @pytest.mark.parametrize("variant", ["time", "feature"])
-def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_thread):
+def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_torch_thread):
     torch.manual_seed(0)
     model = DenseLSTMAttention(
         n_classes=4, variant=variant, cells=(8, 6), attention_dim=5, dense=6, backend=backend
@@ -175,7 +167,7 @@ def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_thread):
 
 
 @needs_bf16_lstm
-def test_bf16_training_on_the_cpu(corpus, tmp_path, one_thread):
+def test_bf16_training_on_the_cpu(corpus, tmp_path, one_torch_thread):
     manifest, _ = corpus
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
     metrics = train(
@@ -203,7 +195,7 @@ def test_bf16_on_a_cpu_without_bf16_lstm_is_one_error_line_before_any_work(corpu
     assert "Traceback" not in done.stderr and not out.exists()
 
 
-def test_fp16_on_the_cpu_and_unknown_precisions_are_refused(corpus, tmp_path, one_thread):
+def test_fp16_on_the_cpu_and_unknown_precisions_are_refused(corpus, tmp_path, one_torch_thread):
     manifest, _ = corpus
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
     with pytest.raises(SedError, match="fp16 needs a CUDA GPU"):

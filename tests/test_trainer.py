@@ -28,12 +28,8 @@ CLASSES = ("anger", "joy", "sadness")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here on one torch thread (the shared fixture of conftest.py)."""
 
 
 def random_dataset(speakers=("s1", "s2", "s3", "s4"), per_class=3, seed=0) -> Dataset:

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_trainer import random_dataset, tiny_config
 
 from sed_model.checkpoint import load_checkpoint
@@ -19,11 +18,8 @@ SIX_SPEAKERS = ("s1", "s2", "s3", "s4", "s5", "s6")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here on one torch thread (the shared fixture of conftest.py)."""
 
 
 def corpus(speakers: dict[str, tuple[str, ...]]) -> list[Utterance]:
