@@ -33,7 +33,6 @@ with at least 3 rounds. The statistic reported is the median.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -292,20 +291,11 @@ def split_variant(backend: str) -> tuple[str, str | None]:
     return (name, isa) if name == "cpu" and isa else (backend, None)
 
 
-@contextlib.contextmanager
 def cpu_instruction_set(isa: str | None):
     """Run the ``cpu`` backend's kernels for ``isa`` inside the block (None: leave as is)."""
-    if isa is None:
-        yield
-        return
     from sed_kernels import cpu
 
-    previous = cpu.extension.isa()
-    cpu.extension.set_isa(isa)
-    try:
-        yield
-    finally:
-        cpu.extension.set_isa(previous)
+    return cpu.instruction_set(isa)
 
 
 SMOKE_COMPILE_SKIP = (

@@ -55,17 +55,11 @@ BACKENDS = [
 FUSED = [backend for backend in BACKENDS if backend != "reference"]
 
 
-@contextlib.contextmanager
 def instruction_set(isa: str):
     """Run the ``cpu`` backend's kernels compiled for ``isa`` inside the block."""
     from sed_kernels import cpu
 
-    previous = cpu.extension.isa()
-    cpu.extension.set_isa(isa)
-    try:
-        yield
-    finally:
-        cpu.extension.set_isa(previous)
+    return cpu.instruction_set(isa)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ Choices the kernels make:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from types import ModuleType
 
@@ -58,7 +59,25 @@ def _select_isa_from_environment() -> None:
 
 _select_isa_from_environment()
 
-__all__ = ["AVAILABLE", "extension", "require_extension", "usable_on"]
+__all__ = ["AVAILABLE", "extension", "instruction_set", "require_extension", "usable_on"]
+
+
+@contextlib.contextmanager
+def instruction_set(isa: str | None):
+    """Run the kernels compiled for ``isa`` inside the block (None: leave the choice as is).
+
+    For tests and benchmarks of each variant; ``SED_KERNELS_CPU_ISA`` does the same for a
+    whole process.
+    """
+    if isa is None:
+        yield
+        return
+    previous = require_extension().isa()
+    extension.set_isa(isa)
+    try:
+        yield
+    finally:
+        extension.set_isa(previous)
 
 
 def usable_on(device_type: str) -> bool:
