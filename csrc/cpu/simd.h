@@ -12,32 +12,8 @@ namespace {
 
 #define SED_ALWAYS_INLINE inline __attribute__((always_inline))
 
-// exp(x) for float, written so that `#pragma omp simd` loops vectorise it (libm's expf
-// does not vectorise without -ffast-math). Cephes' range reduction and degree-5
-// polynomial: about 1 ulp on [-87, 88]; inputs are clamped to that range, so exp(-inf)
-// gives 1.6e-38 instead of 0 (harmless in a softmax, where it multiplies finite values).
-SED_ALWAYS_INLINE float exp_approx(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  // n = round(x / ln 2) by the 1.5 * 2^23 trick (exact for |n| < 2^22).
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 127]
-  // A bit cast, not memcpy: GCC does not vectorise loops around the memcpy's temporary.
-  return p * __builtin_bit_cast(float, bits);
-}
-
-// The same exp on a whole SIMD register (GCC vector extensions). Written out because GCC 12
-// turns the clamps of the scalar version into branches to constant results inside loops
-// (exp(-87) is known at compile time), which leaves those loops scalar.
+// Lanes of one SIMD register of floats for the instruction set of this translation unit;
+// FloatVec/IntVec are such registers (GCC vector extensions).
 #if defined(__AVX512F__)
 constexpr int kFloatLanes = 16;
 #elif defined(__AVX__)
@@ -55,22 +31,34 @@ SED_ALWAYS_INLINE FloatVec load_floats(const float* p) {
 }
 SED_ALWAYS_INLINE void store_floats(float* p, FloatVec v) { __builtin_memcpy(p, &v, sizeof(v)); }
 
-SED_ALWAYS_INLINE FloatVec exp_approx(FloatVec x) {
-  const FloatVec lo = -87.0f - FloatVec{}, hi = 88.0f - FloatVec{};
+SED_ALWAYS_INLINE int32_t truncate_to_int(float x) { return static_cast<int32_t>(x); }
+SED_ALWAYS_INLINE IntVec truncate_to_int(FloatVec x) { return __builtin_convertvector(x, IntVec); }
+
+// exp(x) of a float (F = float) or of every lane of a register (F = FloatVec): Cephes' range
+// reduction and degree-5 polynomial, about 1 ulp on [-87, 88]; inputs are clamped to that
+// range, so exp(-inf) gives 1.6e-38 instead of 0 (harmless in a softmax, where it multiplies
+// finite values). libm's expf does not vectorise without -ffast-math; and inside loops GCC 12
+// turns the scalar clamps into branches to constant results (exp(-87) is known at compile
+// time), which leaves such loops scalar: hot loops call the FloatVec form on whole registers.
+template <class F>
+SED_ALWAYS_INLINE F exp_approx(F x) {
+  const F lo = -87.0f - F{}, hi = 88.0f - F{};  // - F{}: broadcast to every lane
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const FloatVec n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  FloatVec r = x - n * 0.693359375f;
+  // n = round(x / ln 2) by the 1.5 * 2^23 trick (exact for |n| < 2^22).
+  const F n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  F r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  FloatVec p = 1.9875691500e-4f - FloatVec{};
+  F p = 1.9875691500e-4f - F{};
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const IntVec bits = (__builtin_convertvector(n, IntVec) + 127) << 23;
-  return p * __builtin_bit_cast(FloatVec, bits);
+  const auto bits = (truncate_to_int(n) + 127) << 23;  // 2^n, n in [-126, 127]
+  // A bit cast, not memcpy: GCC does not vectorise loops around the memcpy's temporary.
+  return p * __builtin_bit_cast(F, bits);
 }
 
 SED_ALWAYS_INLINE float horizontal_sum(FloatVec v) {
