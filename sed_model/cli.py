@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import SedError
+from .features.normalization import MODES as NORMALIZE_MODES
 from .model import VARIANTS
 from .presets import PRESETS
 from .runtime import DEVICES, PRECISIONS
@@ -86,7 +87,7 @@ CORPUS_PRESETS = {"enterface": "enterface", "iemocap": "iemocap", "iemocap4": "i
 # TrainConfig fields set from command-line options of the same name.
 TRAINING_OPTIONS = ("corpus", "data", "variant", "preset", "folds", "epochs", "steps", "batch_size",
                     "lr", "cells", "eval_every", "device", "backend", "seed", "validation_speakers",
-                    "precision")
+                    "precision", "normalize")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +100,15 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="feature cache folder (default: $SED_MODEL_CACHE/features or "
                              "~/.cache/sed_model/features)")
+
+
+def add_normalize_option(parser: argparse.ArgumentParser) -> None:
+    """--normalize global|speaker (train, compare, baseline)."""
+    parser.add_argument("--normalize", choices=NORMALIZE_MODES, default=None,
+                        help="feature normalisation: global = z-score with the training "
+                             "speakers' pooled statistics (default); speaker = every speaker "
+                             "with its own statistics, the test speakers' from their unlabelled "
+                             "audio (transductive; the usual speaker-independent SER practice)")
 
 
 def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = True) -> None:
@@ -145,6 +155,7 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
                              "best validation UAR; 0 = no validation, report the final step. "
                              "Default: 1 when there are several folds and each keeps at least 3 "
                              "training speakers, else 0")
+    add_normalize_option(parser)
     parser.add_argument("--device", choices=DEVICES, default=None,
                         help="where to train; auto = cuda if available, else cpu (default auto)")
     parser.add_argument("--backend", default=None,

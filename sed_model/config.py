@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .checkpoint import read_json
 from .errors import SedError
+from .features.normalization import MODES as NORMALIZE_MODES
 from .model import VARIANTS
 from .presets import get_preset
 from .runtime import check_precision
@@ -59,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"  # fp32, bf16 or fp16: see sed_model.runtime.check_precision
     validation_speakers: int | None = None
+    normalize: str = "global"  # global | speaker: see sed_model.features.normalization
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -86,6 +88,9 @@ class TrainConfig:
         if self.validation_speakers is not None and self.validation_speakers < 0:
             raise SedError(f"validation_speakers must be 0 or more; got {self.validation_speakers}")
         check_precision(self.precision)
+        if self.normalize not in NORMALIZE_MODES:
+            raise SedError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; "
+                           f"got {self.normalize!r}")
         if self.lr <= 0:
             raise SedError(f"lr must be positive; got {self.lr}")
         if any(c < 1 for c in self.cells):

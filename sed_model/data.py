@@ -111,10 +111,11 @@ class Split:
 
 
 def make_split(dataset: Dataset, indices, normalizer: Normalizer) -> Split:
-    """Normalise the utterances ``indices`` of ``dataset`` with ``normalizer``."""
+    """Normalise the utterances ``indices`` of ``dataset`` with ``normalizer`` (each with its
+    speaker's statistics under a ``speaker`` normaliser)."""
     indices = np.asarray(indices, dtype=np.int64)
-    features = [torch.from_numpy(np.asarray(normalizer(dataset.features[i]), np.float32))
-                for i in indices]
+    speakers = dataset.speakers
+    features = [torch.from_numpy(normalizer(dataset.features[i], speakers[i])) for i in indices]
     return Split(
         features=features,
         lengths=np.array([len(f) for f in features], dtype=np.int64),

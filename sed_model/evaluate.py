@@ -71,7 +71,9 @@ def evaluate_checkpoint(
     if backend is not None:
         check_backend(backend, target_device)
     model = model_from_checkpoint(checkpoint, backend=backend, device=str(target_device))
-    split = make_split(dataset, indices, normalizer_from_checkpoint(checkpoint))
+    normalizer = normalizer_from_checkpoint(checkpoint).with_speakers(
+        [dataset.features[i] for i in indices], [dataset.speakers[i] for i in indices])
+    split = make_split(dataset, indices, normalizer)  # speaker mode: each speaker's own stats
     predicted = predict_split(model, split, target_device).argmax(axis=1)
     report = classification_report(to_model_class[dataset.labels[indices]], predicted, class_names)
 

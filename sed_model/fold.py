@@ -174,6 +174,16 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def fold_normalizer(dataset: Dataset, fold: Fold, mode: str) -> Normalizer:
+    """Statistics fitted on the fold's training speakers; in ``speaker`` mode also those of
+    its validation and test speakers, from their unlabelled audio (transductive)."""
+    speakers = dataset.speakers
+    normalizer = Normalizer.fit_fold(dataset.features, fold, speakers, mode)
+    others = [*fold.validation, *fold.test]
+    return normalizer.with_speakers([dataset.features[i] for i in others],
+                                    [speakers[i] for i in others])
+
+
 def _speakers(dataset: Dataset, indices) -> list[str]:
     return sorted({dataset.utterances[i].speaker for i in indices})
 
@@ -193,7 +203,7 @@ class FoldTraining:
         self.index, self.count, self.fold_dir = index, count, fold_dir
         self.on_checkpoint = on_checkpoint
         self.device = resolve_device(config.device)
-        self.normalizer = Normalizer.fit([dataset.features[i] for i in fold.train])
+        self.normalizer = fold_normalizer(dataset, fold, config.normalize)
         self.train_split = make_split(dataset, fold.train, self.normalizer)
         self.test_split = make_split(dataset, fold.test, self.normalizer)
         self.validation_split = (make_split(dataset, fold.validation, self.normalizer)

@@ -61,7 +61,8 @@ def predict_files(
             frames = extract_frames(signal, sample_rate)  # (T, 130)
         except SedError as exc:
             raise SedError(f"{file}: {exc}") from None
-        x = torch.from_numpy(normalizer(frames))[None].to(target_device)  # (1, T, 130)
+        # a file of an unknown speaker: see Normalizer.new_speaker (own statistics in speaker mode)
+        x = torch.from_numpy(normalizer.new_speaker([frames])[0])[None].to(target_device)
         lengths = torch.tensor([len(frames)], device=target_device)
         with torch.no_grad():
             if with_attention:

@@ -306,21 +306,42 @@ def test_global_normalizer_matches_the_pooled_frame_statistics():
     np.testing.assert_allclose(pooled.std(axis=0), 1.0, atol=1e-5)
 
 
-def test_speaker_normalizer_uses_pooled_statistics_for_unseen_speakers():
+def test_speaker_normalizer_uses_each_speakers_own_statistics_test_speakers_too():
     train = random_features(1, n=4)
     speakers = ["a", "a", "b", "b"]
     normalizer = Normalizer.fit(train, speakers, mode="speaker")
     a_frames = np.concatenate([normalizer(x, "a") for x in train[:2]])
     np.testing.assert_allclose(a_frames.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(a_frames.std(axis=0), 1.0, atol=1e-5)
-    unseen = train[0] + 1.0
-    np.testing.assert_allclose(
-        normalizer(unseen, "test speaker"), (unseen - normalizer.mean) / normalizer.std, rtol=1e-6
-    )
-    with pytest.raises(SedError, match="one speaker id per training utterance"):
+    test = [train[0] * 3.0 + 1.0, train[1] * 3.0 + 1.0]
+    with pytest.raises(SedError, match="speaker 'c' has no normalisation statistics"):
+        normalizer(test[0], "c")
+    extended = normalizer.with_speakers(test + [train[2] + 50.0], ["c", "c", "b"])
+    c_frames = np.concatenate([extended(x, "c") for x in test])
+    np.testing.assert_allclose(c_frames.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(c_frames.std(axis=0), 1.0, atol=1e-5)
+    # a speaker it already has keeps the training statistics; the original is unchanged
+    np.testing.assert_array_equal(extended(train[2], "b"), normalizer(train[2], "b"))
+    assert sorted(normalizer.per_speaker) == ["a", "b"]
+    with pytest.raises(SedError, match="one speaker id per utterance"):
         Normalizer.fit(train, None, mode="speaker")
     with pytest.raises(SedError, match="normalisation mode 'per-file' is unknown"):
         Normalizer.fit(train, mode="per-file")
+
+
+def test_new_speaker_uses_the_given_frames_in_speaker_mode_and_training_stats_in_global():
+    train = random_features(3, n=4)
+    single = train[0] * 2.0 + 7.0
+    speaker_mode = Normalizer.fit(train, ["a", "a", "b", "b"], mode="speaker")
+    (own,) = speaker_mode.new_speaker([single])
+    np.testing.assert_allclose(own.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(own.std(axis=0), 1.0, atol=1e-4)
+    pair = speaker_mode.new_speaker([single, train[1]])  # one speaker's two files: joint stats
+    joint = np.concatenate(pair)
+    np.testing.assert_allclose(joint.mean(axis=0), 0.0, atol=1e-5)
+    global_mode = Normalizer.fit(train)
+    np.testing.assert_array_equal(global_mode.new_speaker([single])[0], global_mode(single))
+    assert global_mode.with_speakers([single], ["z"]) is global_mode
 
 
 def test_fit_fold_never_reads_test_utterances():
@@ -345,6 +366,5 @@ def test_constant_feature_is_centred_not_scaled_and_state_dict_round_trips():
         isinstance(v, list) for v in (state["mean"], state["std"])
     )  # plain lists: torch weights_only-safe
     restored = Normalizer.from_state_dict(state)
-    for speaker in ("s", None):
-        np.testing.assert_array_equal(restored(train[0], speaker), normalizer(train[0], speaker))
+    np.testing.assert_array_equal(restored(train[0], "s"), normalizer(train[0], "s"))
     assert restored.mode == "speaker"

@@ -1,13 +1,17 @@
-"""z-score normalisation of frame features, fitted on the training utterances only.
+"""z-score normalisation of frame features: ``global`` (pooled training statistics) or
+``speaker`` (each speaker's own statistics).
 
 The statistics are scikit-learn's :class:`~sklearn.preprocessing.StandardScaler`, fed one
-utterance at a time (``partial_fit``: frame-weighted mean and population std over all training
-frames, in float64). :class:`Normalizer` adds what StandardScaler does not do:
+utterance at a time (``partial_fit``: frame-weighted mean and population std over all frames,
+in float64). :class:`Normalizer` adds what StandardScaler does not do:
 
-- per-speaker statistics with a fallback: in ``mode="speaker"`` each training speaker gets
-  its own mean/std, and a speaker not seen in the fit (every test speaker of a
-  speaker-independent split) uses the pooled training statistics, so nothing is ever fitted
-  on test data;
+- ``mode="speaker"``: every speaker is z-scored with the mean/std of that speaker's own frames,
+  the test speakers too. A test speaker's statistics come from its unlabelled audio
+  (:meth:`Normalizer.with_speakers`): no label is read, but the test audio is, so the mode is
+  transductive. This is the usual practice of speaker-independent emotion recognition
+  (Schuller et al.'s benchmarks); results under it must say so, and every results table names
+  the mode. For a recording of an unknown speaker (``predict``),
+  :meth:`Normalizer.new_speaker` fits one set of statistics on the frames given (see there);
 - a threshold for constant features: a feature whose std is below ``MIN_STD`` (1e-6) is
   centred but not scaled (StandardScaler leaves alone only a spread within float64 round-off
   and would blow up a feature that is constant up to float32 rounding);
@@ -25,6 +29,8 @@ from sklearn.preprocessing import StandardScaler
 
 from sed_model.errors import SedError
 
+MODES = ("global", "speaker")
+
 
 def _mean_std(features: Sequence[np.ndarray], min_std: float) -> tuple[np.ndarray, np.ndarray]:
     """Frame-weighted mean and std (D,) of (T_i, D) arrays; std < ``min_std`` becomes 1."""
@@ -36,20 +42,30 @@ def _mean_std(features: Sequence[np.ndarray], min_std: float) -> tuple[np.ndarra
     return scaler.mean_, np.where(std < min_std, 1.0, std)
 
 
+def _by_speaker(features: Sequence[np.ndarray], speakers: Sequence[str]) -> dict:
+    """{speaker: (mean, std)} over each speaker's utterances."""
+    grouped: dict[str, list[np.ndarray]] = defaultdict(list)
+    for speaker, x in zip(speakers, features):
+        grouped[speaker].append(x)
+    return {s: _mean_std(xs, Normalizer.MIN_STD) for s, xs in sorted(grouped.items())}
+
+
 class Normalizer:
-    """z-score normalisation, ``(x - mean) / std`` per feature, fitted on the training split only.
+    """z-score normalisation, ``(x - mean) / std`` per feature.
 
-    mode="global": one mean/std over all training frames. mode="speaker": each training speaker
-    also gets its own mean/std; a speaker not seen in the fit falls back to the pooled training
-    statistics (see the module docstring).
+    mode="global": one mean/std over all training frames, applied to every utterance.
+    mode="speaker": one mean/std per speaker; :meth:`fit` computes the training speakers',
+    :meth:`with_speakers` adds those of other (test) speakers from their unlabelled audio.
+    The pooled training statistics are kept in both modes (``mean``, ``std``).
 
-    Typical use, which never touches the test speakers::
+    Typical use in a fold::
 
-        normalizer = Normalizer.fit_fold(features, fold, speakers)
+        normalizer = Normalizer.fit_fold(features, fold, speakers, mode)
+        normalizer = normalizer.with_speakers(test_features, test_speakers)  # speaker mode
         x = normalizer(features[i], speakers[i])
     """
 
-    MODES = ("global", "speaker")
+    MODES = MODES
     MIN_STD = 1e-6
 
     def __init__(self, mode: str, mean: np.ndarray, std: np.ndarray,
@@ -66,7 +82,8 @@ class Normalizer:
     @classmethod
     def _check_mode(cls, mode: str) -> None:
         if mode not in cls.MODES:
-            raise SedError(f"normalisation mode {mode!r} is unknown; expected one of {cls.MODES}")
+            raise SedError(f"normalisation mode {mode!r} is unknown; expected one of "
+                           f"{', '.join(cls.MODES)}")
 
     @classmethod
     def fit(
@@ -78,14 +95,8 @@ class Normalizer:
         if not features:
             raise SedError("cannot fit normalisation statistics on an empty training set")
         if mode == "speaker" and (speakers is None or len(speakers) != len(features)):
-            raise SedError("per-speaker normalisation needs one speaker id per training utterance")
-        per_speaker = {}
-        if mode == "speaker":
-            by_speaker: dict[str, list[np.ndarray]] = defaultdict(list)
-            for speaker, x in zip(speakers, features):
-                by_speaker[speaker].append(x)
-            per_speaker = {speaker: _mean_std(xs, cls.MIN_STD)
-                           for speaker, xs in sorted(by_speaker.items())}
+            raise SedError("per-speaker normalisation needs one speaker id per utterance")
+        per_speaker = _by_speaker(features, speakers) if mode == "speaker" else {}
         return cls(mode, *_mean_std(features, cls.MIN_STD), per_speaker)
 
     @classmethod
@@ -102,10 +113,43 @@ class Normalizer:
         chosen_speakers = None if speakers is None else [speakers[i] for i in train]
         return cls.fit([features[i] for i in train], chosen_speakers, mode)
 
+    def with_speakers(self, features: Sequence[np.ndarray],
+                      speakers: Sequence[str]) -> Normalizer:
+        """A copy that also has statistics for the speakers of ``features`` it lacks (from
+        their unlabelled audio; the speakers it has keep theirs). ``global`` mode: itself."""
+        if self.mode == "global":
+            return self
+        if len(speakers) != len(features):
+            raise SedError("per-speaker normalisation needs one speaker id per utterance")
+        new = [(x, s) for x, s in zip(features, speakers) if s not in self.per_speaker]
+        added = _by_speaker([x for x, _ in new], [s for _, s in new]) if new else {}
+        return Normalizer(self.mode, self.mean, self.std, {**self.per_speaker, **added})
+
+    def new_speaker(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``features`` (the (T_i, D) frames of one speaker nobody has seen) normalised.
+
+        ``global`` mode: with the training statistics. ``speaker`` mode: with one mean/std
+        fitted on all the given frames together, so the arrays should be one speaker's
+        recordings; a single array (one file, or one long recording) is normalised with its
+        own statistics. Nothing of the training speakers' statistics is used then: that is
+        what a ``speaker`` model was trained on.
+        """
+        if self.mode == "global":
+            return [self(x) for x in features]
+        mean, std = _mean_std(features, self.MIN_STD)
+        return [_apply(x, mean.astype(np.float32), std.astype(np.float32)) for x in features]
+
     def __call__(self, x: np.ndarray, speaker: str | None = None) -> np.ndarray:
-        """(T, D) -> (T, D) float32 normalised with the speaker's statistics or the pooled ones."""
-        mean, std = self.per_speaker.get(speaker, (self.mean, self.std))
-        return ((np.asarray(x, dtype=np.float32) - mean) / std).astype(np.float32, copy=False)
+        """(T, D) -> (T, D) float32: ``global``: the pooled statistics; ``speaker``: that
+        speaker's (a :class:`SedError` when it has none: fit them with :meth:`with_speakers`)."""
+        if self.mode == "global":
+            return _apply(x, self.mean, self.std)
+        try:
+            mean, std = self.per_speaker[speaker]
+        except KeyError:
+            raise SedError(f"speaker {speaker!r} has no normalisation statistics; known: "
+                           f"{', '.join(sorted(self.per_speaker)) or 'none'}") from None
+        return _apply(x, mean, std)
 
     def state_dict(self) -> dict:
         """Plain lists and strings: safe for JSON and for ``torch.load(weights_only=True)``."""
@@ -121,3 +165,7 @@ class Normalizer:
     def from_state_dict(cls, state: dict) -> Normalizer:
         per_speaker = {s: (v["mean"], v["std"]) for s, v in state.get("per_speaker", {}).items()}
         return cls(state["mode"], state["mean"], state["std"], per_speaker)
+
+
+def _apply(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return ((np.asarray(x, dtype=np.float32) - mean) / std).astype(np.float32, copy=False)
