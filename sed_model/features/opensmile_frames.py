@@ -2,11 +2,14 @@
 
 Choices where the paper is silent, recorded here:
 
-- Alignment. openSMILE emits the LLDs and the deltas from two separate sinks: a signal of
-  T seconds gives 100T-4 LLD rows but 100T-2 delta rows, the extra rows repeating the last
-  timestamp. Row i of both starts at the same time (checked: the deltas recomputed from the
-  LLD rows match the delta rows at the same position, and no other shift), so the two are
-  joined by position and cut to the shorter, never joined on the time index.
+- One pass. openSMILE's ComParE_2016 emits the LLDs and the deltas as two separate levels
+  (a signal of T seconds gives 100T-4 LLD rows but 100T-2 delta rows, the extra rows
+  repeating the last timestamp); asked for one level at a time, the package runs the whole
+  pipeline once per level. ``compare_2016_frames.conf`` (beside this module) runs the same
+  LLD components once and joins the two levels row by row (row i of both starts at the same
+  time: the deltas recomputed from the LLD rows match the delta rows at the same position),
+  cut to the shorter, never joined on the time index. Its output equals the two separate
+  runs' exactly (tests/test_features.py checks it), in about half the time.
 - Input. ``opensmile.Smile.process_signal`` on the decoded mono signal (``load_audio``), so
   wav files and the audio of eNTERFACE's .avi files go through the same path. Native sample
   rate unless ``FeatureConfig.sampling_rate`` asks for resampling.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -56,17 +60,26 @@ class FeatureConfig:
                            "expected None or an integer >= 8000 Hz")
 
 
+FRAMES_LEVEL = "lld_and_de"  # the output level of compare_2016_frames.conf
+FRAMES_CONFIG = Path(__file__).with_name("compare_2016_frames.conf")
+
+
 @functools.lru_cache(maxsize=None)
 def _smile(feature_set: str, level: str, sampling_rate: int | None):
-    """One openSMILE extractor per (set, level, rate) and process (construction costs ~0.15 s)."""
+    """One openSMILE extractor per (set, level, rate) and process (construction costs ~0.15 s).
+
+    ``level`` is a :class:`opensmile.FeatureLevel` name, or :data:`FRAMES_LEVEL` for the
+    one-pass LLD + delta configuration."""
     import opensmile
 
-    return opensmile.Smile(
-        feature_set=opensmile.FeatureSet[feature_set],
-        feature_level=opensmile.FeatureLevel[level],
-        sampling_rate=sampling_rate,
-        resample=sampling_rate is not None,
-    )
+    resampling = {"sampling_rate": sampling_rate, "resample": sampling_rate is not None}
+    if level == FRAMES_LEVEL:
+        config_root = Path(opensmile.__file__).parent / "core" / "config"
+        lld_config = config_root / "compare" / f"{feature_set}_core.lld.conf.inc"
+        return opensmile.Smile(feature_set=str(FRAMES_CONFIG), feature_level=FRAMES_LEVEL,
+                               options={"lldconf": str(lld_config)}, **resampling)
+    return opensmile.Smile(feature_set=opensmile.FeatureSet[feature_set],
+                           feature_level=opensmile.FeatureLevel[level], **resampling)
 
 
 def _process(config: FeatureConfig, level: str, signal: np.ndarray,
@@ -111,12 +124,8 @@ def extract_frames(
     non-finite features.
     """
     signal = _as_opensmile_input(signal, sampling_rate)
-    lld = _process(config, "LowLevelDescriptors", signal, sampling_rate)  # (100T-4, 65)
-    # (100T-2, 65): the tail rows repeat the last timestamp
-    delta = _process(config, "LowLevelDescriptors_Deltas", signal, sampling_rate)
-    frames = min(len(lld), len(delta))
-    x = np.concatenate([lld[:frames], delta[:frames]], axis=1)  # (T, 130)
-    if frames == 0 or not np.isfinite(x).all():
+    x = _process(config, FRAMES_LEVEL, signal, sampling_rate)  # (100T-4, 130), one pass
+    if len(x) == 0 or not np.isfinite(x).all():
         raise AudioError("openSMILE returned no finite frames")
     return np.ascontiguousarray(x)
 
@@ -134,6 +143,4 @@ def extract_functionals_vector(
 
 def frame_feature_names(config: FeatureConfig = FeatureConfig()) -> list[str]:
     """The 130 column names of ``extract_frames``: 65 LLD names, then their 65 ``*_de`` deltas."""
-    return list(_smile(config.feature_set, "LowLevelDescriptors", None).feature_names) + list(
-        _smile(config.feature_set, "LowLevelDescriptors_Deltas", None).feature_names
-    )
+    return list(_smile(config.feature_set, FRAMES_LEVEL, None).feature_names)
