@@ -11,11 +11,18 @@ only (nested CV, UAR as the criterion). The folds are made by ``sed_model.splits
 exactly as for the neural models (same protocol, same seed, same utterances unless the
 feature extractor skipped a file for one feature kind and not the other). Results are
 reported like the models': per-class recall and UAR pooled over folds, and per-fold UAR.
+
+``--normalize speaker`` first z-scores every speaker's functionals with that speaker's own
+mean and std (the test speakers' from their unlabelled utterances, as the models'
+``--normalize speaker``; transductive), then runs the same pipeline. ``--against RUN`` pairs
+the SVM's per-fold UARs with those of a model run on the same folds (a ``train`` run folder,
+with or without ``--seeds``) and prints the paired comparison (:mod:`sed_model.stats`).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +32,15 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
-from .checkpoint import write_json
-from .cli import add_data_options, positive_float, run_main
+from .checkpoint import read_json, write_json
+from .cli import add_data_options, add_normalize_option, positive_float, run_main
 from .corpora import load_corpus
 from .errors import SedError
 from .features import extract_functionals
 from .metrics import classification_report, mean_and_std, report_from_confusion
+from .seeds import fold_uars
 from .splits import make_folds
+from .stats import PairedComparison, paired_comparison
 
 DEFAULT_C = 1e-3
 TUNING_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -41,6 +50,16 @@ INNER_FOLDS = 5
 def svm_pipeline(C: float):
     """StandardScaler (fitted on the training data it is given) + linear SVM."""
     return make_pipeline(StandardScaler(), LinearSVC(C=C, max_iter=20000))
+
+
+def speaker_standardized(X: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Every speaker's rows z-scored with that speaker's mean and std (std < 1e-6: 1)."""
+    out = np.empty_like(X)
+    for speaker in np.unique(speakers):
+        rows = speakers == speaker
+        mean, std = X[rows].mean(axis=0), X[rows].std(axis=0)
+        out[rows] = (X[rows] - mean) / np.where(std < 1e-6, 1.0, std)
+    return out
 
 
 def fit_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float, tune: bool):
@@ -62,6 +81,7 @@ def run_baseline(
     C: float = DEFAULT_C,
     tune: bool = False,
     seed: int = 0,
+    normalize: str = "global",
     workers: int | None = None,
     strict: bool = False,
     cache_dir: str | Path | None = None,
@@ -78,6 +98,10 @@ def run_baseline(
     X = np.stack([vectors[i] for i in kept]).astype(np.float64)  # (N, 6373)
     y = np.array([loader.classes.index(u.label) for u in utterances])
     speakers = np.array([u.speaker for u in utterances])
+    if normalize == "speaker":
+        X = speaker_standardized(X, speakers)
+    elif normalize != "global":
+        raise SedError(f"normalize must be global or speaker; got {normalize!r}")
     results = []
     for index, fold in enumerate(tqdm(make_folds(utterances, folds or "default", seed=seed,
                                                  corpus=loader),
@@ -95,6 +119,8 @@ def run_baseline(
         "corpus": loader.name,
         "model": "ComParE_2016 functionals + StandardScaler + LinearSVC",
         "C": "tuned by inner speaker-grouped CV on training folds" if tune else C,
+        "normalize": normalize,
+        "headline": "final",
         "classes": list(loader.classes),
         "n_utterances": len(utterances),
         "skipped_files": len(vectors) - len(kept),
@@ -113,7 +139,8 @@ def format_result(metrics: dict) -> str:
     recall = s["pooled"]["recall"]
     n = len(metrics["folds"])
     return "\n".join([
-        f"{metrics['corpus']}: {metrics['model']}, C = {metrics['C']}, {n} folds",
+        f"{metrics['corpus']}: {metrics['model']}, C = {metrics['C']}, normalize "
+        f"{metrics['normalize']}, {n} folds",
         "  ".join(f"{c[:3].capitalize()} {recall[c]:.2f}" if recall[c] is not None else f"{c} -"
                   for c in classes),
         f"UAR {s['pooled']['uar']:.3f}  WA {s['pooled']['wa']:.3f} (pooled over folds); "
@@ -144,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "split only (nested CV)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of random splits (holdout, K folds); default 0")
+    add_normalize_option(parser)
+    parser.add_argument("--against", type=Path, default=None, metavar="RUN_DIR",
+                        help="also print the paired comparison (per-fold UAR differences, "
+                             "bootstrap CI, Wilcoxon test) with this train run folder, made on "
+                             "the same folds (its seeds.json with --seeds, else metrics.json)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="write the full result (per fold, confusion matrices) to FILE")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -159,12 +191,39 @@ def main(argv: list[str] | None = None) -> None:
 def _baseline_command(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     metrics = run_baseline(args.corpus, args.data, folds=args.folds, C=args.C, tune=args.tune,
-                           seed=args.seed, workers=args.workers, strict=args.strict,
-                           cache_dir=args.cache_dir, progress=not args.no_progress)
+                           seed=args.seed, normalize=args.normalize or "global",
+                           workers=args.workers, strict=args.strict, cache_dir=args.cache_dir,
+                           progress=not args.no_progress)
     print(format_result(metrics))
+    if args.against is not None:
+        comparison = compare_with_run(metrics, args.against)
+        metrics["paired"] = comparison.to_dict()
+        print(comparison.line())
     if args.json is not None:
         write_json(args.json, metrics)
         print(f"wrote {args.json}")
+
+
+def compare_with_run(svm: dict, run_dir: Path) -> PairedComparison:
+    """The run in ``run_dir`` minus the SVM, fold by fold; the folds must be the same."""
+    run_dir = Path(run_dir)
+    if (run_dir / "seeds.json").exists():
+        saved = read_json(run_dir / "seeds.json")
+        names, uars = saved["summary"]["fold_names"], saved["summary"]["fold_uar"]
+        label = f"{saved['variant']} ({len(saved['runs'])} seeds)"
+    elif (run_dir / "metrics.json").exists():
+        saved = read_json(run_dir / "metrics.json")
+        names, uars, label = [f["name"] for f in saved["folds"]], fold_uars(saved), saved["variant"]
+    else:
+        raise SedError(f"--against {run_dir}: no seeds.json or metrics.json there")
+    svm_names = [f["name"] for f in svm["folds"]]
+    if names != svm_names:
+        raise SedError(f"--against {run_dir}: its folds ({', '.join(names)}) are not the SVM's "
+                       f"({', '.join(svm_names)}); use the same corpus, --folds and --seed")
+    if saved["config"].get("normalize", "global") != svm["normalize"]:
+        print(f"warning: {run_dir} used normalize {saved['config'].get('normalize', 'global')}, "
+              f"the SVM {svm['normalize']}", file=sys.stderr)
+    return paired_comparison(label, uars, "SVM", [f["final"]["uar"] for f in svm["folds"]])
 
 
 if __name__ == "__main__":

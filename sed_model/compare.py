@@ -1,15 +1,22 @@
-"""Train the four variants on the same folds and print the paper's Table 2/3 layout.
+"""Train the four variants on the same folds, beside the SVM baseline, and print the
+paper's Table 2/3 layout with paired comparisons.
 
-    python -m sed_model.compare --corpus emodb --data DIR --folds loso --markdown table.md
+    python -m sed_model.compare --corpus emodb --data DIR --folds loso --seeds 3 --markdown t.md
 
-Every variant sees the same features, folds, seed, preset and number of steps. The table
-shows per-class recall and UAR of each variant, pooled over folds: for the checkpoints
-selected on validation speakers (the headline when ``--validation-speakers`` is on), for the
-final models (selected by nothing; the headline without validation) and for the best test
-UAR during training (the paper's "optimal recognition results", optimistic). Files: one run
-folder per variant under ``--out-dir`` (see ``sed_model.train``), ``comparison.json``,
-``table.md`` and ``curves.png`` (mean held-out UAR against step per variant, like the
-paper's Figs. 2-3).
+Every variant sees the same features, folds, preset, normalisation and number of steps; with
+``--seeds N`` each is trained N times (seeds ``--seed`` .. ``--seed+N-1``, the same folds;
+:mod:`sed_model.seeds`). The ComParE functionals SVM (:mod:`sed_model.baseline`, its fixed C,
+the same ``--normalize``) runs on the same folds unless ``--no-baseline``. The table shows
+per-class recall (mean over seeds, pooled over folds) and UAR (pooled over folds, mean and
+std over seeds) of the headline models: the checkpoints selected on validation speakers when
+the runs have them, else the final models (selected by nothing). Below it, paired
+comparisons on the same folds (:mod:`sed_model.stats`): every variant against the SVM, and
+``feature`` against the other variants. With one seed, the tables of the final models and of
+the best test UAR during training (the paper's "optimal recognition results", optimistic)
+follow. Files under ``--out-dir``: one run folder per variant (``<variant>/``, or
+``<variant>/seed-K/`` with several seeds), ``baseline.json``, ``comparison.json``,
+``table.md`` and ``curves.png`` (mean held-out UAR against step per variant, like the paper's
+Figs. 2-3).
 """
 
 from __future__ import annotations
@@ -24,16 +31,20 @@ from pathlib import Path
 
 import torch
 
+from .baseline import run_baseline
 from .checkpoint import write_json
 from .cli import NameList, add_training_options, config_from_args, positive_int, run_main
 from .data import load_dataset
 from .errors import SedError
 from .model import VARIANTS
 from .plots import plot_curves
+from .seeds import SeedSummary, seed_configs, seed_dir, summarize_seeds, write_seed_summary
+from .stats import PairedComparison, paired_comparison
 from .tables import render_table
 from .trainer import TrainConfig, train
 
-TABLE_LABELS = {"lstm": "LSTM", "general": "General", "time": "Time", "feature": "Feature"}
+TABLE_LABELS = {"lstm": "LSTM", "general": "General", "time": "Time", "feature": "Feature",
+                "svm": "SVM (functionals)"}
 
 
 def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, progress: bool,
@@ -54,11 +65,52 @@ def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, progress: b
     return metrics
 
 
+def _run_dir(out_dir: Path, config: TrainConfig, seeds: int) -> Path:
+    variant_dir = out_dir / config.variant
+    return variant_dir if seeds == 1 else seed_dir(variant_dir, config)
+
+
+def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, progress: bool,
+               jobs: int, threads: int | None, dataset, data_options: dict) -> list[dict]:
+    """Every (configuration, folder) trained, ``jobs`` at a time in worker processes."""
+    if jobs == 1:
+        return [_train_variant(c, d, resume, progress, threads, dataset, **data_options)
+                for c, d in runs]
+    threads = threads or 1  # jobs x threads should not exceed the cores
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_variant, c, d, resume, False, threads, **data_options)
+                   for c, d in runs]
+        return [f.result() for f in futures]
+
+
+def _baseline_summary(config: TrainConfig, folds: list[str], progress: bool,
+                      data_options: dict) -> tuple[dict, SeedSummary]:
+    """The SVM on the same folds and normalisation, and its results shaped like a variant's."""
+    svm = run_baseline(config.corpus, config.data, folds=config.folds, seed=config.folds_seed,
+                       normalize=config.normalize, progress=progress, **data_options)
+    svm.update(config={"seed": None}, variant="svm")
+    if [f["name"] for f in svm["folds"]] != folds:
+        raise SedError("the SVM's folds differ from the models' (a file usable for one feature "
+                       "kind and not the other?); compare them with --no-baseline")
+    return svm, summarize_seeds([svm])
+
+
+def _paired(summaries: dict[str, SeedSummary]) -> list[dict]:
+    """Every variant against the SVM, and feature against the other variants."""
+    pairs = [(v, "svm") for v in summaries if v != "svm" and "svm" in summaries]
+    if "feature" in summaries:
+        pairs += [("feature", v) for v in summaries if v not in ("feature", "svm")]
+    return [paired_comparison(TABLE_LABELS[a], summaries[a].fold_uar, TABLE_LABELS[b],
+                              summaries[b].fold_uar).to_dict() for a, b in pairs]
+
+
 def compare(
     config: TrainConfig,
     out_dir: str | Path,
     *,
     variants: tuple[str, ...] = VARIANTS,
+    seeds: int = 1,
+    baseline: bool = True,
     resume: bool = False,
     progress: bool = True,
     jobs: int = 1,
@@ -67,12 +119,13 @@ def compare(
     strict: bool = False,
     cache_dir: str | Path | None = None,
 ) -> dict:
-    """Train ``variants`` with ``config`` (its ``variant`` is ignored) into ``out_dir/<variant>``.
+    """Train ``variants`` with ``config`` (its ``variant`` is ignored), ``seeds`` times each,
+    into ``out_dir``, and the SVM on the same folds unless not ``baseline``.
 
-    ``jobs > 1`` trains that many variants at once in worker processes (each with
-    ``threads`` torch threads, no progress bars; features come from the cache filled here
-    first). Returns ``{"corpus", "classes", "config", "variants": {name: metrics}}`` and
-    writes ``comparison.json``, ``table.md`` and ``curves.png`` into ``out_dir``.
+    ``jobs > 1`` trains that many runs at once in worker processes (each with ``threads``
+    torch threads, no progress bars; features come from the cache filled here first).
+    Returns the content of ``comparison.json`` (``summaries``, ``paired``, ...) and writes it,
+    ``table.md`` and ``curves.png`` into ``out_dir``.
     """
     out_dir = Path(out_dir)
     shared = {**config.to_json(), "variant": None}  # what every variant's run has in common
@@ -83,30 +136,38 @@ def compare(
     data_options = {"workers": workers, "strict": strict, "cache_dir": cache_dir}
     dataset = load_dataset(config.corpus, config.data, progress=progress, **data_options)
     if not resume:
-        write_json(config_path, shared)
-    runs = {v: (dataclasses.replace(config, variant=v), out_dir / v) for v in variants}
-    if jobs > 1:
-        threads = threads or 1  # jobs x threads should not exceed the cores
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {v: pool.submit(_train_variant, c, d, resume, False, threads, **data_options)
-                       for v, (c, d) in runs.items()}
-            results = {v: f.result() for v, f in futures.items()}
-    else:
-        results = {v: _train_variant(c, d, resume, progress, threads, dataset, **data_options)
-                   for v, (c, d) in runs.items()}
+        write_json(config_path, {**shared, "seeds": seeds})
+    runs = [(c, _run_dir(out_dir, c, seeds)) for v in variants
+            for c in seed_configs(dataclasses.replace(config, variant=v), seeds)]
+    trained = _train_all(runs, resume=resume, progress=progress, jobs=jobs, threads=threads,
+                         dataset=dataset, data_options=data_options)
+    results = {v: [m for (c, _), m in zip(runs, trained) if c.variant == v] for v in variants}
+    if seeds > 1:
+        for v, metrics in results.items():
+            write_seed_summary(out_dir / v, metrics)
+    summaries = {v: summarize_seeds(m) for v, m in results.items()}
+    if baseline:
+        svm, summaries["svm"] = _baseline_summary(config, summaries[variants[0]].fold_names,
+                                                  progress, data_options)
+        write_json(out_dir / "baseline.json", svm)
     comparison = {
         "corpus": dataset.corpus,
         "classes": list(dataset.classes),
         "n_utterances": len(dataset.utterances),
-        "n_folds": len(next(iter(results.values()))["folds"]),
+        "n_folds": len(summaries[variants[0]].fold_uar),
+        "seeds": seeds,
+        "normalize": config.normalize,
+        "headline": summaries[variants[0]].headline,
         "config": shared,
-        "variants": results,
+        "summaries": {v: s.to_dict() for v, s in summaries.items()},
+        "paired": _paired(summaries),
+        "single_runs": {v: m[0] for v, m in results.items()} if seeds == 1 else None,
     }
     write_json(out_dir / "comparison.json", comparison)
     (out_dir / "table.md").write_text(format_tables(comparison, markdown=True) + "\n")
-    plot_curves({TABLE_LABELS[v]: [f["history"] for f in m["folds"]] for v, m in results.items()},
-                out_dir / "curves.png",
-                title=f"{dataset.corpus}: held-out UAR during training (mean over folds)")
+    plot_curves({TABLE_LABELS[v]: [f["history"] for m in ms for f in m["folds"]]
+                 for v, ms in results.items()}, out_dir / "curves.png",
+                title=f"{dataset.corpus}: held-out UAR during training (mean over folds, seeds)")
     return comparison
 
 
@@ -116,39 +177,60 @@ def class_headers(classes: list[str]) -> list[str]:
     return short if len(set(short)) == len(short) else [c.capitalize() for c in classes]
 
 
-def format_table(comparison: dict, which: str, *, markdown: bool = False) -> str:
-    """Table 2/3 layout: one row per variant, per-class recall and UAR (pooled over folds)."""
+def _recall_cells(recall: dict, classes: list[str]) -> list[str]:
+    return [f"{recall[c]:.2f}" if recall[c] is not None else "-" for c in classes]
+
+
+def format_summary_table(comparison: dict, *, markdown: bool = False) -> str:
+    """One row per variant (and the SVM): per-class recall, UAR mean +- std over seeds."""
     classes = comparison["classes"]
+    header = ["Model", *class_headers(classes), "UAR", "WA", "UAR per fold (mean)"]
+    rows = []
+    for name, s in comparison["summaries"].items():
+        spread = f" +- {s['uar_std']:.3f}" if len(s["pooled_uar"]) > 1 else ""
+        rows.append([TABLE_LABELS[name], *_recall_cells(s["recall"], classes),
+                     f"{s['uar_mean']:.3f}{spread}", f"{s['wa_mean']:.3f}",
+                     f"{sum(s['fold_uar']) / len(s['fold_uar']):.3f}"])
+    return render_table(header, rows, markdown=markdown)
+
+
+def format_table(run_metrics: dict[str, dict], classes: list[str], which: str, *,
+                 markdown: bool = False) -> str:
+    """Table 2/3 layout of single runs: per-class recall and UAR (pooled over folds)."""
     header = ["Model", *class_headers(classes), "UAR", "WA", "UAR mean+-std over folds"]
     rows = []
-    for variant, metrics in comparison["variants"].items():
+    for variant, metrics in run_metrics.items():
         s = metrics["summary"][which]
-        recall = s["pooled"]["recall"]
-        rows.append([TABLE_LABELS[variant],
-                     *[f"{recall[c]:.2f}" if recall[c] is not None else "-" for c in classes],
+        rows.append([TABLE_LABELS[variant], *_recall_cells(s["pooled"]["recall"], classes),
                      f"{s['pooled']['uar']:.3f}", f"{s['pooled']['wa']:.3f}",
                      f"{s['uar']['mean']:.3f} +- {s['uar']['std']:.3f}"])
     return render_table(header, rows, markdown=markdown)
 
 
 def format_tables(comparison: dict, *, markdown: bool = False) -> str:
-    """The tables, headline first, each with a title saying what it shows: selected on
-    validation speakers (when the runs had them), final models, best test UAR in training."""
-    n = comparison["n_folds"]
+    """The headline table with its paired comparisons, then (one seed) the single runs'
+    final-model and best-during-training tables, each with a title saying what it shows."""
+    n, seeds = comparison["n_folds"], comparison["seeds"]
     pooled = f"pooled over {n} folds" if n > 1 else "held-out fold"
-    validated = all("selected" in m["summary"] for m in comparison["variants"].values())
-    titles = {
-        "selected": f"Checkpoints selected on validation speakers ({pooled}; headline, "
-                    "nothing selected on test data)",
-        "final": f"Final models ({pooled}; " + ("unbiased too" if validated else "headline")
-                 + ", nothing selected on test data)",
-        "best": f"Best held-out UAR during training ({pooled}; the paper's 'optimal "
-                "recognition results' protocol, optimistic)",
-    }
+    what = ("checkpoints selected on validation speakers" if comparison["headline"] == "selected"
+            else "final models")
+    over = f"; UAR mean +- std over {seeds} seeds" if seeds > 1 else ""
+    titles = [(f"Headline: {what} ({pooled}{over}; normalize {comparison['normalize']}; "
+               "nothing selected on test data)", format_summary_table(comparison,
+                                                                      markdown=markdown))]
+    singles = comparison.get("single_runs")
+    if singles:
+        titles.append((f"Final models of each run ({pooled})",
+                       format_table(singles, comparison["classes"], "final", markdown=markdown)))
+        titles.append((f"Best held-out UAR during training ({pooled}; the paper's 'optimal "
+                       "recognition results' protocol, optimistic)",
+                       format_table(singles, comparison["classes"], "best", markdown=markdown)))
     parts = []
-    for which in ("selected", "final", "best") if validated else ("final", "best"):
-        title = f"**{titles[which]}**" if markdown else titles[which]
-        parts += [title, "", format_table(comparison, which, markdown=markdown), ""]
+    for index, (title, table) in enumerate(titles):
+        parts += [f"**{title}**" if markdown else title, "", table, ""]
+        if index == 0 and comparison["paired"]:
+            lines = [PairedComparison(**p).line() for p in comparison["paired"]]
+            parts += [("- " if markdown else "  ") + line for line in lines] + [""]
     return "\n".join(parts).rstrip()
 
 
@@ -164,8 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"variants to train, e.g. --variants lstm time (the comma form "
                              f"lstm,time works too); default {' '.join(VARIANTS)}")
     parser.add_argument("--jobs", type=positive_int, default=1,
-                        help="train this many variants at once in separate processes (use with "
+                        help="train this many runs (variants, seeds) at once in separate processes (use with "
                              "--threads; e.g. --jobs 2 --threads 1 on a 2-core machine); default 1")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="do not run the ComParE functionals SVM on the same folds")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
                         help="also write the tables as markdown to FILE")
     return parser
@@ -183,7 +267,8 @@ def _compare_command(argv: list[str] | None) -> None:
     out_dir = args.out_dir or Path("runs") / f"compare-{config.corpus}-{stamp}"
     print(f"comparison folder: {out_dir}", flush=True)
     try:
-        comparison = compare(config, out_dir, variants=args.variants, resume=args.resume,
+        comparison = compare(config, out_dir, variants=args.variants, seeds=args.seeds,
+                             baseline=not args.no_baseline, resume=args.resume,
                              progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
                              workers=args.workers, strict=args.strict, cache_dir=args.cache_dir)
     except KeyboardInterrupt:

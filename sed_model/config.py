@@ -24,14 +24,19 @@ from .presets import get_preset
 from .runtime import check_precision
 
 # Options a preset provides; an option given explicitly (not None) overrides the preset's.
-PRESET_OPTIONS = ("batch_size", "lr", "cells", "eval_every", "dense", "attention_dim", "betas",
-                  "weight_decay")
+PRESET_OPTIONS = ("batch_size", "lr", "cells", "eval_every", "dense", "attention_dim", "optimizer",
+                  "betas", "weight_decay", "schedule", "warmup", "input_dropout", "layer_dropout",
+                  "head_dropout", "clip_norm", "class_balanced", "label_smoothing", "ema_decay",
+                  "validation_speakers")
 CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Corpus, model variant, hyperparameters, device and seed of a run.
+
+    The recipe fields (optimizer, schedule, dropout, clipping, loss, weight averaging) are
+    those of :class:`sed_model.presets.Preset`, documented there.
 
     ``folds`` is the command-line form (``loso``, ``K``, ``holdout``, ``session``, ``paper``)
     or ``None`` for the corpus' default protocol. Exactly one of ``epochs`` and ``steps`` is
@@ -53,11 +58,22 @@ class TrainConfig:
     eval_every: int | None = None
     dense: int | None = None
     attention_dim: int | None = None
+    optimizer: str | None = None
     betas: tuple[float, float] | None = None
     weight_decay: float | None = None
+    schedule: str | None = None
+    warmup: float | None = None
+    input_dropout: float | None = None
+    layer_dropout: float | None = None
+    head_dropout: float | None = None
+    clip_norm: float | None = None
+    class_balanced: bool | None = None
+    label_smoothing: float | None = None
+    ema_decay: float | None = None
     device: str = "auto"
     backend: str = "auto"
     seed: int = 0
+    split_seed: int | None = None  # seed of random folds and validation speakers; None: seed
     precision: str = "fp32"  # fp32, bf16 or fp16: see sed_model.runtime.check_precision
     validation_speakers: int | None = None
     normalize: str = "global"  # global | speaker: see sed_model.features.normalization
@@ -91,10 +107,21 @@ class TrainConfig:
         if self.normalize not in NORMALIZE_MODES:
             raise SedError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; "
                            f"got {self.normalize!r}")
+        for name in ("input_dropout", "layer_dropout", "head_dropout", "label_smoothing", "warmup"):
+            if not 0 <= getattr(self, name) < 1:
+                raise SedError(f"{name} must be in [0, 1); got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise SedError(f"ema_decay must be in (0, 1); got {self.ema_decay}")
         if self.lr <= 0:
             raise SedError(f"lr must be positive; got {self.lr}")
         if any(c < 1 for c in self.cells):
             raise SedError(f"cells must be positive sizes; got {list(self.cells)}")
+
+    @property
+    def folds_seed(self) -> int:
+        """The seed of random folds and validation speakers (``split_seed``, else ``seed``):
+        the runs of ``--seeds N`` share their folds and differ in training only."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def to_json(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v)

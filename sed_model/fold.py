@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, recipe
 from .checkpoint import load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
 from .data import Dataset, Split, epoch_batches, evaluation_batches, make_split, steps_per_epoch
@@ -212,10 +211,16 @@ class FoldTraining:
         self.model = DenseLSTMAttention(
             n_classes=len(dataset.classes), variant=config.variant, cells=config.cells,
             attention_dim=config.attention_dim, dense=config.dense, backend=config.backend,
+            input_dropout=config.input_dropout, layer_dropout=config.layer_dropout,
+            head_dropout=config.head_dropout,
         ).to(self.device)
         self.trained_model: torch.nn.Module = self.model  # DDP-wrapped by wrap_distributed
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
-                                          betas=config.betas, weight_decay=config.weight_decay)
+        self.optimizer = recipe.make_optimizer(self.model, config)
+        self.ema = recipe.averaged_model(self.model, config)
+        # the model that is evaluated, checkpointed as "model" and reported
+        self.evaluated_model = self.model if self.ema is None else self.ema.module
+        self.loss_weights = recipe.class_weights(self.train_split.labels.numpy(),
+                                                 len(dataset.classes), config.class_balanced)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.per_epoch = steps_per_epoch(len(self.train_split), config.batch_size)
         self.total_steps = config.steps or config.epochs * self.per_epoch
@@ -241,7 +246,12 @@ class FoldTraining:
         if saved["config"] != self.config.to_json():
             raise SedError(f"{self.last_path} was written with another configuration; "
                            "cannot resume")
-        self.model.load_state_dict(saved["model"])
+        if self.ema is None:
+            self.model.load_state_dict(saved["model"])
+        else:
+            self.model.load_state_dict(saved["trained_model"])
+            self.ema.module.load_state_dict(saved["model"])
+            self.ema.n_averaged.fill_(saved["ema_updates"])
         self.optimizer.load_state_dict(saved["optimizer"])
         _set_rng_state(saved["rng"])
         if saved.get("scaler"):
@@ -272,19 +282,27 @@ class FoldTraining:
         mine = distributed.shard(global_batch)  # this rank's part (all of it in one process)
         x, lengths, labels = self.train_split.batch(mine if len(mine) else global_batch[:1],
                                                     self.device)
-        with autocast(self.config.precision, self.device):
+        config = self.config
+        recipe.set_learning_rate(self.optimizer, recipe.learning_rate(config, self.state.step,
+                                                                      self.total_steps))
+        with autocast(config.precision, self.device):
             logits = self.trained_model(x, lengths)  # (B_rank, n_classes)
         # The shard's summed loss / global batch size * world size: DDP averages gradients
         # over ranks, so each step follows the global batch's mean loss (as one process would).
-        loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")
+        loss_sum = recipe.summed_loss(logits, labels, self.loss_weights, config.label_smoothing)
         if len(mine):
             loss = loss_sum / len(global_batch) * distributed.world_size()
         else:
             loss = loss_sum * 0
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if config.clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.state.step += 1
         return loss_sum.item() / len(global_batch) if len(mine) else 0.0
 
@@ -298,11 +316,11 @@ class FoldTraining:
         test report."""
         state, classes = self.state, self.dataset.classes
         with autocast(self.config.precision, self.device):
-            report = evaluate_split(self.model, self.test_split, classes, self.device)
+            report = evaluate_split(self.evaluated_model, self.test_split, classes, self.device)
             validation_uar = None
             if self.validation_split is not None:
-                validation_uar = evaluate_split(self.model, self.validation_split, classes,
-                                                self.device)["uar"]
+                validation_uar = evaluate_split(self.evaluated_model, self.validation_split,
+                                                classes, self.device)["uar"]
         state.history.append({"step": state.step, "uar": report["uar"], "wa": report["wa"],
                               "train_loss": train_loss})
         if state.best is None or report["uar"] > state.best.uar:
@@ -325,8 +343,11 @@ class FoldTraining:
         fold = {"index": self.index, "name": self.fold.name, "count": self.count,
                 "test_speakers": _speakers(self.dataset, self.fold.test),
                 "validation_speakers": _speakers(self.dataset, self.fold.validation)}
+        averaged = {} if self.ema is None else {"trained_model": self.model.state_dict(),
+                                                 "ema_updates": int(self.ema.n_averaged)}
         save_checkpoint(path, {
-            "model": self.model.state_dict(),
+            "model": self.evaluated_model.state_dict(),
+            **averaged,
             "hyperparameters": self.model.hyperparameters(),
             "class_names": list(self.dataset.classes),
             "normalizer": self.normalizer.state_dict(),
@@ -341,7 +362,8 @@ class FoldTraining:
     def result(self) -> FoldResult:
         """The fold's result, with the final model evaluated on the test speakers."""
         with autocast(self.config.precision, self.device):
-            final = evaluate_split(self.model, self.test_split, self.dataset.classes, self.device)
+            final = evaluate_split(self.evaluated_model, self.test_split, self.dataset.classes,
+                                   self.device)
         validated = self.validation_split is not None
         validation_speakers = _speakers(self.dataset, self.fold.validation)
         return FoldResult(

@@ -30,6 +30,9 @@ Choices where the paper is silent (see DESIGN.md section 1):
   keep PyTorch's default initialisation.
 * Head (Table 1): ``Linear(D, 128) -> ReLU -> Linear(128, n_classes)``; the softmax is in
   the cross-entropy loss, so :meth:`DenseLSTMAttention.forward` returns logits.
+* Dropout (not in the paper; 0 unless asked, as in its presets): ``input_dropout`` on the
+  input frames, ``layer_dropout`` on layer ``i``'s output where layer ``i+1`` reads it (the
+  attention and ``last_i`` read the undropped ``h_i``), ``head_dropout`` on ``D``.
 * The parameter names (``lstms.i.*``, ``time_W.i``, ``feat_W.i``, ``feat_V.i``, ``head.*``)
   and their order are those of the checkpoints; keep them.
 """
@@ -82,6 +85,9 @@ class DenseLSTMAttention(nn.Module):
         attention_dim: int | None = None,
         dense: int = 128,
         backend: str = "auto",
+        input_dropout: float = 0.0,
+        layer_dropout: float = 0.0,
+        head_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if variant is not None and variant != self.variant:
@@ -99,6 +105,9 @@ class DenseLSTMAttention(nn.Module):
         self.lstms = nn.ModuleList(
             nn.LSTM(w_in, w_out, batch_first=True) for w_in, w_out in zip(widths_in, self.cells)
         )
+        self.dropout_rates = (float(input_dropout), float(layer_dropout), float(head_dropout))
+        self.input_dropout, self.layer_dropout, self.head_dropout = (
+            nn.Dropout(p) for p in self.dropout_rates)
         self.add_attention_parameters()
         self.head = nn.Sequential(
             nn.Linear(self.dense_width(), dense), nn.ReLU(), nn.Linear(dense, n_classes)
@@ -132,8 +141,10 @@ class DenseLSTMAttention(nn.Module):
         packed = x.device.type == "cuda"
         lengths_cpu = lengths.to("cpu", torch.int64) if packed else None
         outputs = []
-        h = x
-        for lstm in self.lstms:
+        h = self.input_dropout(x)
+        for i, lstm in enumerate(self.lstms):
+            if i > 0:
+                h = self.layer_dropout(h)  # what layer i reads; outputs keep h_{i-1} undropped
             if packed:
                 seq = pack_padded_sequence(h, lengths_cpu, batch_first=True, enforce_sorted=False)
                 h, _ = pad_packed_sequence(lstm(seq)[0], batch_first=True, total_length=total)
@@ -164,7 +175,7 @@ class DenseLSTMAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits (B, n_classes) for padded features ``x`` (B, T, 130) and ``lengths`` (B,)."""
-        return self.head(self.dense_input(x, lengths))
+        return self.head(self.head_dropout(self.dense_input(x, lengths)))
 
     def attention_weights(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """The attention weights per layer: (B, T) for ``time``, (B, T, H_i) for ``feature``
@@ -176,7 +187,7 @@ class DenseLSTMAttention(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and :meth:`attention_weights`, from one pass through the LSTM layers."""
         hs, lengths = self._layers(x, lengths)
-        logits = self.head(self.dense_from_layers(hs, lengths))
+        logits = self.head(self.head_dropout(self.dense_from_layers(hs, lengths)))
         return logits, self.attention_from_layers(hs, lengths)
 
     def hyperparameters(self) -> dict:
@@ -188,6 +199,9 @@ class DenseLSTMAttention(nn.Module):
             "attention_dim": self.attention_dim,
             "dense": self.head[0].out_features,
             "backend": self.backend,
+            "input_dropout": self.dropout_rates[0],
+            "layer_dropout": self.dropout_rates[1],
+            "head_dropout": self.dropout_rates[2],
         }
 
 

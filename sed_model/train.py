@@ -22,6 +22,7 @@ import torch
 from . import distributed
 from .cli import add_training_options, config_from_args, run_main
 from .errors import SedError
+from .seeds import seed_configs, seed_dir, write_seed_summary
 from .trainer import default_out_dir, format_summary, train
 
 
@@ -56,9 +57,13 @@ def _train_command(argv: list[str] | None) -> None:
     main_process = distributed.is_main()
     if main_process:
         print(f"run folder: {out_dir}", flush=True)
+    options = {"progress": not args.no_progress, "workers": args.workers,
+               "strict": args.strict, "cache_dir": args.cache_dir}
     try:
-        metrics = train(config, out_dir, resume=args.resume, progress=not args.no_progress,
-                        workers=args.workers, strict=args.strict, cache_dir=args.cache_dir)
+        if args.seeds > 1:
+            _train_seeds(config, out_dir, args.seeds, args.resume, options)
+            return
+        metrics = train(config, out_dir, resume=args.resume, **options)
     except KeyboardInterrupt:
         if main_process:
             print(f"\ninterrupted; continue with: python -m sed_model.train --resume "
@@ -69,6 +74,22 @@ def _train_command(argv: list[str] | None) -> None:
     if main_process:
         print(format_summary(metrics))
         print(f"wrote {out_dir}/best.pt, metrics.json, curves.png, confusion.png")
+
+
+def _train_seeds(config, out_dir, n: int, resume: bool, options: dict) -> None:
+    """``--seeds N``: N runs in ``out_dir/seed-K`` on the same folds, then seeds.json."""
+    runs = []
+    for seed_config in seed_configs(config, n):
+        run_dir = seed_dir(out_dir, seed_config)
+        runs.append(train(seed_config, run_dir,
+                          resume=resume and (run_dir / "config.json").exists(), **options))
+        if distributed.is_main():
+            print(f"seed {seed_config.seed}: " + format_summary(runs[-1]).splitlines()[0])
+    if distributed.is_main():
+        summary = write_seed_summary(out_dir, runs)
+        print(f"{config.corpus} / {config.variant}: UAR {summary.uar_mean:.3f} +- "
+              f"{summary.uar_std:.3f} over {n} seeds ({summary.headline} models, pooled over "
+              f"{len(summary.fold_uar)} folds); wrote {out_dir}/seeds.json and seed-K/")
 
 
 if __name__ == "__main__":

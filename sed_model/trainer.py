@@ -98,7 +98,7 @@ def with_validation_default(config: TrainConfig, dataset: Dataset) -> TrainConfi
     """``config`` with ``validation_speakers`` decided from the folds when it was left out."""
     if config.validation_speakers is not None:
         return config
-    chosen = default_validation_speakers(dataset, config.folds, config.seed)
+    chosen = default_validation_speakers(dataset, config.folds, config.folds_seed)
     return dataclasses.replace(config, validation_speakers=chosen)
 
 
@@ -216,7 +216,7 @@ def train(
                                  strict=strict, progress=progress and distributed.is_main()),
             then_others=True)  # the other ranks read rank 0's feature cache
     config = with_validation_default(config, dataset)
-    folds = dataset_folds(dataset, config.folds, config.seed, config.validation_speakers)
+    folds = dataset_folds(dataset, config.folds, config.folds_seed, config.validation_speakers)
     # after the data checks: no folder for a bad run
     distributed.main_first(lambda: _prepare_out_dir(out_dir, config, resume))
     results = _train_folds(config, dataset, folds, out_dir, resume=resume, progress=progress,
