@@ -246,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"variants to train, e.g. --variants lstm time (the comma form "
                              f"lstm,time works too); default {' '.join(VARIANTS)}")
     parser.add_argument("--jobs", type=positive_int, default=1,
-                        help="train this many runs (variants, seeds) at once in separate processes (use with "
-                             "--threads; e.g. --jobs 2 --threads 1 on a 2-core machine); default 1")
+                        help="train this many runs (variants x seeds) at once in separate "
+                             "processes (use with --threads; e.g. --jobs 2 --threads 1 on a "
+                             "2-core machine); default 1")
     parser.add_argument("--no-baseline", action="store_true",
                         help="do not run the ComParE functionals SVM on the same folds")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",

@@ -5,7 +5,9 @@
     python -m sed_model.evaluate --checkpoint best.pt --corpus emodb --data DIR --speakers 03 08 \
         --json
 
-The checkpoint's normalisation statistics (fitted on its training split) are applied. A
+The checkpoint's normalisation is applied: ``global``, its training split's statistics;
+``speaker``, every evaluated speaker's own statistics, from that speaker's utterances in the
+corpus (as in training; ``--normalize`` only checks that the mode is the expected one). A
 checkpoint from cross-validation was trained on every speaker but its fold's test speakers;
 evaluating it on those training speakers measures fit, not generalisation, so the command
 says how many of the utterances come from speakers the model was trained on.
@@ -36,6 +38,7 @@ def evaluate_checkpoint(
     speakers: list[str] | None = None,
     device: str = "auto",
     backend: str | None = None,
+    normalize: str | None = None,
     workers: int | None = None,
     strict: bool = False,
     cache_dir: str | Path | None = None,
@@ -49,6 +52,10 @@ def evaluate_checkpoint(
     """
     checkpoint = load_checkpoint(checkpoint_path)
     class_names = list(checkpoint["class_names"])
+    mode = checkpoint["normalizer"]["mode"]
+    if normalize is not None and normalize != mode:
+        raise SedError(f"{checkpoint_path} was trained with --normalize {mode}, not {normalize}; "
+                       "a model is evaluated with the normalisation it was trained with")
     dataset = load_dataset(corpus, data, cache_dir=cache_dir, workers=workers, strict=strict,
                            progress=progress)
     indices = np.arange(len(dataset.utterances))
@@ -83,6 +90,7 @@ def evaluate_checkpoint(
         trained_on = {dataset.speakers[i] for i in indices} - tested
     report.update({
         "checkpoint": str(checkpoint_path),
+        "normalize": mode,
         "corpus": dataset.corpus,
         "speakers": sorted({dataset.speakers[i] for i in indices}),
         "n_from_training_speakers": int(sum(dataset.speakers[i] in trained_on for i in indices)),
@@ -92,7 +100,8 @@ def evaluate_checkpoint(
 
 def format_report(report: dict) -> str:
     speakers = ", ".join(report["speakers"])
-    lines = [f"{report['corpus']}: {report['n']} utterances of speakers {speakers}",
+    lines = [f"{report['corpus']}: {report['n']} utterances of speakers {speakers} "
+             f"(normalize {report['normalize']})",
              f"UAR {report['uar']:.3f}  WA {report['wa']:.3f}",
              "per-class recall: " + ", ".join(
                  f"{c} {r:.2f}" if r is not None else f"{c} -"
@@ -119,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speakers", action=NameList, default=None, metavar="SPEAKER",
                         help="speaker ids to evaluate on, e.g. --speakers 03 08 (the comma form "
                              "03,08 works too); default: all")
+    parser.add_argument("--normalize", choices=("global", "speaker"), default=None,
+                        help="the normalisation the checkpoint must have been trained with (an "
+                             "error otherwise); default: the checkpoint's, which is always used")
     parser.add_argument("--json", action="store_true",
                         help="print the full result (with confusion matrix) as JSON")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -140,7 +152,8 @@ def _evaluate_command(argv: list[str] | None) -> None:
     speakers = list(args.speakers) if args.speakers else None
     report = evaluate_checkpoint(
         args.checkpoint, args.corpus, args.data, speakers=speakers, device=args.device,
-        backend=args.backend, workers=args.workers, strict=args.strict, cache_dir=args.cache_dir,
+        backend=args.backend, normalize=args.normalize, workers=args.workers,
+        strict=args.strict, cache_dir=args.cache_dir,
         progress=not (args.no_progress or args.json),
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))

@@ -146,7 +146,8 @@ def _fold_line(config: TrainConfig, fold: Fold, count: int, result: FoldResult,
     if result.selected is not None:
         selected = (f"selected UAR {result.selected.uar:.3f} at step {result.selected.step} "
                     f"(validation speakers {', '.join(result.validation_speakers)}), ")
-    return (f"{config.variant} fold {result.index + 1}/{count} ({fold.name}, {result.n_test} "
+    return (f"{config.variant} seed {config.seed} fold {result.index + 1}/{count} ({fold.name}, "
+            f"{result.n_test} "
             f"test utterances, {status}): {selected}final UAR {result.final.uar:.3f}, "
             f"best UAR {result.best.uar:.3f} at step {result.best.step}")
 

@@ -198,17 +198,23 @@ def kill_at(fold_index_step):
     return on_checkpoint
 
 
+RECIPES = {"paper-like": {}, "small": {"preset": "small", "normalize": "speaker"}}
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
 @pytest.mark.parametrize("kill", [("fold-01", 4), ("fold-02", 6)])
-def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, kill):
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, kill, recipe):
+    """Also with the small recipe: dropout's RNG, the schedule and the weight EMA resume."""
     dataset = random_dataset()
-    reference = train(tiny_config(), tmp_path / "a", dataset=dataset, progress=False)
+    config = tiny_config(**RECIPES[recipe])
+    reference = train(config, tmp_path / "a", dataset=dataset, progress=False)
 
     with pytest.raises(Killed):
-        train(tiny_config(), tmp_path / "b", dataset=dataset, progress=False,
+        train(config, tmp_path / "b", dataset=dataset, progress=False,
               on_checkpoint=kill_at(kill))
     assert not (tmp_path / "b" / "metrics.json").exists()
     seen = []
-    resumed = train(tiny_config(), tmp_path / "b", dataset=dataset, progress=False, resume=True,
+    resumed = train(config, tmp_path / "b", dataset=dataset, progress=False, resume=True,
                     on_checkpoint=lambda path, step: seen.append((path.parent.name, step)))
 
     if kill[0] == "fold-02":  # fold 1 was complete: skipped, not retrained
@@ -219,8 +225,9 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, kill):
         a = load_checkpoint(tmp_path / "a" / fold / "last.pt")
         b = load_checkpoint(tmp_path / "b" / fold / "last.pt")
         assert a["step"] == b["step"] == 8
-        for name, tensor in a["model"].items():
-            assert torch.equal(tensor, b["model"][name]), name
+        for key in ("model", "trained_model") if recipe == "small" else ("model",):
+            for name, tensor in a[key].items():
+                assert torch.equal(tensor, b[key][name]), (key, name)
 
 
 def test_unusable_backend_or_device_is_a_clear_error(tmp_path):
