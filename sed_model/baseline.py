@@ -204,22 +204,28 @@ def _baseline_command(argv: list[str] | None) -> None:
         print(f"wrote {args.json}")
 
 
+def _fold_text(folds: list[list[str]]) -> str:
+    return "; ".join(" ".join(speakers) for speakers in folds)
+
+
 def compare_with_run(svm: dict, run_dir: Path) -> PairedComparison:
     """The run in ``run_dir`` minus the SVM, fold by fold; the folds must be the same."""
     run_dir = Path(run_dir)
     if (run_dir / "seeds.json").exists():
         saved = read_json(run_dir / "seeds.json")
-        names, uars = saved["summary"]["fold_names"], saved["summary"]["fold_uar"]
+        tested, uars = saved["summary"]["fold_test_speakers"], saved["summary"]["fold_uar"]
         label = f"{saved['variant']} ({len(saved['runs'])} seeds)"
     elif (run_dir / "metrics.json").exists():
         saved = read_json(run_dir / "metrics.json")
-        names, uars, label = [f["name"] for f in saved["folds"]], fold_uars(saved), saved["variant"]
+        tested = [f["test_speakers"] for f in saved["folds"]]
+        uars, label = fold_uars(saved), saved["variant"]
     else:
         raise SedError(f"--against {run_dir}: no seeds.json or metrics.json there")
-    svm_names = [f["name"] for f in svm["folds"]]
-    if names != svm_names:
-        raise SedError(f"--against {run_dir}: its folds ({', '.join(names)}) are not the SVM's "
-                       f"({', '.join(svm_names)}); use the same corpus, --folds and --seed")
+    svm_tested = [f["test_speakers"] for f in svm["folds"]]
+    if tested != svm_tested:
+        raise SedError(f"--against {run_dir}: its folds' test speakers ({_fold_text(tested)}) are "
+                       f"not the SVM's ({_fold_text(svm_tested)}); use the same corpus, --folds "
+                       "and --seed")
     if saved["config"].get("normalize", "global") != svm["normalize"]:
         print(f"warning: {run_dir} used normalize {saved['config'].get('normalize', 'global')}, "
               f"the SVM {svm['normalize']}", file=sys.stderr)

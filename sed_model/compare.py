@@ -83,13 +83,13 @@ def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, progress: 
         return [f.result() for f in futures]
 
 
-def _baseline_summary(config: TrainConfig, folds: list[str], progress: bool,
+def _baseline_summary(config: TrainConfig, folds: list[list[str]], progress: bool,
                       data_options: dict) -> tuple[dict, SeedSummary]:
     """The SVM on the same folds and normalisation, and its results shaped like a variant's."""
     svm = run_baseline(config.corpus, config.data, folds=config.folds, seed=config.folds_seed,
                        normalize=config.normalize, progress=progress, **data_options)
     svm.update(config={"seed": None}, variant="svm")
-    if [f["name"] for f in svm["folds"]] != folds:
+    if [f["test_speakers"] for f in svm["folds"]] != folds:
         raise SedError("the SVM's folds differ from the models' (a file usable for one feature "
                        "kind and not the other?); compare them with --no-baseline")
     return svm, summarize_seeds([svm])
@@ -147,8 +147,8 @@ def compare(
             write_seed_summary(out_dir / v, metrics)
     summaries = {v: summarize_seeds(m) for v, m in results.items()}
     if baseline:
-        svm, summaries["svm"] = _baseline_summary(config, summaries[variants[0]].fold_names,
-                                                  progress, data_options)
+        tested = summaries[variants[0]].fold_test_speakers
+        svm, summaries["svm"] = _baseline_summary(config, tested, progress, data_options)
         write_json(out_dir / "baseline.json", svm)
     comparison = {
         "corpus": dataset.corpus,

@@ -45,6 +45,7 @@ class SeedSummary:
     pooled_wa: list[float]
     recall: dict  # class -> mean recall over seeds (pooled over folds)
     fold_names: list[str]
+    fold_test_speakers: list[list[str]]
     fold_uar: list[float]  # per fold, mean over seeds
 
     @property
@@ -73,6 +74,7 @@ def summarize_seeds(runs: list[dict]) -> SeedSummary:
         seeds=[run["config"]["seed"] for run in runs], headline=headline,
         pooled_uar=[p["uar"] for p in pooled], pooled_wa=[p["wa"] for p in pooled],
         recall=recall, fold_names=[f["name"] for f in runs[0]["folds"]],
+        fold_test_speakers=[list(f["test_speakers"]) for f in runs[0]["folds"]],
         fold_uar=np.mean([fold_uars(run) for run in runs], axis=0).tolist(),
     )
 

@@ -83,6 +83,8 @@ def test_compare_and_baseline(corpus, tmp_path, capsys):
     table = (tmp_path / "table.md").read_text()
     assert "| LSTM |" in table and "| Time |" in table and "| Feature |" not in table
     assert "Final models" in table and "Best held-out UAR" in table
+    assert "| SVM (functionals) |" in table and "- LSTM - SVM (functionals):" in table
+    assert "normalize global" in table
     assert (tmp_path / "cmp" / "curves.png").is_file()
     capsys.readouterr()
 
@@ -91,6 +93,28 @@ def test_compare_and_baseline(corpus, tmp_path, capsys):
     assert "UAR" in capsys.readouterr().out
     svm = json.loads((tmp_path / "svm.json").read_text())
     assert len(svm["folds"]) == 2 and svm["summary"]["final"]["pooled"]["n"] == 32
+
+
+@pytest.mark.slow
+def test_seeds_and_the_paired_comparison_with_the_baseline(corpus, tmp_path, capsys):
+    manifest, _ = corpus
+    data = ["--corpus", "csv", "--data", str(manifest), "--folds", "2"]
+    train.main([*data, *TINY, "--seeds", "2", "--normalize", "speaker", "--seed", "4",
+                "--out-dir", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert "over 2 seeds" in out and "seed 4:" in out and "seed 5:" in out
+    seeds = json.loads((tmp_path / "s" / "seeds.json").read_text())
+    assert seeds["runs"] == ["seed-4", "seed-5"] and len(seeds["summary"]["fold_uar"]) == 2
+    assert json.loads((tmp_path / "s" / "seed-5" / "config.json").read_text())["split_seed"] == 4
+
+    baseline.main([*data, "--seed", "4", "--normalize", "speaker", "--workers", "1",
+                   "--no-progress", "--against", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert "normalize speaker" in out and "feature (2 seeds) - SVM:" in out and "Wilcoxon" in out
+    with pytest.raises(SystemExit):  # other folds: refused, naming them
+        baseline.main([*data, "--seed", "9", "--workers", "1", "--no-progress",
+                       "--against", str(tmp_path / "s")])
+    assert "are not the SVM's" in capsys.readouterr().err
 
 
 @pytest.mark.slow
