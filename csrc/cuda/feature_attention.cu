@@ -349,6 +349,27 @@ __device__ __forceinline__ void load_chunk(const StridedSteps& x, int64_t b, int
   }
 }
 
+// The chunk loop of feature_weight_grad: for each row b = split, split + splits, ... and each
+// kChunk steps t0 of its valid steps, the chunk of x (features m0..) into xs and of y (n0..)
+// into ys, then body() on them. Contains the __syncthreads around each chunk.
+template <class T, class S, class Body>
+__device__ __forceinline__ void for_each_chunk(const StridedSteps& x, const StridedSteps& y,
+                                               const int64_t* lengths, int64_t batch,
+                                               int64_t steps, int split, int splits, int64_t m0,
+                                               int64_t n0, int64_t rows, int64_t cols, int ld,
+                                               S* xs, S* ys, Body body) {
+  for (int64_t b = split; b < batch; b += splits) {
+    const int64_t length = clamped_length(lengths, b, steps);
+    for (int64_t t0 = 0; t0 < length; t0 += kChunk) {
+      load_chunk<T>(x, b, t0, length, m0, rows, ld, xs);
+      load_chunk<T>(y, b, t0, length, n0, cols, ld, ys);
+      __syncthreads();
+      body();
+      __syncthreads();  // the next chunk overwrites xs and ys
+    }
+  }
+}
+
 // Backward, part 2: part[split] (rows x cols, row-major) = sum over the valid steps (b, t) of
 // the split's rows b = split, split + splits, ... of x[b, t, m] * y[b, t, n], for the tile
 // m in [m0, m0 + kTile), n in [n0, n0 + kTile) of this CTA (grid: col tiles, row tiles,
@@ -377,26 +398,20 @@ __global__ void __launch_bounds__(kThreads)
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
-    for (int64_t b = split; b < batch; b += splits) {
-      const int64_t length = clamped_length(lengths, b, steps);
-      for (int64_t t0 = 0; t0 < length; t0 += kChunk) {
-        load_chunk<T>(x, b, t0, length, m0, rows, kLdT, xs);
-        load_chunk<T>(y, b, t0, length, n0, cols, kLdT, ys);
-        __syncthreads();
+    for_each_chunk<T>(x, y, lengths, batch, steps, split, splits, m0, n0, rows, cols, kLdT, xs, ys,
+                      [&] {
 #pragma unroll
-        for (int k = 0; k < kChunk; k += 16) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> a;
-          wmma::load_matrix_sync(a, xs + k * kLdT + fm * 16, kLdT);
+      for (int k = 0; k < kChunk; k += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> a;
+        wmma::load_matrix_sync(a, xs + k * kLdT + fm * 16, kLdT);
 #pragma unroll
-          for (int q = 0; q < 2; ++q) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bf;
-            wmma::load_matrix_sync(bf, ys + k * kLdT + (fn + q) * 16, kLdT);
-            wmma::mma_sync(acc[q], a, bf, acc[q]);
-          }
+        for (int q = 0; q < 2; ++q) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bf;
+          wmma::load_matrix_sync(bf, ys + k * kLdT + (fn + q) * 16, kLdT);
+          wmma::mma_sync(acc[q], a, bf, acc[q]);
         }
-        __syncthreads();  // the next chunk overwrites xs and ys
       }
-    }
+    });
 #pragma unroll
     for (int q = 0; q < 2; ++q)
       wmma::store_matrix_sync(cs + fm * 16 * kLdC + (fn + q) * 16, acc[q], kLdC, wmma::mem_row_major);
@@ -416,27 +431,21 @@ __global__ void __launch_bounds__(kThreads)
     for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int q = 0; q < 4; ++q) acc[r][q] = A(0);
-    for (int64_t b = split; b < batch; b += splits) {
-      const int64_t length = clamped_length(lengths, b, steps);
-      for (int64_t t0 = 0; t0 < length; t0 += kChunk) {
-        load_chunk<T>(x, b, t0, length, m0, rows, kLdA, xs);
-        load_chunk<T>(y, b, t0, length, n0, cols, kLdA, ys);
-        __syncthreads();
+    for_each_chunk<T>(x, y, lengths, batch, steps, split, splits, m0, n0, rows, cols, kLdA, xs, ys,
+                      [&] {
 #pragma unroll 4
-        for (int k = 0; k < kChunk; ++k) {
-          A xv[4], yv[4];
+      for (int k = 0; k < kChunk; ++k) {
+        A xv[4], yv[4];
 #pragma unroll
-          for (int r = 0; r < 4; ++r) xv[r] = xs[k * kLdA + ty + kStride * r];
+        for (int r = 0; r < 4; ++r) xv[r] = xs[k * kLdA + ty + kStride * r];
 #pragma unroll
-          for (int q = 0; q < 4; ++q) yv[q] = ys[k * kLdA + tx + kStride * q];
+        for (int q = 0; q < 4; ++q) yv[q] = ys[k * kLdA + tx + kStride * q];
 #pragma unroll
-          for (int r = 0; r < 4; ++r)
+        for (int r = 0; r < 4; ++r)
 #pragma unroll
-            for (int q = 0; q < 4; ++q) acc[r][q] += xv[r] * yv[q];
-        }
-        __syncthreads();
+          for (int q = 0; q < 4; ++q) acc[r][q] += xv[r] * yv[q];
       }
-    }
+    });
 #pragma unroll
     for (int r = 0; r < 4; ++r)
 #pragma unroll
