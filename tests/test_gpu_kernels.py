@@ -8,6 +8,10 @@
 - N1: the fp32 kernels on a GPU (libdevice exp/log, div.rn) keep the interpreter's fp32
   tolerance at those sizes.
 - The explicit TF32 option of the fp32 Triton feature attention: no worse than fp16.
+- The CUDA feature-attention backward's two parts (csrc/cuda/feature_attention.cu) at shapes
+  with several GEMM tiles, step chunks and batch splits, odd H and d_a: fp32/fp64 SIMT and
+  the fp16/bf16 wmma tensor-core GEMM, within twice eager's same-dtype error (the blocking
+  itself is emulated on the CPU in test_cuda_blocking_emulation.py).
 - No host-device sync per call in the public op on CUDA (``torch.cuda.set_sync_debug_mode``).
 - B2: a batch above 65535 (the gridDim.y limit) on every fused CUDA backend.
 - B1: tensors on a GPU that is not the current one (needs two GPUs).
@@ -22,11 +26,12 @@ import pytest
 import torch
 
 import sed_kernels
-from sed_kernels import reference
+from sed_kernels import cuda, reference
 
 if not torch.cuda.is_available():
     pytest.skip("GPU-only checks: no CUDA device", allow_module_level=True)
 
+import kernel_checks  # noqa: E402
 from test_triton_kernels import (  # noqa: E402
     assert_padded_steps_zero,
     kernel_results,
@@ -85,6 +90,19 @@ def test_triton_tf32_option_no_worse_than_fp16(monkeypatch, shape):
         atol = 1e-4 * (value.abs().max().item() + 1.0)
         assert kernel_error <= 2 * fp16_error + atol, (
             f"{name}: TF32 error {kernel_error:.3g}, eager fp16 {fp16_error:.3g}")
+
+
+# (B, T, H, d_a) -> weight splits 9, 2, 10, 1 (tests/test_cuda_blocking_emulation.py).
+CUDA_BACKWARD_SHAPES = [(9, 300, 24, 20), (6, 100, 70, 130), (40, 64, 64, 48), (4, 100, 256, 256)]
+
+
+@pytest.mark.skipif(not cuda.AVAILABLE, reason="sed_kernels._cuda was not built")
+@pytest.mark.parametrize("shape", CUDA_BACKWARD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64],
+                         ids=str)
+def test_cuda_feature_backward_tiles_chunks_and_splits(dtype, shape):
+    inputs = kernel_checks.make_inputs(shape, torch.float32, seed=sum(shape))
+    kernel_checks.assert_close_to_reference("feature", "cuda", inputs, dtype)
 
 
 def _inputs(batch, steps, hidden, attention, dtype=torch.float32):

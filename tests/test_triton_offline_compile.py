@@ -147,9 +147,22 @@ def test_cuda_report_covers_every_kernel(cuda_figures):
     names = {entry["kernel"].split("<")[0] for entry in cuda_figures}
     for kernel in ("time_forward_chunk", "time_forward_combine", "time_backward_chunk",
                    "time_backward_combine", "feature_forward_block", "feature_forward_sum",
-                   "feature_backward_chunk", "sum_partials", "zero_padded_steps"):
+                   "feature_backward_chunk", "feature_weight_grad", "sum_partials",
+                   "zero_padded_steps"):
         assert kernel in names, kernel
     assert all("regs" in entry and "spill_stores" in entry for entry in cuda_figures)
+
+
+def test_cuda_feature_kernels_cover_every_dtype_and_arch(cuda_figures):
+    """Every feature-attention kernel in fp32, fp16, bf16 and fp64 for each architecture
+    the module was built for (the default build: sm_80 and sm_90)."""
+    archs = {entry["arch"] for entry in cuda_figures}
+    names = {(entry["kernel"], entry["arch"]) for entry in cuda_figures}
+    for kernel in ("feature_forward_block", "feature_forward_sum", "feature_backward_chunk",
+                   "feature_weight_grad"):
+        for dtype in ("float", "half", "bfloat16", "double"):
+            for arch in archs:
+                assert (f"{kernel}<{dtype}>", arch) in names, (kernel, dtype, arch)
 
 
 def test_cuda_kernels_do_not_spill(cuda_figures):

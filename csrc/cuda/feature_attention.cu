@@ -5,18 +5,52 @@
 // ds and dz) live in shared memory, feature-major: tile[f * kLd + i] is feature f of step i,
 // so the kSteps values a thread needs for one feature are one vector load. The matmuls give
 // each thread one output column and kSteps accumulators; the weights are read from global
-// memory (L2-resident), coalesced along the column. No (B, T, d_a) or (B, T, H) buffer is
-// written: the backward recomputes u and a per block.
+// memory (L2-resident), coalesced along the column. The forward writes no (B, T, d_a) or
+// (B, T, H) buffer.
 //
 // Forward: CTA per (block, row) writes the block's sum_t a_t * h_t; a second kernel sums each
-// row's blocks in order. Backward: a fixed number of CTAs (chunks, from the sizes only), each
-// looping over the blocks blk = chunk, chunk + chunks, ...; a chunk accumulates its own dW
-// and dV partial in global memory (read-modify-write, no atomics) and a last kernel sums the
-// partials in chunk order, so dW and dV are deterministic.
+// row's blocks in order.
 //
-// SIMT FP32 (FP64) arithmetic, fp32 accumulation for half/bfloat16; tensor cores are not
-// used. Shared memory grows with H and d_a: (3 H + d_a) * 20 * 4 bytes in the backward
-// (83 KB at H = d_a = 256); sizes beyond the device's limit raise an error naming it.
+// Backward, two parts (as the Triton backward):
+// 1. feature_backward_chunk, per block of kSteps steps: recomputes u and a once, then
+//    ds = a * (da - sum(a * da)), du = V^T ds, dz = du * (1 - u^2), dh = g * a + W^T dz, and
+//    writes dh and, for the valid steps, u, ds and dz in the input dtype (the workspace).
+// 2. feature_weight_grad, a GEMM over the valid steps for dV = sum_t ds_t u_t^T and
+//    dW = sum_t dz_t h_t^T: a CTA owns a kTile x kTile output tile and one split of the batch
+//    rows (b = split, split + splits, ...), walks its rows' valid steps kChunk at a time,
+//    keeps the tile in registers (wmma accumulator fragments) over all of them and stores it
+//    once. sum_partials then adds the splits in order: deterministic, no atomics, no
+//    read-modify-write of partials. fp16/bf16 run the GEMM on tensor cores (wmma 16x16x16,
+//    operands in the input dtype as eager's same-dtype matmul, fp32 accumulation); fp32
+//    (no TF32 option in this backend) and fp64 use SIMT FMA. Part 1 and the forward are SIMT
+//    for every dtype (tensor cores there are not done yet).
+//
+// Matrix-product FLOPs per valid step: forward 4 H d_a (W h, V u); backward 12 H d_a: part 1
+// 8 (W h, V u recomputed once, V^T ds, W^T dz), part 2 4 (dV, dW). 16 N H d_a in all, plus
+// padding: part 1 computes whole kSteps blocks, part 2 whole kChunk chunks per row and whole
+// kTile tiles. (Before this layout the backward did the same 12 H d_a per step, but added
+// rank-16 updates into global dW/dV partials: 2 H d_a * 4 bytes read and written per 16 steps.)
+//
+// Backward memory, at the paper shape (B, T, H, d_a) = (64, 500, 256, 256) and the wide one
+// (128, 300, 512, 512) (weight_splits: 16 and 4 splits):
+// - dW + dV partials, 2 * splits * H * d_a fp32: 8 MiB at both shapes (at most
+//   kMaxPartialBytes = 24 MiB for any shape), written once per call, then read once by
+//   sum_partials: they fit the 40-60 MB L2 of an A100/H100/H200.
+// - u, ds, dz: B * T * (2 d_a + H) elements in the input dtype, written once by part 1 and
+//   read by part 2 (each element by H/kTile or d_a/kTile CTAs, mostly from L2): 49 MB (bf16)
+//   / 98 MB (fp32) at the paper shape, 118 / 236 MB at the wide one.
+// - Part 2 reads per valid step 2 * (2 H d_a / kTile) operand elements (over its CTAs): 8 KB
+//   (bf16) / 16 KB (fp32) at the paper shape, instead of the 64 KB of partial
+//   read-modify-write per step before.
+//
+// Shared memory: (3 H + d_a) * kLd * 4 bytes in part 1 (83 KB at H = d_a = 256, 164 KB at
+// 512; sizes beyond the device's limit raise an error naming it); part 2 uses 17-35 KB of
+// static shared memory whatever the sizes.
+#include <mma.h>
+
+#include <algorithm>
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace sed_cuda {
@@ -27,10 +61,20 @@ constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kSteps = 16;                  // steps per block
 constexpr int kLd = kSteps + 4;             // row stride of feature-major tiles
 constexpr int kSlices = kThreads / kSteps;  // threads per step in row reductions
-constexpr int kMaxChunks = 256;
-constexpr int64_t kMaxPartialBytes = int64_t(256) << 20;
+constexpr int kMaxBackwardGrid = 1 << 16;  // CTAs of feature_backward_chunk (grid-stride)
+// Weight-gradient GEMM (feature_weight_grad): a CTA owns a kTile x kTile output tile and one
+// split of the batch rows, and walks their valid steps kChunk at a time.
+constexpr int kTile = 64;
+constexpr int kChunk = 32;
+constexpr int kTargetCtas = 256;         // tiles x splits aimed at, per weight matrix
+constexpr int kMaxSplits = 64;
+constexpr int kMinStepsPerSplit = 256;   // of B * T: splits <= B * T / kMinStepsPerSplit
+constexpr int64_t kMaxPartialBytes = int64_t(24) << 20;  // dW + dV partials, L2-resident
 static_assert(kSteps == kWarpSize / 2, "reduce_rows pairs lanes l and l ^ 16 of one step");
 static_assert(kSteps % 4 == 0 && kLd % 4 == 0, "tiles are read four steps at a time");
+static_assert(kThreads == (kTile / 4) * (kTile / 4), "SIMT GEMM: 4 x 4 outputs per thread");
+static_assert(kWarps * 2 == (kTile / 16) * (kTile / 16), "wmma GEMM: 2 fragments per warp");
+static_assert(kChunk % 16 == 0 && (kChunk * kTile) % kThreads == 0, "chunk loads");
 
 // The kSteps values of one feature row of a tile, with 16-byte loads and stores (tile rows
 // are 16-byte aligned: kLd * sizeof(A) is a multiple of 16 and tile bases are aligned).
@@ -56,20 +100,6 @@ __device__ __forceinline__ void store_row(float* p, const float (&v)[kSteps]) {
 __device__ __forceinline__ void store_row(double* p, const double (&v)[kSteps]) {
 #pragma unroll
   for (int i = 0; i < kSteps; i += 2) *reinterpret_cast<double2*>(p + i) = make_double2(v[i], v[i + 1]);
-}
-
-// Four consecutive steps of one feature row.
-template <class A>
-struct Quad {
-  A x, y, z, w;
-};
-__device__ __forceinline__ Quad<float> load_quad(const float* p) {
-  const float4 f = *reinterpret_cast<const float4*>(p);
-  return {f.x, f.y, f.z, f.w};
-}
-__device__ __forceinline__ Quad<double> load_quad(const double* p) {
-  const double2 a = *reinterpret_cast<const double2*>(p), b = *reinterpret_cast<const double2*>(p + 2);
-  return {a.x, a.y, b.x, b.y};
 }
 
 // Steps [t0, t0 + n) of row b into the feature-major tile, zero for steps n..kSteps-1.
@@ -158,53 +188,22 @@ __device__ void attention_weights(const A* h_tile, const T* W_t, const T* V_t, i
   softmax_rows(a_tile, hidden, red);
 }
 
-// part[r * columns + c] += sum_i rows_tile[r * kLd + i] * cols_tile[c * kLd + i] for
-// r < n_rows, c < columns: the rank-kSteps update of a weight-gradient partial. A warp takes
-// 4 rows x 128 columns (4 per lane, 32 apart: conflict-free 16-byte shared loads, coalesced
-// global read-modify-write).
-template <class A>
-__device__ void accumulate_outer(const A* rows_tile, int64_t n_rows, const A* cols_tile,
-                                 int64_t columns, A* __restrict__ part) {
-  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int64_t row_groups = (n_rows + 3) / 4, col_groups = (columns + 4 * kWarpSize - 1) / (4 * kWarpSize);
-  for (int64_t pair = warp; pair < row_groups * col_groups; pair += kWarps) {
-    const int64_t r0 = (pair / col_groups) * 4, c0 = (pair % col_groups) * 4 * kWarpSize + lane;
-    A acc[4][4];
-#pragma unroll
-    for (int a = 0; a < 4; ++a)
-#pragma unroll
-      for (int q = 0; q < 4; ++q) acc[a][q] = A(0);
-#pragma unroll
-    for (int i = 0; i < kSteps; i += 4) {
-      Quad<A> rv[4], cv[4];
-#pragma unroll
-      for (int a = 0; a < 4; ++a)
-        rv[a] = r0 + a < n_rows ? load_quad(rows_tile + (r0 + a) * kLd + i) : Quad<A>{0, 0, 0, 0};
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int64_t c = c0 + q * kWarpSize;
-        cv[q] = c < columns ? load_quad(cols_tile + c * kLd + i) : Quad<A>{0, 0, 0, 0};
-      }
-#pragma unroll
-      for (int a = 0; a < 4; ++a)
-#pragma unroll
-        for (int q = 0; q < 4; ++q)
-          acc[a][q] += rv[a].x * cv[q].x + rv[a].y * cv[q].y + rv[a].z * cv[q].z + rv[a].w * cv[q].w;
-    }
-#pragma unroll
-    for (int a = 0; a < 4; ++a)
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int64_t r = r0 + a, c = c0 + q * kWarpSize;
-        if (r < n_rows && c < columns) part[r * columns + c] += acc[a][q];
-      }
+// out[i * features + f] = tile[f * kLd + i] for the n valid steps i of a block (out: the
+// block's first step of a contiguous (B, T, features) buffer in the input dtype). Consecutive
+// threads write consecutive features (coalesced).
+template <class T, class A>
+__device__ __forceinline__ void store_tile(const A* tile, int n, int64_t features, T* out) {
+  for (int64_t e = threadIdx.x; e < n * features; e += kThreads) {
+    const int i = int(e / features);
+    const int64_t f = e - i * features;
+    out[e] = from_acc<T>(tile[f * kLd + i]);
   }
 }
 
 // __launch_bounds__(kThreads, 1): without the minimum of one CTA per SM, ptxas capped these
-// two kernels at 128 (sm_90) / 80 (sm_80) registers and spilled (24/44 B and 4/20 B per
-// thread in the backward); with it they use 158 / 72 registers and spill nothing. The
-// backward then runs one CTA (8 warps) per SM instead of two: not measured on a GPU yet.
+// two kernels at 128 (sm_90) / 80 (sm_80) registers and spilled (in the backward, before the
+// weight gradients moved to feature_weight_grad); with it they spill nothing (ptxas -v
+// figures: sed_kernels/_cuda_ptxas.txt).
 template <class T>
 __global__ void __launch_bounds__(kThreads, 1)
     feature_forward_block(StridedSteps h, const T* __restrict__ W_t, const T* __restrict__ V_t,
@@ -247,17 +246,18 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Backward of the blocks of one chunk (see the file comment). Per block, after recomputing
-// u and a:  da = g * h_t; ds = a * (da - sum(a * da)); dV += ds u^T; du = V^T ds;
-//           dz = du * (1 - u^2); dW += dz h_t^T; dh_t = g * a + W^T dz.
+// Backward, part 1, per block of kSteps steps (CTAs loop over the blocks, grid-stride).
+// After recomputing u and a:  da = g * h_t; ds = a * (da - sum(a * da)); du = V^T ds;
+// dz = du * (1 - u^2); dh_t = g * a + W^T dz. Writes dh and, for the valid steps only, u,
+// ds and dz in the input dtype, the operands of the weight-gradient GEMMs (part 2).
 template <class T>
 __global__ void __launch_bounds__(kThreads, 1)
     feature_backward_chunk(const T* __restrict__ grad_out, StridedSteps h, const T* __restrict__ W,
                            const T* __restrict__ V, const T* __restrict__ W_t,
                            const T* __restrict__ V_t, const int64_t* __restrict__ lengths,
                            T* __restrict__ grad_h, int64_t steps, int64_t hidden, int64_t attention,
-                           int blocks_per_row, int64_t total_blocks, acc_t<T>* __restrict__ part_W,
-                           acc_t<T>* __restrict__ part_V) {
+                           int blocks_per_row, int64_t total_blocks, T* __restrict__ u_out,
+                           T* __restrict__ ds_out, T* __restrict__ dz_out) {
   using A = acc_t<T>;
   extern __shared__ __align__(16) unsigned char shared[];
   A* red = reinterpret_cast<A*>(shared);  // [kWarps * kSteps]
@@ -266,8 +266,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   A* ds_tile = a_tile + hidden * kLd;     // [hidden * kLd]
   A* u_tile = ds_tile + hidden * kLd;     // [attention * kLd]: u, then dz
   A* g = u_tile + attention * kLd;        // [hidden]
-  A* dW = part_W + int64_t(blockIdx.x) * attention * hidden;  // (d_a, H)
-  A* dV = part_V + int64_t(blockIdx.x) * hidden * attention;  // (H, d_a)
   const int i_row = threadIdx.x % kSteps, slice = threadIdx.x / kSteps;
 
   for (int64_t block = blockIdx.x; block < total_blocks; block += gridDim.x) {
@@ -275,6 +273,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int64_t length = clamped_length(lengths, b, steps);
     if (t0 >= length) continue;  // uniform over the CTA
     const int n = int(min(int64_t(kSteps), length - t0));
+    const int64_t first = b * steps + t0;  // the block's first step in (B, T, .) buffers
     load_steps<T>(h, b, t0, n, hidden, h_tile);
     for (int64_t j = threadIdx.x; j < hidden; j += kThreads) g[j] = to_acc(grad_out[b * hidden + j]);
     __syncthreads();
@@ -290,8 +289,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       ds_tile[j * kLd + i_row] = i_row < n ? a * (da - a_dot_da) : A(0);
     }
     __syncthreads();
-
-    accumulate_outer(ds_tile, hidden, u_tile, attention, dV);  // dV += ds^T u
+    store_tile(u_tile, n, attention, u_out + first * attention);
+    store_tile(ds_tile, n, hidden, ds_out + first * hidden);
     __syncthreads();  // u is overwritten by dz next
     tile_matmul(ds_tile, hidden, V, attention, [&](int64_t k, A (&du)[kSteps]) {
       A u[kSteps];
@@ -301,9 +300,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       store_row(u_tile + k * kLd, du);  // column k belongs to this thread alone
     });
     __syncthreads();
-    accumulate_outer(u_tile, attention, h_tile, hidden, dW);  // dW += dz^T h
+    store_tile(u_tile, n, attention, dz_out + first * attention);
     tile_matmul(u_tile, attention, W, hidden, [&](int64_t j, A (&dz_w)[kSteps]) {
-      T* dh = grad_h + (b * steps + t0) * hidden + j;
+      T* dh = grad_h + first * hidden + j;
 #pragma unroll
       for (int i = 0; i < kSteps; ++i)  // static indices keep dz_w in registers
         if (i < n) dh[i * hidden] = from_acc<T>(g[j] * a_tile[j * kLd + i] + dz_w[i]);
@@ -312,26 +311,183 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// out[e] = sum_c parts[c * count + e], chunks in order.
+// Whether feature_weight_grad<T> runs on tensor cores (wmma 16x16x16, fp32 accumulation):
+// fp16 and bf16 on sm_80 and newer; fp32 and fp64 stay IEEE FMA (SIMT).
+template <class T>
+struct UsesTensorCores {
+  static constexpr bool value = false;
+};
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+template <>
+struct UsesTensorCores<__half> {
+  static constexpr bool value = true;
+};
+template <>
+struct UsesTensorCores<__nv_bfloat16> {
+  static constexpr bool value = true;
+};
+#endif
+
+// One kChunk x kTile operand chunk into shared memory, step-major: tile[k * ld + c] =
+// x[b, t0 + k, c0 + c], zero for steps t0 + k >= length and features c0 + c >= features
+// (those entries of x are never read).
+template <class T, class S>
+__device__ __forceinline__ void load_chunk(const StridedSteps& x, int64_t b, int64_t t0,
+                                           int64_t length, int64_t c0, int64_t features, int ld,
+                                           S* tile) {
+  const T* base = static_cast<const T*>(x.data) + b * x.stride_b;
+#pragma unroll
+  for (int e = threadIdx.x; e < kChunk * kTile; e += kThreads) {
+    const int k = e / kTile, c = e % kTile;
+    const int64_t t = t0 + k, f = c0 + c;
+    const acc_t<T> v = t < length && f < features ? to_acc(base[t * x.stride_t + f * x.stride_h])
+                                                  : acc_t<T>(0);
+    if constexpr (std::is_same<S, acc_t<T>>::value)
+      tile[k * ld + c] = v;
+    else
+      tile[k * ld + c] = from_acc<T>(v);  // exact: v came from a T (or is 0)
+  }
+}
+
+// The chunk loop of feature_weight_grad: for each row b = split, split + splits, ... and each
+// kChunk steps t0 of its valid steps, the chunk of x (features m0..) into xs and of y (n0..)
+// into ys, then body() on them. Contains the __syncthreads around each chunk.
+template <class T, class S, class Body>
+__device__ __forceinline__ void for_each_chunk(const StridedSteps& x, const StridedSteps& y,
+                                               const int64_t* lengths, int64_t batch,
+                                               int64_t steps, int split, int splits, int64_t m0,
+                                               int64_t n0, int64_t rows, int64_t cols, int ld,
+                                               S* xs, S* ys, Body body) {
+  for (int64_t b = split; b < batch; b += splits) {
+    const int64_t length = clamped_length(lengths, b, steps);
+    for (int64_t t0 = 0; t0 < length; t0 += kChunk) {
+      load_chunk<T>(x, b, t0, length, m0, rows, ld, xs);
+      load_chunk<T>(y, b, t0, length, n0, cols, ld, ys);
+      __syncthreads();
+      body();
+      __syncthreads();  // the next chunk overwrites xs and ys
+    }
+  }
+}
+
+// Backward, part 2: part[split] (rows x cols, row-major) = sum over the valid steps (b, t) of
+// the split's rows b = split, split + splits, ... of x[b, t, m] * y[b, t, n], for the tile
+// m in [m0, m0 + kTile), n in [n0, n0 + kTile) of this CTA (grid: col tiles, row tiles,
+// splits). The tile accumulates in registers over all the split's steps, kChunk at a time
+// per row, and is stored once: every partial element is written exactly once per call.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    sum_partials(const acc_t<T>* __restrict__ parts, int chunks, int64_t count, T* __restrict__ out) {
+    feature_weight_grad(StridedSteps x, StridedSteps y, const int64_t* __restrict__ lengths,
+                        int64_t batch, int64_t steps, int64_t rows, int64_t cols,
+                        acc_t<T>* __restrict__ part) {
+  using A = acc_t<T>;
+  const int64_t n0 = int64_t(blockIdx.x) * kTile, m0 = int64_t(blockIdx.y) * kTile;
+  const int split = blockIdx.z, splits = gridDim.z;
+  A* out = part + int64_t(split) * rows * cols;
+  if constexpr (UsesTensorCores<T>::value) {
+    namespace wmma = nvcuda::wmma;
+    constexpr int kLdT = kTile + 8;   // 16-bit operands: ldm a multiple of 8, rows 32-byte aligned
+    constexpr int kLdC = kTile + 4;   // fp32 staging of the result tile
+    __shared__ __align__(128) T xs[kChunk * kLdT];  // xs[k * kLdT + m]: matrix_a, col-major
+    __shared__ __align__(128) T ys[kChunk * kLdT];  // ys[k * kLdT + n]: matrix_b, row-major
+    __shared__ __align__(128) float cs[kTile * kLdC];
+    const int warp = threadIdx.x / kWarpSize;
+    constexpr int kFragments = kTile / 16;  // per tile side
+    // This warp's fragments (fm, fn) and (fm, fn + 1) of the kFragments^2 of the tile.
+    const int fm = warp / (kFragments / 2), fn = (warp % (kFragments / 2)) * 2;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.0f);
+    wmma::fill_fragment(acc[1], 0.0f);
+    for_each_chunk<T>(x, y, lengths, batch, steps, split, splits, m0, n0, rows, cols, kLdT, xs, ys,
+                      [&] {
+#pragma unroll
+      for (int k = 0; k < kChunk; k += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> a;
+        wmma::load_matrix_sync(a, xs + k * kLdT + fm * 16, kLdT);
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bf;
+          wmma::load_matrix_sync(bf, ys + k * kLdT + (fn + q) * 16, kLdT);
+          wmma::mma_sync(acc[q], a, bf, acc[q]);
+        }
+      }
+    });
+#pragma unroll
+    for (int q = 0; q < 2; ++q)
+      wmma::store_matrix_sync(cs + fm * 16 * kLdC + (fn + q) * 16, acc[q], kLdC, wmma::mem_row_major);
+    __syncthreads();
+    for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
+      const int m = e / kTile, c = e % kTile;
+      if (m0 + m < rows && n0 + c < cols) out[(m0 + m) * cols + n0 + c] = cs[m * kLdC + c];
+    }
+  } else {
+    constexpr int kLdA = kTile + 4;
+    __shared__ __align__(16) A xs[kChunk * kLdA];  // xs[k * kLdA + m]
+    __shared__ __align__(16) A ys[kChunk * kLdA];  // ys[k * kLdA + n]
+    constexpr int kStride = kTile / 4;
+    const int ty = threadIdx.x / kStride, tx = threadIdx.x % kStride;
+    A acc[4][4];  // outputs (ty + kStride r, tx + kStride q)
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[r][q] = A(0);
+    for_each_chunk<T>(x, y, lengths, batch, steps, split, splits, m0, n0, rows, cols, kLdA, xs, ys,
+                      [&] {
+#pragma unroll 4
+      for (int k = 0; k < kChunk; ++k) {
+        A xv[4], yv[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) xv[r] = xs[k * kLdA + ty + kStride * r];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) yv[q] = ys[k * kLdA + tx + kStride * q];
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) acc[r][q] += xv[r] * yv[q];
+      }
+    });
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int64_t m = m0 + ty + kStride * r, c = n0 + tx + kStride * q;
+        if (m < rows && c < cols) out[m * cols + c] = acc[r][q];
+      }
+  }
+}
+
+// out[e] = sum_c parts[c * count + e], splits in order.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    sum_partials(const acc_t<T>* __restrict__ parts, int splits, int64_t count, T* __restrict__ out) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count;
        e += int64_t(gridDim.x) * blockDim.x) {
     acc_t<T> acc = 0;
-    for (int c = 0; c < chunks; ++c) acc += parts[c * count + e];
+    for (int c = 0; c < splits; ++c) acc += parts[c * count + e];
     out[e] = from_acc<T>(acc);
   }
 }
 
 int64_t blocks_per_row(int64_t steps) { return (steps + kSteps - 1) / kSteps; }
 
-int backward_chunks(int64_t batch, int64_t steps, int64_t hidden, int64_t attention, DType dtype) {
-  const int64_t blocks = batch * blocks_per_row(steps);
-  const int64_t by_memory = kMaxPartialBytes / (2 * hidden * attention * accumulator_bytes(dtype));
-  int64_t chunks = blocks < kMaxChunks ? blocks : kMaxChunks;
-  chunks = chunks < by_memory ? chunks : by_memory;
-  return int(chunks > 1 ? chunks : 1);
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Splits of the batch rows in the weight-gradient GEMMs, from the sizes only (the same on
+// every GPU, so dW and dV are bitwise reproducible): enough CTAs to fill a GPU, at most one
+// per row, B * T / kMinStepsPerSplit (a split has that many steps of capacity) and
+// kMaxPartialBytes of dW + dV partials.
+int weight_splits(int64_t batch, int64_t steps, int64_t hidden, int64_t attention, DType dtype) {
+  const int64_t tiles = ceil_div(hidden, kTile) * ceil_div(attention, kTile);
+  int64_t splits = ceil_div(kTargetCtas, tiles);
+  splits = std::min<int64_t>(splits, batch);
+  splits = std::min<int64_t>(splits, batch * steps / kMinStepsPerSplit);
+  splits = std::min<int64_t>(splits, kMaxPartialBytes / (2 * hidden * attention * accumulator_bytes(dtype)));
+  splits = std::min<int64_t>(splits, kMaxSplits);
+  return int(std::max<int64_t>(splits, 1));
+}
+
+int64_t element_bytes(DType dtype) {
+  return dtype == DType::float64 ? 8 : dtype == DType::float32 ? 4 : 2;
 }
 
 void check_batch(int64_t batch) {
@@ -346,9 +502,14 @@ int64_t feature_attention_forward_workspace(int64_t batch, int64_t steps, int64_
   return batch * blocks_per_row(steps) * hidden;
 }
 
+// Accumulator elements: the dW and dV partials (2 * splits * H * d_a), then u, ds and dz of
+// every step (B * T * (2 d_a + H) in the input dtype; written and read for valid steps only).
 int64_t feature_attention_backward_workspace(int64_t batch, int64_t steps, int64_t hidden,
                                              int64_t attention, DType dtype) {
-  return int64_t(backward_chunks(batch, steps, hidden, attention, dtype)) * 2 * hidden * attention;
+  const int64_t partials = int64_t(weight_splits(batch, steps, hidden, attention, dtype)) * 2 *
+                           hidden * attention;
+  const int64_t operands = batch * steps * (2 * attention + hidden) * element_bytes(dtype);
+  return partials + ceil_div(operands, accumulator_bytes(dtype));
 }
 
 void feature_attention_forward(DType dtype, StridedSteps h, const void* W_t, const void* V_t,
@@ -382,15 +543,22 @@ void feature_attention_backward(DType dtype, const void* grad_out, StridedSteps 
   DeviceGuard guard(launch.device);
   const cudaStream_t stream = stream_of(launch);
   const int per_row = int(blocks_per_row(steps));
-  const int chunks = backward_chunks(batch, steps, hidden, attention, dtype);
+  const int splits = weight_splits(batch, steps, hidden, attention, dtype);
   const int64_t weights = hidden * attention;
+  const int64_t total_blocks = batch * per_row;
   const int64_t smem =
       (kWarps * kSteps + (3 * hidden + attention) * kLd + hidden) * accumulator_bytes(dtype);
+  if (ceil_div(hidden, kTile) > 65535 || ceil_div(attention, kTile) > 65535)
+    throw std::runtime_error("sed_kernels._cuda: feature_attention backward supports H, d_a <= " +
+                             std::to_string(65535 * kTile));
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
-    A* part_W = static_cast<A*>(workspace);  // (chunks, d_a, H), zero-filled by the caller
-    A* part_V = part_W + chunks * weights;   // (chunks, H, d_a)
+    A* part_W = static_cast<A*>(workspace);  // (splits, d_a, H), each element written once
+    A* part_V = part_W + splits * weights;   // (splits, H, d_a)
+    T* u = reinterpret_cast<T*>(part_V + splits * weights);  // (B, T, d_a)
+    T* dz = u + batch * steps * attention;                    // (B, T, d_a)
+    T* ds = dz + batch * steps * attention;                   // (B, T, H)
     T* dh = static_cast<T*>(grad_h);
     const int64_t dh_count = batch * steps * hidden;
     zero_padded_steps<T><<<grid_stride_blocks(dh_count, kThreads), kThreads, 0, stream>>>(
@@ -398,16 +566,29 @@ void feature_attention_backward(DType dtype, const void* grad_out, StridedSteps 
     check_launch("zero_padded_steps launch");
     request_shared_memory(feature_backward_chunk<T>, smem, launch.device,
                           "feature_attention backward");
-    feature_backward_chunk<T><<<chunks, kThreads, smem, stream>>>(
+    const unsigned grid = unsigned(std::min<int64_t>(total_blocks, kMaxBackwardGrid));
+    feature_backward_chunk<T><<<grid, kThreads, smem, stream>>>(
         static_cast<const T*>(grad_out), h, static_cast<const T*>(W), static_cast<const T*>(V),
         static_cast<const T*>(W_t), static_cast<const T*>(V_t), lengths, dh, steps, hidden,
-        attention, per_row, batch * per_row, part_W, part_V);
+        attention, per_row, total_blocks, u, ds, dz);
     check_launch("feature_backward_chunk launch");
+    const StridedSteps u_steps{u, steps * attention, attention, 1};
+    const StridedSteps dz_steps{dz, steps * attention, attention, 1};
+    const StridedSteps ds_steps{ds, steps * hidden, hidden, 1};
+    // dV (H, d_a) = sum_t ds_t u_t^T; dW (d_a, H) = sum_t dz_t h_t^T.
+    feature_weight_grad<T><<<dim3(unsigned(ceil_div(attention, kTile)), unsigned(ceil_div(hidden, kTile)),
+                                  unsigned(splits)), kThreads, 0, stream>>>(
+        ds_steps, u_steps, lengths, batch, steps, hidden, attention, part_V);
+    check_launch("feature_weight_grad(dV) launch");
+    feature_weight_grad<T><<<dim3(unsigned(ceil_div(hidden, kTile)), unsigned(ceil_div(attention, kTile)),
+                                  unsigned(splits)), kThreads, 0, stream>>>(
+        dz_steps, h, lengths, batch, steps, attention, hidden, part_W);
+    check_launch("feature_weight_grad(dW) launch");
     sum_partials<T><<<grid_stride_blocks(weights, kThreads), kThreads, 0, stream>>>(
-        part_W, chunks, weights, static_cast<T*>(grad_W));
+        part_W, splits, weights, static_cast<T*>(grad_W));
     check_launch("sum_partials(dW) launch");
     sum_partials<T><<<grid_stride_blocks(weights, kThreads), kThreads, 0, stream>>>(
-        part_V, chunks, weights, static_cast<T*>(grad_V));
+        part_V, splits, weights, static_cast<T*>(grad_V));
     check_launch("sum_partials(dV) launch");
   });
 }

@@ -4,7 +4,9 @@ Contract: see the op layer in :mod:`sed_kernels.ops`. float32, float16, bfloat16
 run natively (accumulation in float32, float64 for float64); ``h`` may have any strides.
 The kernels read the weights both as given and transposed (``W^T`` (H, d_a), ``V^T``
 (d_a, H), small copies made here) so that every weight read is coalesced. Workspaces: the
-per-block output partials (forward) and the zero-filled per-chunk dW/dV partials (backward).
+per-block output partials (forward); the per-split dW/dV partials and the u, ds, dz operands
+of the weight-gradient GEMMs (backward; every element read is written first, so it is not
+zero-filled).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def backward(
     size = kernels.feature_attention_backward_workspace(
         batch, steps, hidden, attention, dtype_name(h.dtype)
     )
-    workspace = torch.zeros(size, dtype=accumulator_dtype(h.dtype), device=h.device)
+    workspace = torch.empty(size, dtype=accumulator_dtype(h.dtype), device=h.device)
     kernels.feature_attention_backward(
         grad_out=grad_out.data_ptr(), **steps_arguments(h), W=W.data_ptr(), V=V.data_ptr(),
         W_t=W_t.data_ptr(), V_t=V_t.data_ptr(), lengths=lengths.data_ptr(),
