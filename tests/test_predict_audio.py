@@ -220,3 +220,15 @@ def test_predict_without_a_checkpoint_uses_the_bundled_model_on_real_emodb(capsy
     assert all(p["label"] in EMODB_CLASSES for p in printed)
     windowed = sed_model.load_model("emodb").predict(files[0], window=1.0, hop=0.5)[0]
     assert len(windowed.segments) == 3 and windowed.segments[-1].end == pytest.approx(2.0)
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[0] in EMODB_CLASSES
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "0.0-2.0 s", "1.0-3.0 s", "2.0-4.0 s", "3.0-5.0 s", "4.0-6.0 s"]
