@@ -1,15 +1,24 @@
-"""Decoding audio files to a float32 mono signal.
+"""Decoding audio files to a float32 mono signal, whole or in blocks.
 
 Choices recorded here:
 
-- Audio-only formats (wav, flac, ogg, ...) are read with soundfile; video containers (.avi,
-  .mp4, .mkv, .mov, .webm, eNTERFACE'05's .avi) and anything soundfile cannot read are decoded
-  with PyAV (FFmpeg), from the first audio stream.
+- Decoders. wav, flac, ogg/vorbis/opus and the other formats libsndfile reads natively go
+  through soundfile; mp3, m4a/aac and the other compressed formats listed in
+  ``PYAV_SUFFIXES``, video containers (.avi, .mp4, .mkv, .mov, .webm, eNTERFACE'05's .avi)
+  and anything soundfile cannot read are decoded with PyAV (FFmpeg), from the first audio
+  stream. (libsndfile reads mp3 too, but FFmpeg handles the encoder delay and odd files.)
 - Multi-channel audio is mixed down to mono as the plain mean of the channels, the same way for
   both decoders (FFmpeg's own downmix would weight channels differently).
 - The native sample rate is kept; resampling, if asked for, happens in the feature extractor.
+- Long files. :func:`open_audio` returns an :class:`AudioStream` whose :meth:`~AudioStream.blocks`
+  yields the signal in blocks of a few seconds, so memory does not grow with the file's length
+  (``predict --window`` on an hour-long recording). :func:`load_audio` is the whole signal.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +27,8 @@ import soundfile
 from sed_model.errors import AudioError
 
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".m4v", ".mkv", ".mov", ".webm", ".mpg", ".mpeg"})
+PYAV_SUFFIXES = VIDEO_SUFFIXES | {".mp3", ".m4a", ".aac", ".wma", ".mp2", ".amr", ".3gp", ".opus"}
+BLOCK_SECONDS = 10.0  # default block length of AudioStream.blocks
 
 
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -26,23 +37,61 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
     Raises AudioError naming the file and the reason when it is missing or cannot be decoded.
     An empty signal (n == 0) is returned as such; the feature extractor decides what is too short.
     """
+    stream = open_audio(path)
+    blocks = list(stream.blocks())
+    signal = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    return signal, stream.sample_rate
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    """An opened (probed) audio file: its sample rate, its length when the container says it
+    (``n_samples``, None when unknown) and the decoder that reads it."""
+
+    path: Path
+    sample_rate: int
+    n_samples: int | None
+    decoder: str  # "soundfile" or "pyav"
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds, when the length is known."""
+        return None if self.n_samples is None else self.n_samples / self.sample_rate
+
+    def blocks(self, seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+        """The mono float32 signal in consecutive blocks of about ``seconds`` (the last one
+        shorter); AudioError naming the file if decoding fails part way."""
+        size = max(1, int(round(seconds * self.sample_rate)))
+        if self.decoder == "soundfile":
+            return self._soundfile_blocks(size)
+        return _rebatch(_pyav_blocks(self.path), size)
+
+    def _soundfile_blocks(self, size: int) -> Iterator[np.ndarray]:
+        try:
+            with soundfile.SoundFile(self.path) as f:
+                for block in f.blocks(blocksize=size, dtype="float32", always_2d=True):
+                    yield _mixdown(block.T)  # block: (n, channels)
+        except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
+            raise AudioError(f"cannot decode {self.path}: {error}") from None
+
+
+def open_audio(path: str | Path) -> AudioStream:
+    """Probe ``path``: AudioError naming the file when it is missing, empty or not audio."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        try:
-            data, sample_rate = soundfile.read(
-                path, dtype="float32", always_2d=True
-            )  # (n, channels)
-            return _mixdown(data.T), int(sample_rate)
-        except (soundfile.LibsndfileError, RuntimeError, ValueError) as soundfile_error:
-            if path.stat().st_size == 0:
-                raise AudioError(f"cannot decode {path}: the file is empty (0 bytes)") from None
-            try:  # soundfile cannot read it; FFmpeg may (mp3, m4a, odd wav variants)
-                return _decode_with_pyav(path)
-            except AudioError:
-                raise AudioError(f"cannot decode {path}: {soundfile_error}") from None
-    return _decode_with_pyav(path)
+    if path.stat().st_size == 0:
+        raise AudioError(f"cannot decode {path}: the file is empty (0 bytes)")
+    if path.suffix.lower() in PYAV_SUFFIXES:
+        return _probe_pyav(path)
+    try:
+        info = soundfile.info(path)
+        return AudioStream(path, int(info.samplerate), int(info.frames), "soundfile")
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as soundfile_error:
+        try:  # soundfile cannot read it; FFmpeg may (odd wav variants, unknown suffixes)
+            return _probe_pyav(path)
+        except AudioError:
+            raise AudioError(f"cannot decode {path}: {soundfile_error}") from None
 
 
 def _mixdown(channels: np.ndarray) -> np.ndarray:
@@ -50,26 +99,64 @@ def _mixdown(channels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(channels.mean(axis=0, dtype=np.float32), dtype=np.float32)
 
 
-def _decode_with_pyav(path: Path) -> tuple[np.ndarray, int]:
-    import av  # imported here: only video containers and exotic formats need FFmpeg
+def _rebatch(chunks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Join small decoded frames into blocks of ``size`` samples (the last one shorter)."""
+    pending, held = [], 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            joined = np.concatenate(pending)
+            for start in range(0, len(joined) - size + 1, size):
+                yield joined[start:start + size]
+            rest = joined[len(joined) - len(joined) % size:]
+            pending, held = [rest], len(rest)
+    if held:
+        yield np.concatenate(pending)
 
+
+def _pyav_errors():
+    import av  # imported here: only compressed formats and video containers need FFmpeg
+
+    return av, (av.FFmpegError, ValueError, OSError)
+
+
+def _probe_pyav(path: Path) -> AudioStream:
+    av, errors = _pyav_errors()
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise AudioError(f"cannot decode {path}: the file has no audio stream")
             stream = container.streams.audio[0]
-            to_float_planar = av.AudioResampler(format="fltp")  # keeps rate and channels
-            chunks = []  # each (channels, n_i)
-            for frame in container.decode(stream):
-                chunks += [f.to_ndarray() for f in to_float_planar.resample(frame)]
-            chunks += [f.to_ndarray() for f in to_float_planar.resample(None)]
-            sample_rate = stream.rate or stream.codec_context.sample_rate
+            rate = stream.rate or stream.codec_context.sample_rate
+            seconds = None
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / av.time_base
     except AudioError:
         raise
-    except (av.FFmpegError, ValueError, OSError) as error:
+    except errors as error:
         raise AudioError(f"cannot decode {path}: {error}") from None
-    if not sample_rate:
+    if not rate:
         raise AudioError(f"cannot decode {path}: the audio stream has no sample rate")
-    if not chunks:
-        return np.zeros(0, dtype=np.float32), int(sample_rate)
-    return _mixdown(np.concatenate(chunks, axis=1)), int(sample_rate)
+    n_samples = None if seconds is None else int(round(seconds * rate))
+    return AudioStream(path, int(rate), n_samples, "pyav")
+
+
+def _pyav_blocks(path: Path) -> Iterator[np.ndarray]:
+    """Mono float32 frames of the first audio stream, as FFmpeg decodes them."""
+    av, errors = _pyav_errors()
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            to_float_planar = av.AudioResampler(format="fltp")  # keeps rate and channels
+            for frame in container.decode(stream):
+                for f in to_float_planar.resample(frame):
+                    yield _mixdown(f.to_ndarray())  # (channels, n_i) -> (n_i,)
+            for f in to_float_planar.resample(None):
+                yield _mixdown(f.to_ndarray())
+    except AudioError:
+        raise
+    except errors as error:
+        raise AudioError(f"cannot decode {path}: {error}") from None

@@ -55,7 +55,7 @@ def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, progress: b
     started = time.perf_counter()
     metrics = train(config, out_dir, dataset=dataset,
                     resume=resume and (out_dir / "config.json").exists(), progress=progress,
-                    **data_options)
+                    final_model=False, **data_options)  # compare measures; train deploys
     s = metrics["summary"]
     selected = (f"{s['selected']['pooled']['uar']:.3f} (selected on validation), "
                 if "selected" in s else "")

@@ -1,16 +1,19 @@
-"""Evaluate a trained checkpoint on a corpus (all utterances, or some speakers).
+"""Evaluate a trained model on a corpus (all utterances, or some speakers).
 
-    python -m sed_model.evaluate --checkpoint runs/emodb-feature-.../best.pt --corpus emodb \
-        --data DIR
-    python -m sed_model.evaluate --checkpoint best.pt --corpus emodb --data DIR --speakers 03 08 \
-        --json
+    python -m sed_model.evaluate --checkpoint runs/emodb-feature-... --corpus emodb --data DIR
+    python -m sed_model.evaluate --checkpoint runs/X/fold-03/best.pt --corpus emodb \
+        --data DIR --speakers 03 08 --json
+    python -m sed_model.evaluate --checkpoint runs/X --ensemble --corpus emodb --data DIR
 
-The checkpoint's normalisation is applied: ``global``, its training split's statistics;
-``speaker``, every evaluated speaker's own statistics, from that speaker's utterances in the
-corpus (as in training; ``--normalize`` only checks that the mode is the expected one). A
-checkpoint from cross-validation was trained on every speaker but its fold's test speakers;
-evaluating it on those training speakers measures fit, not generalisation, so the command
-says how many of the utterances come from speakers the model was trained on.
+``--checkpoint`` takes what :func:`sed_model.load_model` takes: a run folder (its
+``model.pt``; with ``--ensemble`` its fold models, probabilities averaged), a checkpoint file
+or a bundled model's name. The model's normalisation is applied: ``global``, its training
+statistics; ``speaker``, every evaluated speaker's own statistics, from that speaker's
+utterances in the corpus, as in training (``--normalize`` only checks the mode). A run
+folder's ``model.pt`` was trained on every speaker of its corpus, and a fold model on all but
+its fold's test speakers; evaluating a model on speakers it was trained on measures fit, not
+generalisation, so the command says how many of the utterances come from speakers a model
+was trained on.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
+from .api import load_model
 from .cli import NameList, add_data_options, run_main
 from .data import load_dataset, make_split
 from .errors import SedError
 from .fold import predict_split
 from .metrics import classification_report
-from .runtime import check_backend, resolve_device
 
 
 def evaluate_checkpoint(
@@ -36,6 +38,7 @@ def evaluate_checkpoint(
     data: str | Path | None,
     *,
     speakers: list[str] | None = None,
+    ensemble: bool = False,
     device: str = "auto",
     backend: str | None = None,
     normalize: str | None = None,
@@ -44,28 +47,23 @@ def evaluate_checkpoint(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """UAR, WA, per-class recall and confusion matrix of a checkpoint on a corpus.
+    """UAR, WA, per-class recall and confusion matrix of a model on a corpus.
 
-    The corpus' labels are matched to the checkpoint's classes by name; a label the model
-    does not know is an error. Returns :func:`classification_report`'s dict plus
-    ``checkpoint``, ``corpus``, ``speakers`` and ``n_from_training_speakers``.
+    ``checkpoint_path``: a run folder, a checkpoint file or a bundled name (``ensemble``: a
+    run folder's fold models). The corpus' labels are matched to the model's classes by
+    name; a label the model does not know is an error. Returns
+    :func:`classification_report`'s dict plus ``checkpoint``, ``corpus``, ``speakers`` and
+    ``n_from_training_speakers``.
     """
-    checkpoint = load_checkpoint(checkpoint_path)
-    class_names = list(checkpoint["class_names"])
-    mode = checkpoint["normalizer"]["mode"]
+    model = load_model(checkpoint_path, ensemble=ensemble, device=device, backend=backend)
+    class_names = model.class_names
+    mode = model.members[0].normalizer.mode
     if normalize is not None and normalize != mode:
         raise SedError(f"{checkpoint_path} was trained with --normalize {mode}, not {normalize}; "
                        "a model is evaluated with the normalisation it was trained with")
     dataset = load_dataset(corpus, data, cache_dir=cache_dir, workers=workers, strict=strict,
                            progress=progress)
-    indices = np.arange(len(dataset.utterances))
-    if speakers:
-        known = set(dataset.speakers)
-        unknown = [s for s in speakers if s not in known]
-        if unknown:
-            raise SedError(f"speakers {', '.join(unknown)} are not in {corpus}; "
-                           f"its speakers are {', '.join(sorted(known))}")
-        indices = np.array([i for i in indices if dataset.speakers[i] in speakers])
+    indices = _chosen_utterances(dataset, corpus, speakers)
     used_classes = sorted({dataset.classes[dataset.labels[i]] for i in indices})
     foreign = [c for c in used_classes if c not in class_names]
     if foreign:
@@ -73,29 +71,38 @@ def evaluate_checkpoint(
                        f"know (it was trained on {', '.join(class_names)})")
     to_model_class = np.array([class_names.index(c) if c in class_names else -1
                                for c in dataset.classes])
-
-    target_device = resolve_device(device)
-    if backend is not None:
-        check_backend(backend, target_device)
-    model = model_from_checkpoint(checkpoint, backend=backend, device=str(target_device))
-    normalizer = normalizer_from_checkpoint(checkpoint).with_speakers(
-        [dataset.features[i] for i in indices], [dataset.speakers[i] for i in indices])
-    split = make_split(dataset, indices, normalizer)  # speaker mode: each speaker's own stats
-    predicted = predict_split(model, split, target_device).argmax(axis=1)
-    report = classification_report(to_model_class[dataset.labels[indices]], predicted, class_names)
-
+    probabilities = np.zeros((len(indices), len(class_names)))
     trained_on = set()
-    if checkpoint["config"]["corpus"] == dataset.corpus:
-        tested = set(checkpoint["fold"]["test_speakers"])
-        trained_on = {dataset.speakers[i] for i in indices} - tested
+    evaluated = {dataset.speakers[i] for i in indices}
+    for member in model.members:
+        normalizer = member.normalizer.with_speakers(
+            [dataset.features[i] for i in indices], [dataset.speakers[i] for i in indices])
+        split = make_split(dataset, indices, normalizer)  # speaker mode: each speaker's own
+        probabilities += predict_split(member.model, split, model.device)
+        if member.config["corpus"] == dataset.corpus:
+            trained_on |= evaluated - set(member.fold.get("test_speakers", []))
+    predicted = probabilities.argmax(axis=1)
+    report = classification_report(to_model_class[dataset.labels[indices]], predicted, class_names)
     report.update({
         "checkpoint": str(checkpoint_path),
         "normalize": mode,
         "corpus": dataset.corpus,
-        "speakers": sorted({dataset.speakers[i] for i in indices}),
+        "speakers": sorted(evaluated),
         "n_from_training_speakers": int(sum(dataset.speakers[i] in trained_on for i in indices)),
     })
     return report
+
+
+def _chosen_utterances(dataset, corpus: str, speakers: list[str] | None) -> np.ndarray:
+    indices = np.arange(len(dataset.utterances))
+    if not speakers:
+        return indices
+    known = set(dataset.speakers)
+    unknown = [s for s in speakers if s not in known]
+    if unknown:
+        raise SedError(f"speakers {', '.join(unknown)} are not in {corpus}; "
+                       f"its speakers are {', '.join(sorted(known))}")
+    return np.array([i for i in indices if dataset.speakers[i] in speakers])
 
 
 def format_report(report: dict) -> str:
@@ -118,8 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a checkpoint written by sed_model.train on a corpus: UAR, WA, "
                     "per-class recall and the confusion matrix.",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="a best.pt or last.pt written by sed_model.train")
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR|FILE.pt|NAME",
+                        help="a run folder written by sed_model.train (its model.pt, trained on "
+                             "all speakers), a checkpoint file (fold-XX/best.pt, last.pt) or a "
+                             "bundled model name (emodb)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="with a run folder: average the class probabilities of its fold "
+                             "models instead of using its model.pt")
     parser.add_argument("--corpus", required=True,
                         help="corpus name (emodb, ravdess, cremad, iemocap, iemocap4, enterface, "
                              "csv, demo)")
@@ -129,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="speaker ids to evaluate on, e.g. --speakers 03 08 (the comma form "
                              "03,08 works too); default: all")
     parser.add_argument("--normalize", choices=("global", "speaker"), default=None,
-                        help="the normalisation the checkpoint must have been trained with (an "
-                             "error otherwise); default: the checkpoint's, which is always used")
+                        help="the normalisation the model must have been trained with (an "
+                             "error otherwise); default: the model's, which is always used")
     parser.add_argument("--json", action="store_true",
                         help="print the full result (with confusion matrix) as JSON")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -151,8 +163,8 @@ def _evaluate_command(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     speakers = list(args.speakers) if args.speakers else None
     report = evaluate_checkpoint(
-        args.checkpoint, args.corpus, args.data, speakers=speakers, device=args.device,
-        backend=args.backend, normalize=args.normalize, workers=args.workers,
+        args.checkpoint, args.corpus, args.data, speakers=speakers, ensemble=args.ensemble,
+        device=args.device, backend=args.backend, normalize=args.normalize, workers=args.workers,
         strict=args.strict, cache_dir=args.cache_dir,
         progress=not (args.no_progress or args.json),
     )

@@ -132,8 +132,8 @@ class FoldResult:
     n_test: int
     test_speakers: list[str]
     steps: int
-    final: Evaluation
-    best: Evaluation
+    final: Evaluation | None  # None without test utterances (the run's final model)
+    best: Evaluation | None
     history: list[dict]
     n_validation: int | None = None
     validation_speakers: list[str] | None = None
@@ -146,7 +146,7 @@ class FoldResult:
     def to_dict(self) -> dict:
         d = {"index": self.index, "name": self.name, "n_train": self.n_train,
              "n_test": self.n_test, "test_speakers": self.test_speakers, "steps": self.steps,
-             "final": self.final.to_dict(), "best": self.best.to_dict(), "history": self.history}
+             "final": _to_dict(self.final), "best": _to_dict(self.best), "history": self.history}
         if self.selected is not None:
             d.update(n_validation=self.n_validation, validation_speakers=self.validation_speakers,
                      selected=self.selected.to_dict())
@@ -204,7 +204,8 @@ class FoldTraining:
         self.device = resolve_device(config.device)
         self.normalizer = fold_normalizer(dataset, fold, config.normalize)
         self.train_split = make_split(dataset, fold.train, self.normalizer)
-        self.test_split = make_split(dataset, fold.test, self.normalizer)
+        # no test utterances: the run's final model, trained on every speaker
+        self.test_split = make_split(dataset, fold.test, self.normalizer) if fold.test else None
         self.validation_split = (make_split(dataset, fold.validation, self.normalizer)
                                  if fold.validation else None)
         torch.manual_seed(config.seed)
@@ -313,17 +314,18 @@ class FoldTraining:
     def evaluate_and_checkpoint(self, train_loss: float | None) -> dict:
         """Evaluate on the test (and validation) speakers, append to the history, update
         ``best`` and ``selected`` and write their checkpoints and ``last.pt``; returns the
-        test report."""
+        test report (None without test utterances: only the checkpoint is written)."""
         state, classes = self.state, self.dataset.classes
         with autocast(self.config.precision, self.device):
-            report = evaluate_split(self.evaluated_model, self.test_split, classes, self.device)
+            report = (evaluate_split(self.evaluated_model, self.test_split, classes, self.device)
+                      if self.test_split is not None else None)
             validation_uar = None
             if self.validation_split is not None:
                 validation_uar = evaluate_split(self.evaluated_model, self.validation_split,
                                                 classes, self.device)["uar"]
-        state.history.append({"step": state.step, "uar": report["uar"], "wa": report["wa"],
-                              "train_loss": train_loss})
-        if state.best is None or report["uar"] > state.best.uar:
+        tested = {"uar": report["uar"], "wa": report["wa"]} if report is not None else {}
+        state.history.append({"step": state.step, **tested, "train_loss": train_loss})
+        if report is not None and (state.best is None or report["uar"] > state.best.uar):
             state.best = Evaluation(state.step, report)
             self.checkpoint(self.fold_dir / "best.pt")
         if validation_uar is not None:
@@ -361,15 +363,17 @@ class FoldTraining:
 
     def result(self) -> FoldResult:
         """The fold's result, with the final model evaluated on the test speakers."""
-        with autocast(self.config.precision, self.device):
-            final = evaluate_split(self.evaluated_model, self.test_split, self.dataset.classes,
-                                   self.device)
+        final = None
+        if self.test_split is not None:
+            with autocast(self.config.precision, self.device):
+                final = Evaluation(self.state.step, evaluate_split(
+                    self.evaluated_model, self.test_split, self.dataset.classes, self.device))
         validated = self.validation_split is not None
         validation_speakers = _speakers(self.dataset, self.fold.validation)
         return FoldResult(
             index=self.index, name=self.fold.name, n_train=len(self.fold.train),
             n_test=len(self.fold.test), test_speakers=_speakers(self.dataset, self.fold.test),
-            steps=self.total_steps, final=Evaluation(self.state.step, final),
+            steps=self.total_steps, final=final,
             best=self.state.best, history=self.state.history,
             n_validation=len(self.fold.validation) if validated else None,
             validation_speakers=validation_speakers if validated else None,
@@ -405,15 +409,17 @@ def train_fold(
     losses: list[float] = []
     with tqdm(total=run.total_steps, initial=run.state.step, unit="step", leave=False,
               disable=not progress or not distributed.is_main(),
-              desc=f"fold {fold_index + 1}/{fold_count} {config.variant}") as bar:
+              desc=(f"fold {fold_index + 1}/{fold_count}" if fold.test else "final model")
+              + f" {config.variant}") as bar:
         while run.state.step < run.total_steps:
             losses.append(run.train_step())
             bar.update(1)
             if run.evaluation_due():
                 report = run.evaluate_and_checkpoint(_mean_loss(losses))
                 losses.clear()
-                bar.set_postfix(loss=f"{run.state.history[-1]['train_loss']:.3f}",
-                                uar=f"{report['uar']:.3f}", best=f"{run.state.best.uar:.3f}")
+                tested = {} if report is None else {"uar": f"{report['uar']:.3f}",
+                                                    "best": f"{run.state.best.uar:.3f}"}
+                bar.set_postfix(loss=f"{run.state.history[-1]['train_loss']:.3f}", **tested)
     result = run.result()
     if distributed.is_main():
         write_json(fold_dir / "metrics.json", result.to_dict())

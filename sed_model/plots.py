@@ -1,4 +1,5 @@
-"""Figures: UAR curves (paper Figs. 2 and 3), confusion matrices, attention over a waveform.
+"""Figures: UAR curves (paper Figs. 2 and 3), confusion matrices, attention over a waveform,
+class probabilities of a recording's windows over time.
 
 All figures are drawn with matplotlib's Agg backend (no display needed) and saved as PNG.
 """
@@ -129,6 +130,41 @@ def plot_attention(entries: Sequence[dict], path: Path) -> None:
             twin.plot(frames, curve, linewidth=1.2, label=f"layer {layer}")
         twin.set_ylabel("time weight" if e["variant"] == "time" else "feature focus")
         twin.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_timeline(results: Sequence, path: Path) -> None:
+    """Per file (a :class:`sed_model.api.Prediction` with ``segments`` and ``envelope``): the
+    waveform on top (its min/max envelope, downsampled for long files) and the class
+    probabilities of the windows below (stacked, drawn at each window's centre), on a shared
+    time axis."""
+    fig, axes = plt.subplots(2 * len(results), 1, figsize=(10, 4.2 * len(results)),
+                             squeeze=False, gridspec_kw={"height_ratios": [1, 2] * len(results)})
+    for index, r in enumerate(results):
+        wave, probs = axes[2 * index, 0], axes[2 * index + 1, 0]
+        probs.sharex(wave)
+        if r.envelope is not None:
+            t, low, high = r.envelope.arrays()
+            wave.fill_between(t, low, high, color="0.55", linewidth=0)
+        wave.set_ylabel("amplitude")
+        wave.set_title(f"{Path(r.file).name}: {r.label} overall (mean of {len(r.segments)} "
+                       "windows)", fontsize=10)
+        wave.tick_params(labelbottom=False)
+        classes = list(r.probabilities)
+        centres = [(s.start + s.end) / 2 for s in r.segments]
+        stacked = np.array([[s.probabilities[c] for s in r.segments] for c in classes])
+        if len(centres) == 1:  # one window: a flat band over it
+            centres = [r.segments[0].start, r.segments[0].end]
+            stacked = np.repeat(stacked, 2, axis=1)
+        probs.stackplot(centres, stacked, labels=classes,
+                        colors=plt.cm.tab10.colors[:len(classes)], alpha=0.85)
+        probs.set_ylim(0, 1)
+        probs.set_xlim(0, r.duration)
+        probs.set_ylabel("class probability")
+        probs.set_xlabel("time (s)")
+        probs.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

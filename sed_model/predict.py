@@ -1,33 +1,40 @@
-"""Classify audio files with a trained checkpoint.
+"""Classify audio files with the bundled model, a run folder's model or a checkpoint.
 
-    python -m sed_model.predict --checkpoint runs/demo-feature-.../best.pt a.wav b.wav
-    python -m sed_model.predict --checkpoint best.pt a.wav --json
+    python -m sed_model.predict a.wav b.mp3                       # bundled model "emodb"
+    python -m sed_model.predict --checkpoint runs/X a.wav         # the run's model.pt
+    python -m sed_model.predict --checkpoint runs/X --ensemble a.wav   # its fold models
+    python -m sed_model.predict long.m4a --window 2 --hop 1 --csv segments.csv \
+        --plot-timeline timeline.png
     python -m sed_model.predict --checkpoint best.pt a.wav --plot-attention attention.png
 
-Each file is decoded, turned into ComParE_2016 frames, normalised with the checkpoint's
-training statistics and classified. ``--plot-attention`` draws, for every file, the
-attention over its waveform: the time-attention weight of every 10 ms frame (``time``
-variant), or, for the ``feature`` variant, each step's attention *focus*
-(1 - normalised entropy of the softmax over features; the weights of a step always sum to
-1, so their mass over time is flat) and a heatmap of the top layer's feature weights. The
-``lstm`` and ``general`` variants have no attention to draw.
+A thin layer over :meth:`sed_model.api.EmotionModel.predict` (see :mod:`sed_model.api` for
+what is loaded, how new recordings are normalised and where the windows fall). Every file is
+decoded (wav, flac, ogg, mp3, m4a, the audio track of video files; any rate, channels mixed
+down), turned into ComParE_2016 frames, normalised and classified. A file that cannot be
+read gives one ``error: ...`` line naming it and why; the other files are still classified
+and the exit status is then 2.
+
+``--plot-attention`` draws, for every file, the attention over its waveform: the
+time-attention weight of every 10 ms frame (``time`` variant), or, for the ``feature``
+variant, each step's attention *focus* (1 - normalised entropy of the softmax over features;
+the weights of a step always sum to 1, so their mass over time is flat) and a heatmap of the
+top layer's feature weights. The ``lstm`` and ``general`` variants have no attention to draw.
+``--plot-timeline`` draws the class probabilities of the windows under the waveform.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import sys
 from pathlib import Path
 
-import torch
-
-from .checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
-from .cli import run_main
-from .errors import SedError
-from .features import extract_frames, load_audio
-from .model import VARIANTS_WITH_ATTENTION
-from .plots import plot_attention
-from .runtime import check_backend, resolve_device
+from . import pretrained
+from .api import Prediction, load_model
+from .cli import positive_float, run_main
+from .plots import plot_attention, plot_timeline
+from .windows import check_window
 
 
 def predict_files(
@@ -38,67 +45,60 @@ def predict_files(
     backend: str | None = None,
     with_attention: bool = False,
 ) -> list[dict]:
-    """Label and class probabilities of every file.
-
-    Returns one dict per file: ``file``, ``label``, ``probabilities`` ({class: p}); with
-    ``with_attention`` also ``signal``, ``sample_rate``, ``variant`` and ``weights`` (one
-    numpy array per LSTM layer, see :meth:`DenseLSTMAttention.forward_with_attention`).
-    """
-    checkpoint = load_checkpoint(checkpoint_path)
-    class_names = list(checkpoint["class_names"])
-    target_device = resolve_device(device)
-    if backend is not None:
-        check_backend(backend, target_device)
-    model = model_from_checkpoint(checkpoint, backend=backend, device=str(target_device))
-    if with_attention and model.variant not in VARIANTS_WITH_ATTENTION:
-        raise SedError(f"the checkpoint's variant {model.variant!r} has no attention to plot "
-                       f"(only {' and '.join(VARIANTS_WITH_ATTENTION)} have)")
-    normalizer = normalizer_from_checkpoint(checkpoint)
-    results = []
-    for file in files:
-        signal, sample_rate = load_audio(file)  # AudioError names the file
-        try:
-            frames = extract_frames(signal, sample_rate)  # (T, 130)
-        except SedError as exc:
-            raise SedError(f"{file}: {exc}") from None
-        # a file of an unknown speaker: see Normalizer.new_speaker (own statistics in speaker mode)
-        x = torch.from_numpy(normalizer.new_speaker([frames])[0])[None].to(target_device)
-        lengths = torch.tensor([len(frames)], device=target_device)
-        with torch.no_grad():
-            if with_attention:
-                logits, weights = model.forward_with_attention(x, lengths)
-            else:
-                logits, weights = model(x, lengths), []
-        probabilities = torch.softmax(logits, dim=1)[0].cpu().numpy()
-        result = {
-            "file": str(file),
-            "label": class_names[int(probabilities.argmax())],
-            "probabilities": {c: float(p) for c, p in zip(class_names, probabilities)},
-        }
-        if with_attention:
-            result.update(signal=signal, sample_rate=sample_rate, variant=model.variant,
-                          weights=[w[0].cpu().numpy() for w in weights])
-        results.append(result)
-    return results
+    """Label and class probabilities of every file, as dicts (see :func:`sed_model.load_model`
+    for the object API). With ``with_attention`` also ``signal``, ``sample_rate``,
+    ``variant`` and ``weights`` (one numpy array per LSTM layer)."""
+    model = load_model(checkpoint_path, device=device, backend=backend)
+    results = model.predict(files, with_attention=with_attention)
+    return [{**r.to_dict(), **(r.attention or {})} for r in results]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sed_model.predict",
-        description="Classify audio files (wav, flac, ogg, or the audio track of avi/mp4) "
-                    "with a checkpoint written by sed_model.train.",
+        description="Classify audio files (wav, flac, ogg, mp3, m4a, or the audio track of "
+                    "video files; any sample rate, channels mixed down), whole or as a timeline "
+                    "of overlapping windows. Each file is normalised as a speaker of its own "
+                    "(see --same-speaker). Without --checkpoint the bundled pretrained model "
+                    f"{pretrained.DEFAULT!r} is used.",
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
-                        help="audio files to classify")
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="a best.pt or last.pt written by sed_model.train")
+                        help="audio or video files to classify")
+    parser.add_argument("--checkpoint", default=None, metavar="NAME|RUN_DIR|FILE.pt",
+                        help="a bundled model name (" + ", ".join(pretrained.BUNDLED) + "), a "
+                             "run folder written by sed_model.train (its model.pt, trained on "
+                             "all speakers) or a checkpoint file (model.pt, fold-XX/best.pt); "
+                             f"default: the bundled {pretrained.DEFAULT!r}")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="with a run folder: average the class probabilities of its fold "
+                             "models instead of using its model.pt")
+    parser.add_argument("--window", type=positive_float, default=None, metavar="SECONDS",
+                        help="classify overlapping windows of this length (a timeline); the "
+                             "file's result is the mean of the windows' probabilities. Use "
+                             "about the length of the training utterances (2 for emodb)")
+    parser.add_argument("--hop", type=positive_float, default=None, metavar="SECONDS",
+                        help="step between window starts (default: half the window)")
+    parser.add_argument("--same-speaker", action="store_true",
+                        help="all files are one speaker: a speaker-normalised model (--normalize "
+                             "speaker) z-scores them with their pooled statistics instead of "
+                             "each file (or each recording, with --window) with its own; a "
+                             "global model always uses its training statistics")
     parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of {file, label, probabilities}")
+                        help="print a JSON list of {file, label, probabilities, duration} (and "
+                             "segments and shares with --window; error for a file that failed)")
+    parser.add_argument("--csv", type=Path, default=None, metavar="FILE",
+                        help="write one row per segment (per file without --window): file, "
+                             "start, end, label, one probability column per class")
+    parser.add_argument("--plot-timeline", type=Path, default=None, metavar="OUT.png",
+                        help="with --window: draw each file's waveform and the class "
+                             "probabilities of its windows over time into this PNG")
     parser.add_argument("--plot-attention", type=Path, default=None, metavar="OUT.png",
                         help="draw the attention over each file's waveform into this PNG (time "
                              "variant: weight per 10 ms frame; feature variant: per-step focus "
                              "= 1 - normalised entropy over features, plus a heatmap of the top "
                              "layer's feature weights); lstm/general have no attention")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar for windowed files")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: cuda if available)")
     parser.add_argument("--backend", default=None,
@@ -112,21 +112,78 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _predict_command(argv: list[str] | None) -> None:
-    args = build_parser().parse_args(argv)
-    results = predict_files(args.checkpoint, args.files, device=args.device, backend=args.backend,
-                            with_attention=args.plot_attention is not None)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.plot_timeline is not None and args.window is None:
+        parser.error("--plot-timeline needs --window SECONDS")
+    name = args.checkpoint
+    if name is None:
+        name = pretrained.DEFAULT
+        print(f"using the {pretrained.describe(name)}; --checkpoint picks another model",
+              file=sys.stderr)
+    model = load_model(name, ensemble=args.ensemble, device=args.device, backend=args.backend)
+    results = model.predict(args.files, window=args.window, hop=args.hop,
+                            same_speaker=args.same_speaker, errors="report",
+                            progress=not args.no_progress and not args.json,
+                            with_attention=args.plot_attention is not None,
+                            with_waveform=args.plot_timeline is not None)
+    failed = [r for r in results if r.error is not None]
+    good = [r for r in results if r.error is None]
+    for r in failed:
+        print(f"error: {r.error}", file=sys.stderr)
     if args.json:
-        print(json.dumps([{k: r[k] for k in ("file", "label", "probabilities")} for r in results],
-                         indent=2))
+        print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
+        window, hop = check_window(args.window, args.hop)
+        for r in good:
+            print(format_prediction(r, window, hop))
+    _write_outputs(args, good, model.class_names)
+    if failed:
+        sys.exit(2)
+
+
+def _write_outputs(args: argparse.Namespace, results: list[Prediction], classes) -> None:
+    """--csv, --plot-timeline and --plot-attention files, and a ``wrote`` line for each."""
+    written = []
+    if args.csv is not None:
+        write_csv(args.csv, results, classes)
+        written.append(args.csv)
+    if args.plot_timeline is not None and results:
+        plot_timeline(results, args.plot_timeline)
+        written.append(args.plot_timeline)
+    if args.plot_attention is not None and results:
+        plot_attention([{"name": Path(r.file).name, "label": r.label, **r.attention}
+                        for r in results], args.plot_attention)
+        written.append(args.plot_attention)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+
+
+def format_prediction(result: Prediction, window: float | None, hop: float | None) -> str:
+    """The file's label and ranked probabilities; with windows one line per segment."""
+    ranked = sorted(result.probabilities.items(), key=lambda kv: -kv[1])
+    line = f"{result.file}: {result.label}  ({', '.join(f'{c} {p:.2f}' for c, p in ranked)})"
+    if result.segments is None:
+        return line
+    lines = [line + f"  mean of {len(result.segments)} windows of {window:g} s every {hop:g} s "
+             f"over {result.duration:.1f} s"]
+    for s in result.segments:
+        lines.append(f"  {s.start:8.2f}-{s.end:8.2f} s  {s.label} {s.probabilities[s.label]:.2f}")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, results: list[Prediction], classes) -> None:
+    """One row per segment (per file without windows); probabilities in class order."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "start", "end", "label", *classes])
         for r in results:
-            ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
-            probabilities = ", ".join(f"{c} {p:.2f}" for c, p in ranked)
-            print(f"{r['file']}: {r['label']}  ({probabilities})")
-    if args.plot_attention is not None:
-        plot_attention([{"name": Path(r["file"]).name, **r} for r in results], args.plot_attention)
-        if not args.json:
-            print(f"wrote {args.plot_attention}")
+            rows = r.segments or [None]
+            for s in rows:
+                start, end = (0.0, r.duration) if s is None else (s.start, s.end)
+                chosen = r if s is None else s
+                writer.writerow([r.file, f"{start:.3f}", f"{end:.3f}", chosen.label,
+                                 *(f"{chosen.probabilities[c]:.6f}" for c in classes)])
 
 
 if __name__ == "__main__":

@@ -31,13 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sed_model.train",
         description=(
             "Train an attention-based dense LSTM (Xie et al. 2019) on frame-level ComParE_2016 "
-            "features, one model per speaker-independent fold. Writes best.pt, metrics.json, "
+            "features, one model per speaker-independent fold, then one more on all speakers "
+            "(model.pt, the model to deploy). Writes model.pt, best.pt, metrics.json, "
             "curves.png and confusion.png into --out-dir and prints the UAR of the final models "
             "(and, labelled, the best held-out UAR seen during training: the paper's optimistic "
             "protocol)."
         ),
     )
     add_training_options(parser)
+    parser.add_argument("--no-final-model", action="store_true",
+                        help="skip the model trained on all speakers after the cross-validation "
+                             "(model.pt; same recipe, and with validation speakers the median "
+                             "selected epoch of the folds); give it again with --resume")
     return parser
 
 
@@ -58,7 +63,8 @@ def _train_command(argv: list[str] | None) -> None:
     if main_process:
         print(f"run folder: {out_dir}", flush=True)
     options = {"progress": not args.no_progress, "workers": args.workers,
-               "strict": args.strict, "cache_dir": args.cache_dir}
+               "strict": args.strict, "cache_dir": args.cache_dir,
+               "final_model": not args.no_final_model}
     try:
         if args.seeds > 1:
             _train_seeds(config, out_dir, args.seeds, args.resume, options)
@@ -73,7 +79,8 @@ def _train_command(argv: list[str] | None) -> None:
         distributed.teardown()
     if main_process:
         print(format_summary(metrics))
-        print(f"wrote {out_dir}/best.pt, metrics.json, curves.png, confusion.png")
+        deployed = "model.pt, " if metrics["final_model"] else ""
+        print(f"wrote {out_dir}/{deployed}best.pt, metrics.json, curves.png, confusion.png")
 
 
 def _train_seeds(config, out_dir, n: int, resume: bool, options: dict) -> None:

@@ -33,12 +33,25 @@ Files in the run folder::
     fold-XX/selected.pt         checkpoint at the best validation UAR (with validation speakers)
     fold-XX/metrics.json        the fold's result; its presence marks the fold complete
     best.pt                     copy of fold-01/selected.pt, or fold-01/best.pt without validation
+    final/last.pt               the final model's periodic checkpoint (for ``resume``)
+    model.pt                    the deployment model: trained on every utterance (below)
     metrics.json                per fold and pooled/mean results, ``selected``, ``final``, ``best``
     curves.png, confusion.png   UAR against step; pooled confusion matrix of the headline models
 
 The top-level ``best.pt`` is simply fold 1's headline checkpoint: a model trained without
-fold 1's speakers, ready for ``evaluate`` and ``predict``. It is not the best fold (that would
-be cherry-picking) and not a model retrained on all data.
+fold 1's speakers. It is not the best fold (that would be cherry-picking) and not a model
+retrained on all data; that is ``model.pt``.
+
+The deployment model (``model.pt``, unless ``final_model=False``): after the cross-validation
+one more model is trained on every utterance of the corpus (all speakers; no validation, no
+test side) with the same recipe, and saved with the keys of a fold checkpoint minus the
+optimizer, scaler and RNG state. Its length (:func:`final_model_steps`): without validation
+speakers the run's own ``epochs`` or ``steps`` (the fixed-length recipe: the cross-validation
+measured exactly this recipe); with validation speakers the median over folds of the epoch of
+the ``selected`` checkpoint (its step divided by that fold's steps per epoch), times the steps
+per epoch on all utterances: the selected step scaled by the ratio of training-set sizes, so
+that the final model sees each utterance as often as the selected fold models did.
+A learning-rate schedule, if the recipe has one, is then stretched over that length.
 
 Crash safety: every checkpoint and JSON file is written atomically. ``resume=True`` skips
 the folds whose ``metrics.json`` exists and continues the running fold from its
@@ -58,9 +71,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import copy_atomic, read_json, write_json
+from .checkpoint import copy_atomic, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import CONFIG_FILE, TrainConfig, saved_config
-from .data import Dataset, check_training_split, load_dataset
+from .data import Dataset, check_training_split, load_dataset, steps_per_epoch
 from .errors import SedError
 from .fold import FoldResult, evaluate_split, predict_split, train_fold
 from .metrics import mean_and_std, report_from_confusion
@@ -196,8 +209,13 @@ def train(
     strict: bool = False,
     cache_dir: str | Path | None = None,
     on_checkpoint: Callable[[Path, int], None] | None = None,
+    final_model: bool = True,
 ) -> dict:
     """Train ``config`` on every fold; write the run folder; return the metrics dict.
+
+    Then, with ``final_model``, train the deployment model on all utterances and write it as
+    ``model.pt`` (see the module docstring; ``metrics["final_model"]`` says how long it
+    trained; ``resume`` continues or skips it like a fold).
 
     ``dataset`` may be passed to reuse extracted features (``compare`` trains four
     variants on one dataset); otherwise it is loaded with :func:`load_dataset`.
@@ -222,6 +240,10 @@ def train(
     distributed.main_first(lambda: _prepare_out_dir(out_dir, config, resume))
     results = _train_folds(config, dataset, folds, out_dir, resume=resume, progress=progress,
                            on_checkpoint=on_checkpoint)
+    final = None
+    if final_model:
+        final = _train_final_model(config, dataset, folds, results, out_dir, resume=resume,
+                                   progress=progress, on_checkpoint=on_checkpoint)
     metrics = {
         "corpus": dataset.corpus,
         "variant": config.variant,
@@ -232,11 +254,59 @@ def train(
         "headline": "selected" if config.validation_speakers else "final",
         "folds": [r.to_dict() for r in results],
         "summary": summarize(results, dataset.classes),
+        "final_model": final,
     }
     distributed.barrier()
     if distributed.is_main():  # rank 0 writes the run's files
         _write_run_files(out_dir, metrics, results)
     return metrics
+
+
+# --------------------------------------------------------------- the deployment model
+MODEL_FILE = "model.pt"
+FINAL_DIR = "final"
+# what a deployment checkpoint leaves out of a fold checkpoint (only resuming needs them)
+TRAINING_STATE_KEYS = ("optimizer", "scaler", "rng", "trained_model", "ema_updates")
+
+
+def final_model_steps(config: TrainConfig, dataset: Dataset, folds: list[Fold],
+                      results: list[FoldResult]) -> tuple[TrainConfig, str]:
+    """The configuration the deployment model trains with, and the rule that set its
+    length (see the module docstring)."""
+    if not config.validation_speakers:
+        length = f"{config.epochs} epochs" if config.epochs else f"{config.steps} steps"
+        return config, f"the run's {length} (no validation speakers)"
+    epochs = [r.selected.step / steps_per_epoch(len(f.train), config.batch_size)
+              for f, r in zip(folds, results)]
+    per_epoch = steps_per_epoch(len(dataset.utterances), config.batch_size)
+    steps = max(1, int(round(float(np.median(epochs)) * per_epoch)))
+    rule = (f"median selected epoch over folds {float(np.median(epochs)):.2f} x {per_epoch} "
+            "steps per epoch on all utterances")
+    return dataclasses.replace(config, epochs=None, steps=steps), rule
+
+
+def _train_final_model(config: TrainConfig, dataset: Dataset, folds: list[Fold],
+                       results: list[FoldResult], out_dir: Path, *, resume: bool,
+                       progress: bool, on_checkpoint) -> dict:
+    """Train (or, resumed, continue or skip) the deployment model; write ``model.pt``."""
+    final_config, rule = final_model_steps(config, dataset, folds, results)
+    everyone = Fold("all speakers", train=tuple(range(len(dataset.utterances))), test=())
+    info = {"file": MODEL_FILE, "n_train": len(everyone.train), "rule": rule}
+    if not (resume and (out_dir / MODEL_FILE).exists()):
+        result = train_fold(final_config, dataset, everyone, len(folds), len(folds),
+                            out_dir / FINAL_DIR, resume=resume, progress=progress,
+                            on_checkpoint=on_checkpoint)
+        if distributed.is_main():
+            payload = load_checkpoint(out_dir / FINAL_DIR / "last.pt")
+            save_checkpoint(out_dir / MODEL_FILE, {k: v for k, v in payload.items()
+                                                   if k not in TRAINING_STATE_KEYS})
+        info["steps"] = result.steps
+    else:
+        info["steps"] = load_checkpoint(out_dir / MODEL_FILE)["step"]
+    if distributed.is_main():
+        tqdm.write(f"{config.variant} final model on all {info['n_train']} utterances: "
+                   f"{info['steps']} steps ({rule}); wrote {out_dir / MODEL_FILE}")
+    return info
 
 
 def format_summary(metrics: dict) -> str:

@@ -110,3 +110,12 @@ def test_benchmarks_refuse_to_run_without_an_installed_backend(installed_copy):
     output = done.stdout + done.stderr
     assert "benchmarks: sed_kernels._cpu is installed" in output, output
     assert "pip install ." in output
+
+
+def test_the_installed_package_ships_the_bundled_model(installed_copy, tmp_path):
+    source, python = installed_copy
+    code = "from sed_model.pretrained import bundled_path; print(bundled_path('emodb'))"
+    done = run_from(tmp_path, python, "-c", code)  # outside the checkout: the installed copy
+    assert done.returncode == 0, done.stderr
+    installed = Path(done.stdout.strip())
+    assert not installed.is_relative_to(source) and installed.stat().st_size > 100_000

@@ -1,0 +1,390 @@
+"""The Python API: load a trained model and classify audio files, whole or as timelines.
+
+    import sed_model
+
+    model = sed_model.load_model("emodb")            # bundled; or a run folder, or a .pt file
+    for p in model.predict(["a.wav", "long.mp3"], window=2.0, hop=1.0):
+        print(p.file, p.label, p.probabilities)      # whole file: mean over the windows
+        for s in p.segments:                         # one per window
+            print(s.start, s.end, s.label, s.probabilities)
+
+``python -m sed_model.predict`` is a thin command-line layer over :meth:`EmotionModel.predict`.
+
+What ``load_model`` accepts (:func:`resolve_checkpoints`):
+
+- a bundled model's name (:mod:`sed_model.pretrained`, e.g. ``emodb``);
+- a run folder written by ``sed_model.train``: its ``model.pt``, the deployment model trained
+  on all speakers after the cross-validation; with ``ensemble=True`` instead the fold models
+  (each fold's ``selected.pt`` with validation speakers, else its ``last.pt``, the headline
+  model of the fold), whose class probabilities are averaged;
+- a checkpoint file (``model.pt``, ``fold-XX/best.pt``, ...).
+
+Normalisation of new recordings. Every file is a speaker nobody has seen, normalised through
+:meth:`sed_model.features.Normalizer.new_speaker`: a ``global`` model uses its training
+statistics; a ``speaker`` model uses the statistics of the file itself (for a windowed file,
+those of the whole recording, accumulated in a first pass over it in 60-second chunks, see
+:mod:`sed_model.windows`). ``same_speaker=True`` says all the files given are one speaker:
+their frames are pooled into one set of statistics.
+
+Windows (``window``, ``hop`` in seconds; hop defaults to half the window): each window is one
+openSMILE extraction and one model input, as a training utterance was; see
+:mod:`sed_model.windows` for where the windows fall. The audio is decoded in blocks, so an
+hour-long file needs memory for a window and a block, not for the hour.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import pretrained
+from .audio import open_audio
+from .checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
+from .errors import AudioError, DataWarning, SedError
+from .features import Normalizer, extract_frames, load_audio
+from .model import VARIANTS_WITH_ATTENTION
+from .runtime import check_backend, resolve_device
+from .windows import Envelope, RunningStats, check_window, count_windows, iter_windows
+
+MODEL_FILE = "model.pt"  # the deployment model of a run folder
+STATS_CHUNK_SECONDS = 60.0  # chunk length of the statistics pass over a windowed recording
+WINDOW_BATCH = 16  # windows per model call
+LONG_FILE_SECONDS = 60.0  # a whole file longer than this gets a hint about --window
+
+
+@dataclass
+class Segment:
+    """One window of a recording: ``start``/``end`` in seconds, the most likely class and
+    every class's probability."""
+
+    start: float
+    end: float
+    label: str
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"start": self.start, "end": self.end, "label": self.label,
+                "probabilities": self.probabilities}
+
+
+@dataclass
+class Prediction:
+    """The result for one file.
+
+    ``label`` and ``probabilities`` are the whole file's: its own prediction, or with windows
+    the mean of the windows' probabilities (and ``segments`` lists the windows). A file that
+    could not be classified (``errors="report"``) has ``error`` (one line naming the file and
+    why) and no label. ``attention`` and ``envelope`` are for the plots only.
+    """
+
+    file: str
+    label: str | None
+    probabilities: dict[str, float]
+    duration: float | None = None
+    segments: list[Segment] | None = None
+    error: str | None = None
+    attention: dict | None = field(default=None, repr=False, compare=False)
+    envelope: Envelope | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def shares(self) -> dict[str, float] | None:
+        """With windows: the fraction of the windows given each class (all classes listed)."""
+        if self.segments is None:
+            return None
+        labels = [s.label for s in self.segments]
+        return {c: labels.count(c) / len(labels) for c in self.probabilities}
+
+    def to_dict(self) -> dict:
+        """JSON-ready: file, label, probabilities, duration (and segments, shares; or error)."""
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
+        d = {"file": self.file, "label": self.label, "probabilities": self.probabilities,
+             "duration": self.duration}
+        if self.segments is not None:
+            d.update(segments=[s.to_dict() for s in self.segments], shares=self.shares)
+        return d
+
+
+@dataclass
+class Member:
+    """One model of an :class:`EmotionModel` with the normalisation it was trained with."""
+
+    model: torch.nn.Module
+    normalizer: Normalizer
+    path: Path
+    config: dict
+    fold: dict
+
+
+def resolve_checkpoints(name_or_path: str | Path, ensemble: bool = False) -> tuple[list[Path], str]:
+    """The checkpoint files behind a bundled name, a run folder or a file, and a description."""
+    text = str(name_or_path)
+    path = Path(name_or_path)
+    if text in pretrained.BUNDLED and not path.exists():
+        if ensemble:
+            raise SedError(f"--ensemble needs a run folder; {text!r} is a bundled model")
+        return [pretrained.bundled_path(text)], pretrained.describe(text)
+    if path.is_dir():
+        if ensemble:
+            return fold_checkpoints(path), f"ensemble of the fold models of {path}"
+        if not (path / MODEL_FILE).is_file():
+            raise SedError(f"run folder {path} has no {MODEL_FILE} (trained with "
+                           "--no-final-model, or not finished): pass --ensemble to average its "
+                           "fold models, or a checkpoint file such as "
+                           f"{path / 'fold-01' / 'last.pt'}")
+        return [path / MODEL_FILE], f"deployment model {path / MODEL_FILE}"
+    if path.is_file():
+        if ensemble:
+            raise SedError(f"--ensemble needs a run folder, not the file {path}")
+        return [path], f"checkpoint {path}"
+    raise SedError(f"{text} is neither a bundled model ({', '.join(pretrained.BUNDLED)}), a run "
+                   "folder nor a checkpoint file")
+
+
+def fold_checkpoints(run_dir: Path) -> list[Path]:
+    """The headline model of every completed fold of a run folder."""
+    folds = sorted(d for d in run_dir.glob("fold-*") if (d / "metrics.json").is_file())
+    if not folds:
+        raise SedError(f"{run_dir} has no completed folds (fold-XX/metrics.json) to ensemble")
+    return [d / "selected.pt" if (d / "selected.pt").is_file() else d / "last.pt" for d in folds]
+
+
+def load_model(name_or_path: str | Path = pretrained.DEFAULT, *, ensemble: bool = False,
+               device: str = "auto", backend: str | None = None) -> EmotionModel:
+    """An :class:`EmotionModel` from a bundled name, a run folder or a checkpoint file (see
+    the module docstring); ``ensemble=True`` averages a run folder's fold models."""
+    paths, description = resolve_checkpoints(name_or_path, ensemble)
+    target = resolve_device(device)
+    if backend is not None:
+        check_backend(backend, target)
+    members, class_names = [], None
+    for path in paths:
+        checkpoint = load_checkpoint(path)
+        if class_names is not None and list(checkpoint["class_names"]) != class_names:
+            raise SedError(f"{path} has other classes than {paths[0]}; cannot ensemble them")
+        class_names = list(checkpoint["class_names"])
+        members.append(Member(model_from_checkpoint(checkpoint, backend=backend,
+                                                    device=str(target)),
+                              normalizer_from_checkpoint(checkpoint), path,
+                              checkpoint["config"], checkpoint.get("fold", {})))
+    return EmotionModel(members, class_names, description, target)
+
+
+class EmotionModel:
+    """One model, or an ensemble whose class probabilities are averaged; see
+    :meth:`predict`."""
+
+    def __init__(self, members: list[Member], class_names: list[str], description: str,
+                 device: torch.device) -> None:
+        self.members, self.class_names = members, class_names
+        self.description, self.device = description, device
+
+    @property
+    def variant(self) -> str:
+        return self.members[0].model.variant
+
+    def __repr__(self) -> str:
+        return f"EmotionModel({self.description}; {self.variant}; classes {self.class_names})"
+
+    def predict(self, paths: str | Path | Sequence[str | Path], *, window: float | None = None,
+                hop: float | None = None, same_speaker: bool = False, errors: str = "raise",
+                progress: bool = False, with_attention: bool = False,
+                with_waveform: bool = False) -> list[Prediction]:
+        """One :class:`Prediction` per file, in order.
+
+        ``window``/``hop`` (seconds): classify overlapping windows; ``segments`` then lists
+        them. ``same_speaker``: all files are one speaker (pooled statistics for a
+        ``speaker`` model). ``errors="raise"`` stops at the first file that cannot be
+        classified (:class:`~sed_model.errors.SedError` naming it); ``"report"`` gives that
+        file a Prediction with ``error`` and goes on. ``progress``: a bar per windowed file.
+        ``with_attention`` (whole files, one model): attention weights for
+        :func:`sed_model.plots.plot_attention`; ``with_waveform`` (windows): the waveform
+        envelope for :func:`sed_model.plots.plot_timeline`.
+        """
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        window, hop = check_window(window, hop)
+        if errors not in ("raise", "report"):
+            raise SedError(f"errors must be 'raise' or 'report'; got {errors!r}")
+        if with_attention:
+            self._check_attention(window)
+        if window is None:
+            return self._predict_whole(paths, same_speaker, errors, with_attention)
+        return self._predict_windowed(paths, window, hop, same_speaker, errors, progress,
+                                      with_waveform)
+
+    def _check_attention(self, window: float | None) -> None:
+        if window is not None:
+            raise SedError("attention is drawn for whole files; leave out the window")
+        if len(self.members) > 1:
+            raise SedError("attention needs one model, not an ensemble")
+        if self.variant not in VARIANTS_WITH_ATTENTION:
+            raise SedError(f"the checkpoint's variant {self.variant!r} has no attention to plot "
+                           f"(only {' and '.join(VARIANTS_WITH_ATTENTION)} have)")
+
+    # ------------------------------------------------------------------ whole files
+    def _predict_whole(self, paths: list, same_speaker: bool, errors: str,
+                       with_attention: bool) -> list[Prediction]:
+        groups = [paths] if same_speaker else [[p] for p in paths]  # one speaker each
+        results = []
+        for group in groups:
+            decoded = [_guard(lambda p=p: _decode_whole(p), p, errors) for p in group]
+            usable = [d for d in decoded if not isinstance(d, Prediction)]
+            outputs = iter(self._probabilities([d["frames"] for d in usable], None))
+            for path, d in zip(group, decoded):
+                if not isinstance(d, Prediction):
+                    attention = self._attention(d) if with_attention else None
+                    d = self._prediction(path, next(outputs), d["duration"])
+                    d.attention = attention
+                results.append(d)
+        return results
+
+    def _attention(self, decoded: dict) -> dict:
+        member = self.members[0]
+        x = member.normalizer.new_speaker([decoded["frames"]])[0]
+        lengths = torch.tensor([len(x)], device=self.device)
+        with torch.no_grad():
+            _, weights = member.model.forward_with_attention(
+                torch.from_numpy(x)[None].to(self.device), lengths)
+        return {"signal": decoded["signal"], "sample_rate": decoded["rate"],
+                "variant": self.variant, "weights": [w[0].cpu().numpy() for w in weights]}
+
+    def _prediction(self, path, probabilities: np.ndarray, duration: float | None,
+                    segments: list[Segment] | None = None) -> Prediction:
+        return Prediction(str(path), self.class_names[int(np.argmax(probabilities))],
+                          self._named(probabilities), duration, segments)
+
+    def _named(self, probabilities: np.ndarray) -> dict[str, float]:
+        return {c: float(p) for c, p in zip(self.class_names, probabilities)}
+
+    def _probabilities(self, frames: list[np.ndarray],
+                       recording: Normalizer | None) -> np.ndarray:
+        """(N, classes): the members' mean class probabilities of N frame arrays of one
+        speaker (``recording``: that speaker's statistics, computed beforehand)."""
+        total = np.zeros((len(frames), len(self.class_names)))
+        for member in self.members if frames else []:
+            if recording is not None and member.normalizer.mode == "speaker":
+                normalised = [recording(x) for x in frames]
+            else:  # global: training statistics; speaker: those of these frames
+                normalised = member.normalizer.new_speaker(frames)
+            for first in range(0, len(frames), WINDOW_BATCH):
+                rows = [torch.from_numpy(x) for x in normalised[first:first + WINDOW_BATCH]]
+                x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(self.device)
+                lengths = torch.tensor([len(r) for r in rows], device=self.device)
+                with torch.no_grad():
+                    logits = member.model(x, lengths).float()
+                total[first:first + len(rows)] += torch.softmax(logits, dim=1).cpu().numpy()
+        return total / len(self.members)
+
+    # ----------------------------------------------------------------------- windows
+    def _predict_windowed(self, paths: list, window: float, hop: float, same_speaker: bool,
+                          errors: str, progress: bool, with_waveform: bool) -> list[Prediction]:
+        streams = [_guard(lambda p=p: open_audio(p), p, errors) for p in paths]
+        usable = [s for s in streams if not isinstance(s, Prediction)]
+        needs_stats = any(m.normalizer.mode == "speaker" for m in self.members)
+        shared = None
+        if needs_stats and same_speaker and usable:
+            shared = recording_statistics(usable)
+        results = []
+        for path, stream in zip(paths, streams):
+            if isinstance(stream, Prediction):
+                results.append(stream)
+                continue
+            results.append(_guard(lambda s=stream: self._timeline(
+                s, window, hop, shared if same_speaker else None, needs_stats, progress,
+                with_waveform), path, errors))
+        return results
+
+    def _timeline(self, stream, window: float, hop: float, recording: Normalizer | None,
+                  needs_stats: bool, progress: bool, with_waveform: bool) -> Prediction:
+        """Classify every window of one recording (a second pass when it needs statistics)."""
+        if needs_stats and recording is None:
+            recording = recording_statistics([stream])
+        envelope = Envelope(stream.sample_rate) if with_waveform else None
+        counter = _Counter()
+        blocks = counter.tap(stream.blocks(), envelope)
+        windows = iter_windows(blocks, stream.sample_rate, window, hop)
+        total = count_windows(stream.n_samples, stream.sample_rate, window, hop)
+        segments = []
+        with tqdm(total=total, unit="window", desc=stream.path.name, leave=False,
+                  disable=not progress) as bar:
+            while batch := list(islice(windows, WINDOW_BATCH)):
+                frames = [_frames(stream.path, samples, stream.sample_rate) for _, samples in batch]
+                for (start, samples), p in zip(batch, self._probabilities(frames, recording)):
+                    begin = start / stream.sample_rate
+                    segments.append(Segment(round(begin, 4),
+                                            round(begin + len(samples) / stream.sample_rate, 4),
+                                            self.class_names[int(np.argmax(p))], self._named(p)))
+                bar.update(len(batch))
+        if not segments:
+            raise AudioError(f"{stream.path}: empty audio (0 samples)")
+        mean = np.mean([[s.probabilities[c] for c in self.class_names] for s in segments], axis=0)
+        result = self._prediction(stream.path, mean, counter.samples / stream.sample_rate,
+                                  segments)
+        result.envelope = envelope
+        return result
+
+
+class _Counter:
+    """Counts the samples that pass through (and feeds an envelope)."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def tap(self, blocks: Iterable[np.ndarray], envelope: Envelope | None) -> Iterator[np.ndarray]:
+        for block in blocks:
+            self.samples += len(block)
+            if envelope is not None:
+                envelope.add(block)
+            yield block
+
+
+def recording_statistics(streams) -> Normalizer:
+    """Normalisation statistics of all frames of ``streams`` (one speaker), from 60-second
+    chunks, without holding a recording in memory."""
+    stats = RunningStats()
+    for stream in streams:
+        for block in stream.blocks(STATS_CHUNK_SECONDS):
+            try:
+                stats.add(extract_frames(block, stream.sample_rate))
+            except AudioError:
+                if stats.frames:  # a tail chunk under 60 ms: nothing to add
+                    continue
+                raise AudioError(f"{stream.path}: too short or empty for openSMILE") from None
+    return stats.normalizer()
+
+
+def _frames(path: Path, samples: np.ndarray, rate: int) -> np.ndarray:
+    try:
+        return extract_frames(samples, rate)
+    except SedError as exc:
+        raise AudioError(f"{path}: {exc}") from None
+
+
+def _decode_whole(path) -> dict:
+    signal, rate = load_audio(path)  # AudioError names the file
+    duration = len(signal) / rate
+    if duration > LONG_FILE_SECONDS:
+        warnings.warn(f"{path} is {duration:.0f} s long and is classified as one utterance; "
+                      "a window (predict --window SECONDS) gives a timeline", DataWarning,
+                      stacklevel=2)
+    return {"frames": _frames(Path(path), signal, rate), "signal": signal, "rate": rate,
+            "duration": duration}
+
+
+def _guard(make, path, errors: str):
+    """``make()``; with ``errors="report"`` a :class:`SedError` becomes a Prediction with
+    ``error`` (the message names the file)."""
+    try:
+        return make()
+    except SedError as exc:
+        if errors == "raise":
+            raise
+        message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        return Prediction(str(path), None, {}, error=message)
