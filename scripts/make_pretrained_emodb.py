@@ -76,12 +76,13 @@ def main(argv: list[str] | None = None) -> None:
                          folds="loso", validation_speakers=args.validation_speakers,
                          normalize=args.normalize or "global", device="cpu", seed=args.seed)
     out_dir = args.out_dir or default_out_dir("emodb", args.variant)
+    commit = _commit()  # before the model file in sed_model/ is replaced
     started = time.time()
     metrics = train(config, out_dir, workers=args.workers, progress=sys.stderr.isatty())
     wall = time.time() - started
     print(format_summary(metrics))
     size = install_model(out_dir / "model.pt")
-    results = results_record(metrics, config, size, wall, argv)
+    results = results_record(metrics, config, size, wall, argv, commit)
     write_json(RESULTS, results)
     update_readme(results)
     print(f"wrote {MODEL} ({size} bytes), {RESULTS} and the README model card; "
@@ -107,7 +108,7 @@ def _commit() -> str | None:
 
 
 def results_record(metrics: dict, config: TrainConfig, size: int, wall: float,
-                   argv: list[str] | None) -> dict:
+                   argv: list[str] | None, commit: str | None) -> dict:
     """What the model card says, as data."""
     headline = metrics["headline"]
     summary = metrics["summary"][headline]
@@ -128,7 +129,7 @@ def results_record(metrics: dict, config: TrainConfig, size: int, wall: float,
         "wall_seconds": round(wall),
         "command": "python scripts/make_pretrained_emodb.py " + " ".join(argv or sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
-        "commit": _commit(),
+        "commit": commit,
     }
 
 
