@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from sed_model.checkpoint import read_json, write_json
-from sed_model.cli import add_normalize_option, default_preset, non_negative_int, positive_int
+from sed_model.cli import add_normalize_option, non_negative_int, positive_int
 from sed_model.model import VARIANTS
-from sed_model.presets import PRESETS
+from sed_model.presets import PRESETS, default_preset
 from sed_model.pretrained import BUNDLED
 from sed_model.trainer import TrainConfig, default_out_dir, format_summary, train
 

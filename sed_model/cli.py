@@ -79,17 +79,6 @@ def cell_sizes(text: str) -> tuple[int, ...]:
         ) from None
 
 
-# Presets chosen when --preset is not given: the small demo setting for the synthetic demo
-# corpus, the small-corpus recipe for every real corpus. The paper's Table 1 settings are
-# --preset enterface and --preset iemocap.
-CORPUS_PRESETS = {"demo": "demo"}
-REAL_CORPUS_PRESET = "small"
-
-
-def default_preset(corpus: str) -> str:
-    return CORPUS_PRESETS.get(corpus, REAL_CORPUS_PRESET)
-
-
 # TrainConfig fields set from command-line options of the same name.
 TRAINING_OPTIONS = ("corpus", "data", "variant", "preset", "folds", "epochs", "steps", "batch_size",
                     "lr", "cells", "eval_every", "device", "backend", "seed", "validation_speakers",
@@ -213,5 +202,4 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise SedError("--resume needs --out-dir: the folder of the run to continue")
         return TrainConfig.resumed(resumed_run_dir(args.out_dir, getattr(args, "seeds", 1)),
                                    **given)
-    given.setdefault("preset", default_preset(given.get("corpus", "demo")))
     return TrainConfig(**given)

@@ -33,7 +33,15 @@ import torch
 
 from .baseline import run_baseline
 from .checkpoint import write_json
-from .cli import NameList, add_training_options, config_from_args, positive_int, run_main
+from .cli import (
+    TRAINING_OPTIONS,
+    NameList,
+    add_training_options,
+    config_from_args,
+    positive_int,
+    run_main,
+)
+from .config import saved_config
 from .data import load_dataset
 from .errors import SedError
 from .model import VARIANTS
@@ -261,9 +269,25 @@ def main(argv: list[str] | None = None) -> None:
     run_main(_compare_command, argv)
 
 
+def resumed_comparison_config(args: argparse.Namespace) -> TrainConfig:
+    """``--resume``: the configuration saved in the comparison folder's ``config.json`` (the
+    options every variant shares), with the options given explicitly; a seed count other than
+    the saved one is refused (the runs' folders depend on it)."""
+    if args.out_dir is None:
+        raise SedError("--resume needs --out-dir: the folder of the comparison to continue")
+    saved = saved_config(args.out_dir)
+    seeds = saved.pop("seeds", 1)
+    if args.seeds != seeds:
+        raise SedError(f"cannot resume {args.out_dir} with --seeds {args.seeds}: it was made "
+                       f"with --seeds {seeds}")
+    given = {name: getattr(args, name) for name in TRAINING_OPTIONS
+             if getattr(args, name, None) is not None}
+    return TrainConfig.from_json({**saved, "variant": "feature", **given})
+
+
 def _compare_command(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
-    config = config_from_args(args)
+    config = resumed_comparison_config(args) if args.resume else config_from_args(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = args.out_dir or Path("runs") / f"compare-{config.corpus}-{stamp}"
     print(f"comparison folder: {out_dir}", flush=True)

@@ -20,7 +20,7 @@ from .checkpoint import read_json
 from .errors import SedError
 from .features.normalization import MODES as NORMALIZE_MODES
 from .model import VARIANTS
-from .presets import get_preset
+from .presets import default_preset, get_preset
 from .runtime import check_precision
 
 # Options a preset provides; an option given explicitly (not None) overrides the preset's.
@@ -48,7 +48,7 @@ class TrainConfig:
     corpus: str = "demo"
     data: str | None = None
     variant: str = "feature"
-    preset: str = "demo"
+    preset: str | None = None  # None: presets.default_preset(corpus)
     folds: str | None = None
     epochs: int | None = None
     steps: int | None = None
@@ -84,6 +84,8 @@ class TrainConfig:
                            f"expected one of {', '.join(VARIANTS)}")
         if self.epochs is not None and self.steps is not None:
             raise SedError("give either epochs or steps, not both")
+        if self.preset is None:
+            object.__setattr__(self, "preset", default_preset(self.corpus))
         preset = get_preset(self.preset)
         values = {name: getattr(self, name) for name in PRESET_OPTIONS}
         for name, value in values.items():

@@ -136,6 +136,18 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Presets chosen when none is given: the small demo setting for the synthetic demo corpus,
+# the small-corpus recipe for every real corpus. The paper's Table 1 settings are the presets
+# enterface and iemocap.
+CORPUS_PRESETS = {"demo": "demo"}
+REAL_CORPUS_PRESET = "small"
+
+
+def default_preset(corpus: str) -> str:
+    """The preset a run on ``corpus`` uses when none is given."""
+    return CORPUS_PRESETS.get(corpus, REAL_CORPUS_PRESET)
+
+
 def get_preset(name: str) -> Preset:
     """The preset called ``name``; :class:`SedError` listing the known names otherwise."""
     try:

@@ -118,6 +118,24 @@ def test_seeds_and_the_paired_comparison_with_the_baseline(corpus, tmp_path, cap
 
 
 @pytest.mark.slow
+def test_compare_resumes_with_more_variants_and_keeps_the_finished_runs(corpus, tmp_path, capsys):
+    manifest, _ = corpus
+    common = ["--corpus", "csv", "--data", str(manifest), "--folds", "2", *TINY, "--no-baseline",
+              "--out-dir", str(tmp_path / "c")]
+    base = [*common, "--seeds", "2"]
+    compare.main([*base, "--variants", "lstm"])
+    first = (tmp_path / "c" / "lstm" / "seed-0" / "metrics.json").read_text()
+    compare.main([*base, "--variants", "lstm,time", "--resume"])
+    assert (tmp_path / "c" / "lstm" / "seed-0" / "metrics.json").read_text() == first
+    saved = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert set(saved["summaries"]) == {"lstm", "time"} and saved["seeds"] == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        compare.main([*common, "--seeds", "3", "--variants", "lstm", "--resume"])
+    assert "made with --seeds 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_predict_attention_of_a_variant_without_attention(corpus, tmp_path, capsys):
     manifest, _ = corpus
     train.main(["--corpus", "csv", "--data", str(manifest), "--folds", "holdout", "--variant",

@@ -54,7 +54,7 @@ def test_two_gloo_processes_match_one_process_and_resume_its_run(
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run folder:") == 1  # only rank 0 prints
-    assert done.stdout.count("feature fold 2/2") == 1
+    assert done.stdout.count("feature seed 7 fold 2/2") == 1
     assert not list((tmp_path / "ddp").rglob("*.tmp"))
 
     resume = [*command[:command.index("--corpus")], "--resume",

@@ -43,11 +43,12 @@ def test_paper_presets_stay_table_1():
 
 
 def test_small_preset_is_the_default_for_real_corpora():
-    from sed_model.cli import default_preset
+    from sed_model.presets import default_preset
 
     assert default_preset("emodb") == default_preset("csv") == "small"
     assert default_preset("demo") == "demo"
     assert TrainConfig(preset="small").validation_speakers == 0
+    assert TrainConfig(corpus="ravdess").preset == "small" and TrainConfig().preset == "demo"
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
