@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from .augment import AUGMENTATIONS, CANDIDATES, CROP_MIN
 from .config import TrainConfig
 from .errors import SedError
 from .features.normalization import MODES as NORMALIZE_MODES
@@ -82,7 +83,7 @@ def cell_sizes(text: str) -> tuple[int, ...]:
 # TrainConfig fields set from command-line options of the same name.
 TRAINING_OPTIONS = ("corpus", "data", "variant", "preset", "folds", "epochs", "steps", "batch_size",
                     "lr", "cells", "eval_every", "device", "backend", "seed", "validation_speakers",
-                    "precision", "normalize")
+                    "precision", "normalize", "augment", "augment_candidates", "inner_folds")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +152,19 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
                              "Default: 1 when there are several folds and each keeps at least 3 "
                              "training speakers, else 0")
     add_normalize_option(parser)
+    parser.add_argument("--augment", action=NameList, choices=AUGMENTATIONS, default=None,
+                        help="training-time augmentation of the features: crop (a random "
+                             f"{round(CROP_MIN * 100)}-100%% segment of each utterance), mask "
+                             "(SpecAugment-style time and feature spans set to the mean); "
+                             "default: preset (none)")
+    parser.add_argument("--augment-candidates", action=NameList, choices=CANDIDATES,
+                        default=None, metavar="CANDIDATE",
+                        help="choose the augmentation per fold by nested cross-validation: "
+                             "each candidate (none, mask, crop, mask+crop) is scored on "
+                             "--inner-folds speaker folds of the fold's training speakers and "
+                             "the best one trains the fold (ties: the earlier; list none first)")
+    parser.add_argument("--inner-folds", type=positive_int, default=None, metavar="K",
+                        help="speaker-grouped inner folds of --augment-candidates (default 3)")
     parser.add_argument("--device", choices=DEVICES, default=None,
                         help="where to train; auto = cuda if available, else cpu (default auto)")
     parser.add_argument("--backend", default=None,

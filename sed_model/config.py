@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from .augment import candidate_augment, check_augment
 from .checkpoint import read_json
 from .errors import SedError
 from .features.normalization import MODES as NORMALIZE_MODES
@@ -27,7 +28,7 @@ from .runtime import check_precision
 PRESET_OPTIONS = ("batch_size", "lr", "cells", "eval_every", "dense", "attention_dim", "optimizer",
                   "betas", "weight_decay", "schedule", "warmup", "input_dropout", "layer_dropout",
                   "head_dropout", "clip_norm", "class_balanced", "label_smoothing", "ema_decay",
-                  "validation_speakers")
+                  "validation_speakers", "augment")
 CONFIG_FILE = "config.json"
 
 
@@ -77,6 +78,10 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, bf16 or fp16: see sed_model.runtime.check_precision
     validation_speakers: int | None = None
     normalize: str = "global"  # global | speaker: see sed_model.features.normalization
+    augment: tuple[str, ...] | None = None  # see sed_model.augment
+    # nested selection of the augmentation: the candidates scored by inner folds per fold
+    augment_candidates: tuple[str, ...] | None = None
+    inner_folds: int = 3
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -93,12 +98,25 @@ class TrainConfig:
                 values[name] = getattr(preset, name)
         if self.epochs is None and self.steps is None:
             values.update(epochs=preset.epochs, steps=preset.steps)
-        values.update(cells=tuple(values["cells"]), betas=tuple(values["betas"]))
+        values.update(cells=tuple(values["cells"]), betas=tuple(values["betas"]),
+                      augment=check_augment(values["augment"]))
+        if self.augment_candidates is not None:
+            candidates = tuple(self.augment_candidates)
+            for candidate in candidates:
+                candidate_augment(candidate)  # SedError for an unknown name
+            if len(set(candidates)) != len(candidates) or len(candidates) < 2:
+                raise SedError("augment_candidates needs at least two different candidates; "
+                               f"got {', '.join(candidates)}")
+            values["augment_candidates"] = candidates
+            if values["augment"]:
+                raise SedError("give augment or augment_candidates, not both")
         for name, value in values.items():
             object.__setattr__(self, name, value)  # frozen: set once, here
         self._check()
 
     def _check(self) -> None:
+        if self.inner_folds < 2:
+            raise SedError(f"inner_folds must be at least 2; got {self.inner_folds}")
         for name in ("epochs", "steps", "batch_size", "eval_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -142,6 +160,12 @@ class TrainConfig:
         """The configuration saved in the run folder ``out_dir``, with ``overrides`` (options
         given explicitly; the trainer refuses to resume when they differ from the saved ones)."""
         return dataclasses.replace(cls.from_json(saved_config(out_dir)), **overrides)
+
+
+def comparable_json(saved: dict) -> dict:
+    """A saved configuration as this version writes it (options added since it was saved
+    take their defaults), to compare with :meth:`TrainConfig.to_json` on resume."""
+    return TrainConfig.from_json(saved).to_json()
 
 
 def saved_config(out_dir: Path) -> dict:

@@ -21,9 +21,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import distributed, recipe
+from . import augment, distributed, recipe
 from .checkpoint import load_checkpoint, save_checkpoint, write_json
-from .config import TrainConfig
+from .config import TrainConfig, comparable_json
 from .data import Dataset, Split, epoch_batches, evaluation_batches, make_split, steps_per_epoch
 from .errors import SedError
 from .features import Normalizer
@@ -123,7 +123,9 @@ class FoldResult:
 
     ``final`` is the model after the last step, ``best`` the best test UAR during training
     and ``selected`` (with validation speakers only, as ``n_validation`` and
-    ``validation_speakers``) the step with the best validation UAR.
+    ``validation_speakers``) the step with the best validation UAR. ``augment`` is the
+    augmentation the fold trained with; ``augment_selection`` (a nested selection only,
+    :class:`sed_model.selection.AugmentSelection` as a dict) how the inner folds chose it.
     """
 
     index: int
@@ -138,6 +140,8 @@ class FoldResult:
     n_validation: int | None = None
     validation_speakers: list[str] | None = None
     selected: Evaluation | None = None
+    augment: list[str] = field(default_factory=list)
+    augment_selection: dict | None = None
 
     def evaluation(self, which: str) -> Evaluation:
         """``final``, ``best`` or ``selected``."""
@@ -150,6 +154,10 @@ class FoldResult:
         if self.selected is not None:
             d.update(n_validation=self.n_validation, validation_speakers=self.validation_speakers,
                      selected=self.selected.to_dict())
+        if self.augment or self.augment_selection is not None:
+            d["augment"] = self.augment
+        if self.augment_selection is not None:
+            d["augment_selection"] = self.augment_selection
         return d
 
     @classmethod
@@ -244,7 +252,7 @@ class FoldTraining:
             raise SedError(f"{exc}; it is truncated or corrupt: delete it to restart fold "
                            f"{self.index + 1} from step 0 (or restore a good copy) and resume "
                            "again") from None
-        if saved["config"] != self.config.to_json():
+        if comparable_json(saved["config"]) != self.config.to_json():
             raise SedError(f"{self.last_path} was written with another configuration; "
                            "cannot resume")
         if self.ema is None:
@@ -284,6 +292,9 @@ class FoldTraining:
         x, lengths, labels = self.train_split.batch(mine if len(mine) else global_batch[:1],
                                                     self.device)
         config = self.config
+        x, lengths = augment.augment_batch(
+            x, lengths, config.augment,
+            lambda: augment.augmentation_rng(config.seed, self.index, self.state.step))
         recipe.set_learning_rate(self.optimizer, recipe.learning_rate(config, self.state.step,
                                                                       self.total_steps))
         with autocast(config.precision, self.device):
@@ -377,7 +388,7 @@ class FoldTraining:
             best=self.state.best, history=self.state.history,
             n_validation=len(self.fold.validation) if validated else None,
             validation_speakers=validation_speakers if validated else None,
-            selected=self.state.selected,
+            selected=self.state.selected, augment=list(self.config.augment),
         )
 
 
@@ -397,8 +408,10 @@ def train_fold(
     resume: bool = False,
     progress: bool = True,
     on_checkpoint: Callable[[Path, int], None] | None = None,
+    augment_selection=None,
 ) -> FoldResult:
-    """Train one fold and return its result (also written to ``fold_dir/metrics.json``)."""
+    """Train one fold and return its result (also written to ``fold_dir/metrics.json``);
+    ``augment_selection`` (a :class:`sed_model.selection.AugmentSelection`) is recorded in it."""
     run = FoldTraining(config, dataset, fold, fold_index, fold_count, fold_dir, on_checkpoint)
     if resume:
         run.resume()
@@ -421,6 +434,8 @@ def train_fold(
                                                     "best": f"{run.state.best.uar:.3f}"}
                 bar.set_postfix(loss=f"{run.state.history[-1]['train_loss']:.3f}", **tested)
     result = run.result()
+    if augment_selection is not None:
+        result.augment_selection = augment_selection.to_dict()
     if distributed.is_main():
         write_json(fold_dir / "metrics.json", result.to_dict())
     return result

@@ -61,6 +61,7 @@ class Preset:
     label_smoothing: float = 0.0
     ema_decay: float | None = None  # evaluate/keep an exponential moving average of weights
     validation_speakers: int | None = None  # None: decided from the folds (see trainer)
+    augment: tuple[str, ...] = ()  # training-time augmentation: sed_model.augment
 
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.steps is None):

@@ -72,13 +72,14 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import copy_atomic, load_checkpoint, read_json, save_checkpoint, write_json
-from .config import CONFIG_FILE, TrainConfig, saved_config
+from .config import CONFIG_FILE, TrainConfig, comparable_json, saved_config
 from .data import Dataset, check_training_split, load_dataset, steps_per_epoch
 from .errors import SedError
 from .fold import FoldResult, evaluate_split, predict_split, train_fold
 from .metrics import mean_and_std, report_from_confusion
 from .plots import plot_confusion, plot_curves
 from .runtime import check_backend, check_precision, resolve_device
+from .selection import AugmentSelection, candidate_config, choose_augmentation, majority_candidate
 from .splits import Fold, make_folds, with_validation_speakers
 
 __all__ = ["TrainConfig", "evaluate_split", "format_summary", "predict_split", "summarize",
@@ -139,7 +140,7 @@ def default_out_dir(corpus: str, variant: str) -> Path:
 def _prepare_out_dir(out_dir: Path, config: TrainConfig, resume: bool) -> None:
     """A new run writes ``config.json``; a resumed one must match the saved configuration."""
     if resume:
-        saved, current = saved_config(out_dir), config.to_json()
+        saved, current = comparable_json(saved_config(out_dir)), config.to_json()
         if saved != current:
             changed = sorted(k for k in saved if saved.get(k) != current.get(k))
             raise SedError(
@@ -159,9 +160,12 @@ def _fold_line(config: TrainConfig, fold: Fold, count: int, result: FoldResult,
     if result.selected is not None:
         selected = (f"selected UAR {result.selected.uar:.3f} at step {result.selected.step} "
                     f"(validation speakers {', '.join(result.validation_speakers)}), ")
+    augmented = ""
+    if result.augment_selection is not None:
+        augmented = f"augment {result.augment_selection['chosen']}, "
     return (f"{config.variant} seed {config.seed} fold {result.index + 1}/{count} ({fold.name}, "
             f"{result.n_test} "
-            f"test utterances, {status}): {selected}final UAR {result.final.uar:.3f}, "
+            f"test utterances, {status}): {augmented}{selected}final UAR {result.final.uar:.3f}, "
             f"best UAR {result.best.uar:.3f} at step {result.best.step}")
 
 
@@ -176,8 +180,14 @@ def _train_folds(config: TrainConfig, dataset: Dataset, folds: list[Fold], out_d
             result = FoldResult.from_dict(read_json(fold_dir / "metrics.json"))
             status = "done before, skipped"
         else:
-            result = train_fold(config, dataset, fold, index, len(folds), fold_dir,
-                                resume=resume, progress=progress, on_checkpoint=on_checkpoint)
+            fold_config, selection = config, None
+            if config.augment_candidates:
+                selection = choose_augmentation(config, dataset, fold, index, fold_dir,
+                                                progress=progress)
+                fold_config = candidate_config(config, selection.chosen)
+            result = train_fold(fold_config, dataset, fold, index, len(folds), fold_dir,
+                                resume=resume, progress=progress, on_checkpoint=on_checkpoint,
+                                augment_selection=selection)
             status = "trained"
         results.append(result)
         if distributed.is_main():
@@ -289,9 +299,13 @@ def _train_final_model(config: TrainConfig, dataset: Dataset, folds: list[Fold],
                        results: list[FoldResult], out_dir: Path, *, resume: bool,
                        progress: bool, on_checkpoint) -> dict:
     """Train (or, resumed, continue or skip) the deployment model; write ``model.pt``."""
+    if config.augment_candidates:
+        selections = [AugmentSelection.from_dict(r.augment_selection) for r in results]
+        config = candidate_config(config, majority_candidate(config, selections))
     final_config, rule = final_model_steps(config, dataset, folds, results)
     everyone = Fold("all speakers", train=tuple(range(len(dataset.utterances))), test=())
-    info = {"file": MODEL_FILE, "n_train": len(everyone.train), "rule": rule}
+    info = {"file": MODEL_FILE, "n_train": len(everyone.train), "rule": rule,
+            "augment": list(final_config.augment)}
     if not (resume and (out_dir / MODEL_FILE).exists()):
         result = train_fold(final_config, dataset, everyone, len(folds), len(folds),
                             out_dir / FINAL_DIR, resume=resume, progress=progress,

@@ -1,0 +1,106 @@
+"""Training-time augmentation of the normalised frame features, and its names.
+
+Two augmentations, applied to each training batch after normalisation (never at evaluation):
+
+* ``crop``: every utterance is cut to a random contiguous segment of ``r`` times its length,
+  ``r`` uniform in [:data:`CROP_MIN`, 1] (at least one frame), moved to the start of the row;
+  its length becomes the segment's. The ``lstm`` and ``general`` variants then read the
+  state at the segment's last frame.
+* ``mask``: SpecAugment-style masking (Park et al., 2019) of the features: :data:`TIME_MASKS`
+  spans of up to :data:`TIME_MASK_SHARE` of the utterance's frames and :data:`FEATURE_MASKS`
+  spans of up to :data:`FEATURE_MASK_WIDTH` adjacent features are set to 0, the training
+  speakers' mean after the z-score.
+
+With ``crop`` and ``mask`` both, the crop comes first. The random draws of a step depend only
+on the seed, the fold and the step (:func:`augmentation_rng`), so a resumed run augments as
+an uninterrupted one; with no augmentation nothing is drawn and training is unchanged.
+
+A *candidate* is one setting a nested selection may choose (``--augment-candidates``):
+``none``, ``mask``, ``crop`` or ``mask+crop``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import SedError
+
+AUGMENTATIONS = ("crop", "mask")
+CANDIDATES = ("none", "mask", "crop", "mask+crop")
+CROP_MIN = 0.8
+TIME_MASKS = 2
+TIME_MASK_SHARE = 0.1
+FEATURE_MASKS = 2
+FEATURE_MASK_WIDTH = 10
+
+
+def check_augment(names) -> tuple[str, ...]:
+    """``names`` as a tuple in canonical order (crop before mask); :class:`SedError` for an
+    unknown or repeated name."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise SedError(f"unknown augmentation {unknown[0]!r}; expected any of "
+                       f"{', '.join(AUGMENTATIONS)}")
+    if len(set(names)) != len(names):
+        raise SedError(f"augmentation listed twice: {', '.join(names)}")
+    return tuple(n for n in AUGMENTATIONS if n in names)
+
+
+def candidate_augment(candidate: str) -> tuple[str, ...]:
+    """The augmentations of a candidate name: ``none`` -> (), ``mask+crop`` -> (crop, mask)."""
+    if candidate not in CANDIDATES:
+        raise SedError(f"unknown augmentation candidate {candidate!r}; expected one of "
+                       f"{', '.join(CANDIDATES)}")
+    return () if candidate == "none" else check_augment(candidate.split("+"))
+
+
+def augmentation_rng(seed: int, fold_index: int, step: int) -> np.random.Generator:
+    """The generator of one step's augmentation draws (separate from the batch order's)."""
+    return np.random.default_rng([seed, fold_index, step, 0xA06])
+
+
+def random_crop(x: torch.Tensor, lengths: torch.Tensor,
+                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random segment of every row: ``x`` (B, T, F) padded, ``lengths`` (B,) ->
+    the segments moved to the start, zero-padded to the longest, and their lengths."""
+    full = lengths.cpu().numpy()
+    kept = np.maximum(1, np.round(full * rng.uniform(CROP_MIN, 1.0, len(full)))).astype(np.int64)
+    starts = rng.integers(0, full - kept + 1)
+    out = x.new_zeros((x.shape[0], int(kept.max()), x.shape[2]))
+    for b, (start, n) in enumerate(zip(starts, kept)):
+        out[b, :n] = x[b, start : start + n]
+    return out, torch.as_tensor(kept, dtype=lengths.dtype, device=lengths.device)
+
+
+def _span(rng: np.random.Generator, size: int, widest: int) -> slice:
+    width = int(rng.integers(0, widest + 1))
+    start = int(rng.integers(0, size - width + 1))
+    return slice(start, start + width)
+
+
+def mask_spans(x: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """``x`` (B, T, F) with time and feature spans of every row's valid frames set to 0."""
+    x = x.clone()
+    features = x.shape[2]
+    for b, n in enumerate(lengths.tolist()):
+        for _ in range(TIME_MASKS):
+            x[b, _span(rng, n, int(TIME_MASK_SHARE * n))] = 0
+        for _ in range(FEATURE_MASKS):
+            x[b, :n, _span(rng, features, FEATURE_MASK_WIDTH)] = 0
+    return x
+
+
+def augment_batch(x: torch.Tensor, lengths: torch.Tensor, names: tuple[str, ...],
+                  rng_factory) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the augmentations ``names`` (canonical order) to a training batch; the
+    generator comes from ``rng_factory()``, called only when there is something to draw."""
+    if not names:
+        return x, lengths
+    rng = rng_factory()
+    if "crop" in names:
+        x, lengths = random_crop(x, lengths, rng)
+    if "mask" in names:
+        x = mask_spans(x, lengths, rng)
+    return x, lengths
