@@ -1,7 +1,13 @@
-"""Training-time augmentation of the normalised frame features, and its names.
+"""Training-time augmentation of the frame features, and its names.
 
-Two augmentations, applied to each training batch after normalisation (never at evaluation):
+Three augmentations of the training batches (never at evaluation):
 
+* ``speed``: speed perturbation before openSMILE (Ko et al., 2015): every utterance of a
+  batch is, with equal chances, the original or its features extracted from the audio
+  played :data:`SPEEDS` times as fast (tempo and pitch change together). The perturbed
+  features are extracted once per corpus and cached
+  (:class:`sed_model.features.FeatureConfig` ``speed``); they are normalised with the
+  statistics of the original features.
 * ``crop``: every utterance is cut to a random contiguous segment of ``r`` times its length,
   ``r`` uniform in [:data:`CROP_MIN`, 1] (at least one frame), moved to the start of the row;
   its length becomes the segment's. The ``lstm`` and ``general`` variants then read the
@@ -11,12 +17,12 @@ Two augmentations, applied to each training batch after normalisation (never at 
   spans of up to :data:`FEATURE_MASK_WIDTH` adjacent features are set to 0, the training
   speakers' mean after the z-score.
 
-With ``crop`` and ``mask`` both, the crop comes first. The random draws of a step depend only
+They apply in that order: speed, crop, mask. The random draws of a step depend only
 on the seed, the fold and the step (:func:`augmentation_rng`), so a resumed run augments as
 an uninterrupted one; with no augmentation nothing is drawn and training is unchanged.
 
 A *candidate* is one setting a nested selection may choose (``--augment-candidates``):
-``none``, ``mask``, ``crop`` or ``mask+crop``.
+``none`` or augmentations joined by ``+`` (``mask``, ``speed+mask+crop``, ...).
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ import torch
 
 from .errors import SedError
 
-AUGMENTATIONS = ("crop", "mask")
-CANDIDATES = ("none", "mask", "crop", "mask+crop")
+AUGMENTATIONS = ("speed", "crop", "mask")  # also the order in which they apply
+SPEEDS = (0.9, 1.1)
 CROP_MIN = 0.8
 TIME_MASKS = 2
 TIME_MASK_SHARE = 0.1
@@ -36,8 +42,8 @@ FEATURE_MASK_WIDTH = 10
 
 
 def check_augment(names) -> tuple[str, ...]:
-    """``names`` as a tuple in canonical order (crop before mask); :class:`SedError` for an
-    unknown or repeated name."""
+    """``names`` as a tuple in the order they apply (:data:`AUGMENTATIONS`);
+    :class:`SedError` for an unknown or repeated name."""
     names = tuple(names)
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown:
@@ -50,10 +56,25 @@ def check_augment(names) -> tuple[str, ...]:
 
 def candidate_augment(candidate: str) -> tuple[str, ...]:
     """The augmentations of a candidate name: ``none`` -> (), ``mask+crop`` -> (crop, mask)."""
-    if candidate not in CANDIDATES:
-        raise SedError(f"unknown augmentation candidate {candidate!r}; expected one of "
-                       f"{', '.join(CANDIDATES)}")
-    return () if candidate == "none" else check_augment(candidate.split("+"))
+    if candidate == "none":
+        return ()
+    try:
+        return check_augment(candidate.split("+"))
+    except SedError as exc:
+        raise SedError(f"augmentation candidate {candidate!r}: {exc}; a candidate is none or "
+                       f"names of {', '.join(AUGMENTATIONS)} joined by +") from None
+
+
+def needed_speeds(augment: tuple[str, ...], candidates: tuple[str, ...] | None) -> tuple:
+    """The perturbed speeds whose features a run must extract (for ``augment`` or any of
+    the ``candidates`` of a nested selection): :data:`SPEEDS` or ()."""
+    every = [augment, *(candidate_augment(c) for c in candidates or ())]
+    return SPEEDS if any("speed" in names for names in every) else ()
+
+
+def speed_versions(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Which version each of ``n`` utterances takes: 0 the original, k the k-th of SPEEDS."""
+    return rng.integers(0, len(SPEEDS) + 1, n)
 
 
 def augmentation_rng(seed: int, fold_index: int, step: int) -> np.random.Generator:
@@ -93,12 +114,9 @@ def mask_spans(x: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator)
 
 
 def augment_batch(x: torch.Tensor, lengths: torch.Tensor, names: tuple[str, ...],
-                  rng_factory) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the augmentations ``names`` (canonical order) to a training batch; the
-    generator comes from ``rng_factory()``, called only when there is something to draw."""
-    if not names:
-        return x, lengths
-    rng = rng_factory()
+                  rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the augmentations of padded batches (crop, mask) among ``names`` to a training
+    batch, drawing from ``rng`` (``speed`` chose the rows' versions before padding)."""
     if "crop" in names:
         x, lengths = random_crop(x, lengths, rng)
     if "mask" in names:

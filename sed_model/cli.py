@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .augment import AUGMENTATIONS, CANDIDATES, CROP_MIN
+from .augment import AUGMENTATIONS, CROP_MIN, SPEEDS
 from .config import TrainConfig
 from .errors import SedError
 from .features.normalization import MODES as NORMALIZE_MODES
@@ -107,6 +107,26 @@ def add_normalize_option(parser: argparse.ArgumentParser) -> None:
                              "audio (transductive; the usual speaker-independent SER practice)")
 
 
+def add_augment_options(parser: argparse.ArgumentParser) -> None:
+    """--augment, --augment-candidates and --inner-folds (train, compare)."""
+    parser.add_argument("--augment", action=NameList, choices=AUGMENTATIONS, default=None,
+                        help="training-time augmentation: speed (speed perturbation "
+                             f"x{' or x'.join(map(str, SPEEDS))} before openSMILE, extracted "
+                             "once and cached), crop (a random "
+                             f"{round(CROP_MIN * 100)}-100%% segment of each utterance), mask "
+                             "(SpecAugment-style time and feature spans set to the mean); "
+                             "default: preset (none)")
+    parser.add_argument("--augment-candidates", action=NameList, default=None,
+                        metavar="CANDIDATE",
+                        help="choose the augmentation per fold by nested cross-validation: "
+                             "each candidate (none, or augmentations joined by +: mask, "
+                             "mask+crop, speed+mask+crop, ...) is scored on "
+                             "--inner-folds speaker folds of the fold's training speakers and "
+                             "the best one trains the fold (ties: the earlier; list none first)")
+    parser.add_argument("--inner-folds", type=positive_int, default=None, metavar="K",
+                        help="speaker-grouped inner folds of --augment-candidates (default 3)")
+
+
 def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = True) -> None:
     """The options that define a training run (shared by train and compare)."""
     parser.add_argument("--corpus", default=None,
@@ -152,19 +172,7 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
                              "Default: 1 when there are several folds and each keeps at least 3 "
                              "training speakers, else 0")
     add_normalize_option(parser)
-    parser.add_argument("--augment", action=NameList, choices=AUGMENTATIONS, default=None,
-                        help="training-time augmentation of the features: crop (a random "
-                             f"{round(CROP_MIN * 100)}-100%% segment of each utterance), mask "
-                             "(SpecAugment-style time and feature spans set to the mean); "
-                             "default: preset (none)")
-    parser.add_argument("--augment-candidates", action=NameList, choices=CANDIDATES,
-                        default=None, metavar="CANDIDATE",
-                        help="choose the augmentation per fold by nested cross-validation: "
-                             "each candidate (none, mask, crop, mask+crop) is scored on "
-                             "--inner-folds speaker folds of the fold's training speakers and "
-                             "the best one trains the fold (ties: the earlier; list none first)")
-    parser.add_argument("--inner-folds", type=positive_int, default=None, metavar="K",
-                        help="speaker-grouped inner folds of --augment-candidates (default 3)")
+    add_augment_options(parser)
     parser.add_argument("--device", choices=DEVICES, default=None,
                         help="where to train; auto = cuda if available, else cpu (default auto)")
     parser.add_argument("--backend", default=None,

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from .augment import needed_speeds
 from .baseline import run_baseline
 from .checkpoint import write_json
 from .cli import (
@@ -103,6 +104,17 @@ def _baseline_summary(config: TrainConfig, folds: list[list[str]], progress: boo
     return svm, summarize_seeds([svm])
 
 
+def augment_choices(runs: list[dict]) -> dict[str, int] | None:
+    """How often the inner folds chose each augmentation candidate, over the folds of
+    ``runs`` (one variant's metrics, every seed); None when the runs chose none."""
+    picks = [f["augment_selection"]["chosen"] for m in runs for f in m["folds"]
+             if f.get("augment_selection")]
+    if not picks:
+        return None
+    candidates = runs[0]["config"]["augment_candidates"]
+    return {c: picks.count(c) for c in candidates}
+
+
 def _paired(summaries: dict[str, SeedSummary]) -> list[dict]:
     """Every variant against the SVM, and feature against the other variants."""
     pairs = [(v, "svm") for v in summaries if v != "svm" and "svm" in summaries]
@@ -142,7 +154,8 @@ def compare(
         raise SedError(f"{out_dir} already holds a comparison; pass --resume or pick another "
                        "--out-dir")
     data_options = {"workers": workers, "strict": strict, "cache_dir": cache_dir}
-    dataset = load_dataset(config.corpus, config.data, progress=progress, **data_options)
+    dataset = load_dataset(config.corpus, config.data, progress=progress, **data_options,
+                           speeds=needed_speeds(config.augment, config.augment_candidates))
     if not resume:
         write_json(config_path, {**shared, "seeds": seeds})
     runs = [(c, _run_dir(out_dir, c, seeds)) for v in variants
@@ -169,6 +182,8 @@ def compare(
         "config": shared,
         "summaries": {v: s.to_dict() for v, s in summaries.items()},
         "paired": _paired(summaries),
+        "augment_choices": {v: augment_choices(m) for v, m in results.items()
+                            if augment_choices(m) is not None} or None,
         "single_runs": {v: m[0] for v, m in results.items()} if seeds == 1 else None,
     }
     write_json(out_dir / "comparison.json", comparison)
@@ -239,7 +254,17 @@ def format_tables(comparison: dict, *, markdown: bool = False) -> str:
         if index == 0 and comparison["paired"]:
             lines = [PairedComparison(**p).line() for p in comparison["paired"]]
             parts += [("- " if markdown else "  ") + line for line in lines] + [""]
+        if index == 0 and comparison.get("augment_choices"):
+            parts += [_augment_choices_line(comparison["augment_choices"]), ""]
     return "\n".join(parts).rstrip()
+
+
+def _augment_choices_line(choices: dict[str, dict[str, int]]) -> str:
+    """Which augmentation the inner folds chose, per variant, counted over fold runs."""
+    per_variant = ["{}: {} of {} fold runs".format(
+        TABLE_LABELS[v], ", ".join(f"{c} {n}" for c, n in counts.items()), sum(counts.values()))
+        for v, counts in choices.items()]
+    return "Augmentation chosen by the inner folds (nested selection): " + "; ".join(per_variant)
 
 
 def build_parser() -> argparse.ArgumentParser:

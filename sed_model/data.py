@@ -10,7 +10,8 @@ the utterances kept, so fold indices always point at usable features.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from .corpora import Corpus, load_corpus
 from .errors import SedError
-from .features import Normalizer, extract_corpus
+from .features import FeatureConfig, Normalizer, extract_corpus
 from .splits import Fold
 
 
@@ -36,6 +37,8 @@ class Dataset:
     features: list[np.ndarray]
     labels: np.ndarray  # (N,) int64
     skipped: int  # utterances the feature extractor could not use
+    # speed -> (T_i', 130) frames of every utterance played that much faster (augment "speed")
+    speed_features: dict[float, list[np.ndarray]] = field(default_factory=dict)
 
     @property
     def speakers(self) -> list[str]:
@@ -50,8 +53,11 @@ def load_dataset(
     workers: int | None = None,
     strict: bool = False,
     progress: bool = True,
+    speeds: Sequence[float] = (),
 ) -> Dataset:
-    """Load ``corpus_name`` from ``data_dir`` and extract the features of all utterances."""
+    """Load ``corpus_name`` from ``data_dir`` and extract the features of all utterances;
+    with ``speeds`` also those of the speed-perturbed audio (an utterance whose perturbed
+    audio gives no features keeps its original ones in that version)."""
     corpus, utterances = load_corpus(corpus_name, Path(data_dir) if data_dir else None)
     if not utterances:
         raise SedError(f"corpus {corpus_name!r} at {data_dir} has no utterances")
@@ -66,6 +72,13 @@ def load_dataset(
     if not kept:
         raise SedError(f"none of the {len(utterances)} files of {corpus_name!r} could be used")
     class_index = {name: i for i, name in enumerate(corpus.classes)}
+    speed_features = {}
+    for speed in speeds:
+        perturbed = extract_corpus([utterances[i].path for i in kept],
+                                   config=FeatureConfig(speed=speed), cache_dir=cache_dir,
+                                   workers=workers, progress=progress, strict=strict)
+        speed_features[speed] = [p if p is not None else features[i]
+                                 for p, i in zip(perturbed, kept)]
     return Dataset(
         corpus=corpus.name,
         loader=corpus,
@@ -74,6 +87,7 @@ def load_dataset(
         features=[features[i] for i in kept],
         labels=np.array([class_index[utterances[i].label] for i in kept], dtype=np.int64),
         skipped=len(utterances) - len(kept),
+        speed_features=speed_features,
     )
 
 
@@ -98,28 +112,47 @@ class Split:
     features: list[torch.Tensor]  # each (T_i, 130) float32
     lengths: np.ndarray  # (N,) int64
     labels: torch.Tensor  # (N,) int64
+    # per utterance, its speed-perturbed versions (normalised like the original), if any
+    speed_versions: list[list[torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return len(self.features)
 
-    def batch(self, indices, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Padded features (B, T_max, 130), lengths (B,) and labels (B,) of ``indices``."""
-        rows = [self.features[i] for i in indices]
+    def batch(self, indices, device, versions=None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded features (B, T_max, 130), lengths (B,) and labels (B,) of ``indices``;
+        ``versions[j]`` > 0 takes row j's ``speed_versions[versions[j] - 1]`` instead."""
+        if versions is None:
+            rows = [self.features[i] for i in indices]
+        else:
+            rows = [self.features[i] if v == 0 else self.speed_versions[i][v - 1]
+                    for i, v in zip(indices, versions)]
         x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, T_max, 130)
-        lengths = torch.as_tensor(self.lengths[indices], dtype=torch.int64)
+        lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.int64)
         return x.to(device), lengths.to(device), self.labels[indices].to(device)
 
 
-def make_split(dataset: Dataset, indices, normalizer: Normalizer) -> Split:
+def make_split(dataset: Dataset, indices, normalizer: Normalizer,
+               speeds: Sequence[float] = ()) -> Split:
     """Normalise the utterances ``indices`` of ``dataset`` with ``normalizer`` (each with its
-    speaker's statistics under a ``speaker`` normaliser)."""
+    speaker's statistics under a ``speaker`` normaliser); with ``speeds``, their perturbed
+    versions too (:class:`SedError` when the dataset was loaded without them)."""
     indices = np.asarray(indices, dtype=np.int64)
     speakers = dataset.speakers
     features = [torch.from_numpy(normalizer(dataset.features[i], speakers[i])) for i in indices]
+    versions = None
+    if speeds:
+        missing = [s for s in speeds if s not in dataset.speed_features]
+        if missing:
+            raise SedError(f"augmentation speed needs the features of the audio at speed "
+                           f"{missing[0]}; load the dataset with speeds={tuple(speeds)}")
+        versions = [[torch.from_numpy(normalizer(dataset.speed_features[s][i], speakers[i]))
+                     for s in speeds] for i in indices]
     return Split(
         features=features,
         lengths=np.array([len(f) for f in features], dtype=np.int64),
         labels=torch.as_tensor(dataset.labels[indices], dtype=torch.int64),
+        speed_versions=versions,
     )
 
 

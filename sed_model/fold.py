@@ -211,7 +211,8 @@ class FoldTraining:
         self.on_checkpoint = on_checkpoint
         self.device = resolve_device(config.device)
         self.normalizer = fold_normalizer(dataset, fold, config.normalize)
-        self.train_split = make_split(dataset, fold.train, self.normalizer)
+        self.train_split = make_split(dataset, fold.train, self.normalizer,
+                                      augment.needed_speeds(config.augment, None))
         # no test utterances: the run's final model, trained on every speaker
         self.test_split = make_split(dataset, fold.test, self.normalizer) if fold.test else None
         self.validation_split = (make_split(dataset, fold.validation, self.normalizer)
@@ -289,12 +290,13 @@ class FoldTraining:
         """One optimizer step; returns the global batch's mean loss (this rank's share)."""
         global_batch = self._global_batch(self.state.step)
         mine = distributed.shard(global_batch)  # this rank's part (all of it in one process)
-        x, lengths, labels = self.train_split.batch(mine if len(mine) else global_batch[:1],
-                                                    self.device)
+        rows = mine if len(mine) else global_batch[:1]
         config = self.config
-        x, lengths = augment.augment_batch(
-            x, lengths, config.augment,
-            lambda: augment.augmentation_rng(config.seed, self.index, self.state.step))
+        rng = (augment.augmentation_rng(config.seed, self.index, self.state.step)
+               if config.augment else None)  # no augmentation: nothing is drawn
+        versions = augment.speed_versions(rng, len(rows)) if "speed" in config.augment else None
+        x, lengths, labels = self.train_split.batch(rows, self.device, versions)
+        x, lengths = augment.augment_batch(x, lengths, config.augment, rng)
         recipe.set_learning_rate(self.optimizer, recipe.learning_rate(config, self.state.step,
                                                                       self.total_steps))
         with autocast(config.precision, self.device):

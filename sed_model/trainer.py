@@ -71,6 +71,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import distributed
+from .augment import needed_speeds
 from .checkpoint import copy_atomic, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import CONFIG_FILE, TrainConfig, comparable_json, saved_config
 from .data import Dataset, check_training_split, load_dataset, steps_per_epoch
@@ -242,7 +243,8 @@ def train(
     if dataset is None:
         dataset = distributed.main_first(
             lambda: load_dataset(config.corpus, config.data, cache_dir=cache_dir, workers=workers,
-                                 strict=strict, progress=progress and distributed.is_main()),
+                                 strict=strict, progress=progress and distributed.is_main(),
+                                 speeds=needed_speeds(config.augment, config.augment_candidates)),
             then_others=True)  # the other ranks read rank 0's feature cache
     config = with_validation_default(config, dataset)
     folds = dataset_folds(dataset, config.folds, config.folds_seed, config.validation_speakers)

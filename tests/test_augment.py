@@ -1,6 +1,8 @@
-"""Training-time augmentation (crop, mask) and its nested selection by inner speaker folds."""
+"""Training-time augmentation (speed, crop, mask) and its nested selection by inner folds."""
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,11 @@ from test_trainer import random_dataset, tiny_config
 from sed_model import augment, selection
 from sed_model.augment import augment_batch, augmentation_rng, mask_spans, random_crop
 from sed_model.config import TrainConfig, comparable_json
+from sed_model.data import make_split
 from sed_model.errors import SedError
+from sed_model.features import FeatureConfig, Normalizer
+from sed_model.features import cache as feature_cache
+from sed_model.features.opensmile_frames import opensmile_version, speed_perturbed
 from sed_model.trainer import dataset_folds, train
 
 
@@ -70,22 +76,25 @@ def test_mask_masks_something_on_long_utterances():
     assert (masked != x).any(dim=(1, 2)).sum() >= 6
 
 
-def test_no_augmentation_draws_nothing_and_returns_the_batch():
+def test_no_augmentation_draws_nothing(tmp_path, monkeypatch):
     x, full = padded_batch([5, 3])
-
-    def factory():
-        raise AssertionError("no augmentation must draw no random numbers")
-
-    out, lengths = augment_batch(x, full, (), factory)
+    out, lengths = augment_batch(x, full, (), None)
     assert out is x and lengths is full
+
+    def no_draws(*args):
+        raise AssertionError("a run without augmentation must draw no augmentation numbers")
+
+    monkeypatch.setattr(augment, "augmentation_rng", no_draws)
+    train(tiny_config(steps=2), tmp_path, dataset=random_dataset(), progress=False,
+          final_model=False)
 
 
 def test_draws_depend_on_seed_fold_and_step_only():
     x, full = padded_batch([40, 33, 12])
     names = ("crop", "mask")
-    a = augment_batch(x, full, names, lambda: augmentation_rng(1, 2, 3))
-    b = augment_batch(x, full, names, lambda: augmentation_rng(1, 2, 3))
-    c = augment_batch(x, full, names, lambda: augmentation_rng(1, 2, 4))
+    a = augment_batch(x, full, names, augmentation_rng(1, 2, 3))
+    b = augment_batch(x, full, names, augmentation_rng(1, 2, 3))
+    c = augment_batch(x, full, names, augmentation_rng(1, 2, 4))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not (torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]))
 
@@ -94,7 +103,10 @@ def test_augment_options_are_checked_and_canonical():
     assert TrainConfig(augment=("mask", "crop")).augment == ("crop", "mask")
     assert TrainConfig().augment == () and TrainConfig(preset="small").augment == ()
     assert selection.candidate_config(TrainConfig(), "mask+crop").augment == ("crop", "mask")
+    assert TrainConfig(augment_candidates=("none", "speed+mask")).augment_candidates == (
+        "none", "speed+mask")
     for bad in (dict(augment=("warp",)), dict(augment=("mask", "mask")),
+                dict(augment_candidates=("none", "mask+mask")),
                 dict(augment_candidates=("none",)), dict(augment_candidates=("none", "warp")),
                 dict(augment_candidates=("none", "none")), dict(inner_folds=1),
                 dict(augment=("mask",), augment_candidates=("none", "crop"))):
@@ -167,3 +179,82 @@ def test_nested_selection_chooses_the_best_inner_candidate_and_resumes(tmp_path,
     assert calls == []
     assert again["folds"][1]["augment_selection"] == metrics["folds"][1]["augment_selection"]
     assert again["summary"] == metrics["summary"]
+
+
+def test_compare_counts_the_inner_folds_choices():
+    from sed_model.compare import _augment_choices_line, augment_choices
+
+    def run(*chosen):
+        return {"config": {"augment_candidates": ["none", "mask+crop"]},
+                "folds": [{"augment_selection": {"chosen": c}} for c in chosen]}
+
+    assert augment_choices([{"config": {}, "folds": [{}]}]) is None
+    counts = augment_choices([run("none", "mask+crop"), run("none", "none")])
+    assert counts == {"none": 3, "mask+crop": 1}
+    assert _augment_choices_line({"feature": counts}).endswith(
+        "Feature: none 3, mask+crop 1 of 4 fold runs")
+
+
+# ------------------------------------------------------------------ speed perturbation
+@pytest.mark.parametrize("speed", [0.9, 1.1])
+def test_speed_perturbation_changes_duration_and_pitch_together(speed):
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    faster = speed_perturbed(tone, rate, speed)
+    assert abs(len(faster) - rate / speed) <= 2
+    spectrum = np.abs(np.fft.rfft(faster * np.hanning(len(faster))))
+    peak = np.argmax(spectrum) * rate / len(faster)
+    assert peak == pytest.approx(440 * speed, abs=3)
+    assert speed_perturbed(tone, rate, 1.0) is tone
+
+
+def test_unperturbed_features_keep_their_cache_keys():
+    digest = "ab" * 32
+    old_key = hashlib.sha256("|".join([digest, "frames", "ComParE_2016", "None",
+                                       opensmile_version(), str(feature_cache.CACHE_FORMAT)])
+                             .encode()).hexdigest()
+    plain = feature_cache._cache_file(Path("/c"), "frames", FeatureConfig(), digest)
+    assert plain.stem == old_key
+    assert feature_cache._cache_file(Path("/c"), "frames", FeatureConfig(speed=1.1),
+                                     digest) != plain
+    with pytest.raises(SedError):
+        FeatureConfig(speed=3.0)
+
+
+def dataset_with_speeds():
+    dataset = random_dataset()
+    rng = np.random.default_rng(5)
+    dataset.speed_features = {
+        s: [(f[:: 2] + rng.standard_normal((len(f[::2]), 130)).astype(np.float32) * 0.1)
+            if s > 1 else np.repeat(f, 2, axis=0) for f in dataset.features]
+        for s in augment.SPEEDS}
+    return dataset
+
+
+def test_split_batches_take_the_speed_versions_asked_for():
+    dataset = dataset_with_speeds()
+    normalizer = Normalizer.fit(dataset.features, mode="global")
+    split = make_split(dataset, [0, 1, 2], normalizer, augment.SPEEDS)
+    x, lengths, _ = split.batch(np.array([0, 1, 2]), "cpu", np.array([0, 1, 2]))
+    expected = [split.features[0], split.speed_versions[1][0], split.speed_versions[2][1]]
+    assert lengths.tolist() == [len(e) for e in expected]
+    for row, e in zip(x, expected):
+        assert torch.equal(row[: len(e)], e) and not row[len(e):].any()
+    np.testing.assert_allclose(split.speed_versions[1][0].numpy(),
+                               normalizer(dataset.speed_features[0.9][1]))  # original's stats
+    with pytest.raises(SedError, match="speed"):
+        make_split(random_dataset(), [0], normalizer, augment.SPEEDS)
+
+
+def test_speed_augmented_training_uses_the_perturbed_versions(tmp_path):
+    dataset = dataset_with_speeds()
+    assert augment.needed_speeds((), ("none", "speed+crop")) == augment.SPEEDS
+    assert augment.needed_speeds(("mask",), ("none", "crop")) == ()
+    runs = [train(tiny_config(augment=names, steps=4), tmp_path / f"r{i}", dataset=dataset,
+                  progress=False, final_model=False) for i, names in enumerate([(), ("speed",)])]
+    losses = [[p["train_loss"] for p in r["folds"][0]["history"]] for r in runs]
+    assert losses[0] != losses[1]
+    with pytest.raises(SedError, match="speed"):
+        train(tiny_config(augment=("speed",), steps=2), tmp_path / "none",
+              dataset=random_dataset(), progress=False, final_model=False)

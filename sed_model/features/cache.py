@@ -78,8 +78,11 @@ def _file_digest(path: Path) -> str:
 
 
 def _cache_file(cache_dir: Path, kind: str, config: FeatureConfig, content_digest: str) -> Path:
-    key_text = "|".join([content_digest, kind, config.feature_set, str(config.sampling_rate),
-                         opensmile_version(), str(CACHE_FORMAT)])
+    parts = [content_digest, kind, config.feature_set, str(config.sampling_rate),
+             opensmile_version(), str(CACHE_FORMAT)]
+    if config.speed != 1.0:  # unperturbed features keep the keys they always had
+        parts.append(f"speed {config.speed!r}")
+    key_text = "|".join(parts)
     key = hashlib.sha256(key_text.encode()).hexdigest()
     return cache_dir / kind / key[:2] / f"{key}.npy"
 

@@ -45,10 +45,13 @@ class FeatureConfig:
     feature_set: the openSMILE feature set; only "ComParE_2016" (the paper's) has the LLD deltas
         that make up the 130 columns.
     sampling_rate: resample to this rate before extraction; None keeps each file's native rate.
+    speed: speed perturbation (Ko et al., 2015) before extraction: the signal is played
+        ``speed`` times faster (duration / speed, pitch x speed); 1.0 leaves it as it is.
     """
 
     feature_set: str = "ComParE_2016"
     sampling_rate: int | None = None
+    speed: float = 1.0
 
     def __post_init__(self):
         if self.feature_set not in SUPPORTED_FEATURE_SETS:
@@ -58,6 +61,20 @@ class FeatureConfig:
         if rate is not None and (not isinstance(rate, int) or rate < 8000):
             raise SedError(f"sampling_rate {rate!r} is invalid; "
                            "expected None or an integer >= 8000 Hz")
+        if not 0.5 <= self.speed <= 2.0:
+            raise SedError(f"speed {self.speed!r} is invalid; expected a factor in [0.5, 2]")
+
+
+def speed_perturbed(signal: np.ndarray, sampling_rate: int, speed: float) -> np.ndarray:
+    """``signal`` played ``speed`` times faster, at the same sampling rate: read as if
+    recorded at ``speed * rate`` and resampled to ``rate`` (audresample, openSMILE's own
+    resampler)."""
+    if speed == 1.0:
+        return signal
+    import audresample
+
+    faster = audresample.resample(signal, round(sampling_rate * speed), sampling_rate)
+    return np.ascontiguousarray(faster.reshape(-1))
 
 
 FRAMES_LEVEL = "lld_and_de"  # the output level of compare_2016_frames.conf
@@ -124,6 +141,9 @@ def extract_frames(
     non-finite features.
     """
     signal = _as_opensmile_input(signal, sampling_rate)
+    if config.speed != 1.0:
+        signal = _as_opensmile_input(speed_perturbed(signal, sampling_rate, config.speed),
+                                     sampling_rate)
     x = _process(config, FRAMES_LEVEL, signal, sampling_rate)  # (100T-4, 130), one pass
     if len(x) == 0 or not np.isfinite(x).all():
         raise AudioError("openSMILE returned no finite frames")
