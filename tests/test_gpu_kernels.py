@@ -10,8 +10,12 @@
 - The explicit TF32 option of the fp32 Triton feature attention: no worse than fp16.
 - The CUDA feature-attention backward's two parts (csrc/cuda/feature_attention.cu) at shapes
   with several GEMM tiles, step chunks and batch splits, odd H and d_a: fp32/fp64 SIMT and
-  the fp16/bf16 wmma tensor-core GEMM, within twice eager's same-dtype error (the blocking
-  itself is emulated on the CPU in test_cuda_blocking_emulation.py).
+  the fp16/bf16 tensor-core matmuls (mma.sync per block, wmma GEMM), within twice eager's
+  same-dtype error (the blocking and the tensor-core arithmetic are emulated on the CPU in
+  test_cuda_blocking_emulation.py).
+- The CUDA tensor-core forward and backward part 1 for fp16/bf16: odd sizes, lengths at and
+  around the 16-step blocks, NaN in the padded steps and in every fresh allocation.
+- The explicit TF32 option of the fp32 CUDA feature attention: no worse than fp16.
 - No host-device sync per call in the public op on CUDA (``torch.cuda.set_sync_debug_mode``).
 - B2: a batch above 65535 (the gridDim.y limit) on every fused CUDA backend.
 - B1: tensors on a GPU that is not the current one (needs two GPUs).
@@ -103,6 +107,73 @@ CUDA_BACKWARD_SHAPES = [(9, 300, 24, 20), (6, 100, 70, 130), (40, 64, 64, 48), (
 def test_cuda_feature_backward_tiles_chunks_and_splits(dtype, shape):
     inputs = kernel_checks.make_inputs(shape, torch.float32, seed=sum(shape))
     kernel_checks.assert_close_to_reference("feature", "cuda", inputs, dtype)
+
+
+# Odd H and d_a (no multiple of 8 or 16), H past one pass of a CTA's columns (256), T = 1.
+CUDA_TC_SHAPES = [(1, 1, 1, 1), (3, 7, 37, 19), (2, 40, 300, 24), (5, 17, 129, 65)]
+
+
+def _assert_cuda_feature_close(inputs, dtype):
+    """The CUDA kernels on h with NaN padded steps and NaN-filled fresh allocations (outputs,
+    workspaces) against the references on zero padding: within twice eager's same-dtype error
+    (+ one ulp), dh exactly 0 on the padded steps."""
+    lengths = inputs["lengths"]
+    clean = {**inputs, "h": kernel_checks.pad_with(inputs["h"], lengths, 0.0)}
+    dirty = {**inputs, "h": kernel_checks.pad_with(inputs["h"], lengths, float("nan"))}
+    expected = kernel_checks.run_op("feature", "reference", clean, torch.float64)
+    eager = kernel_checks.run_op("feature", "reference", clean, dtype)
+    with kernel_checks.poisoned_allocations():
+        fused = kernel_checks.run_op("feature", "cuda", dirty, dtype)
+    for name in ("out", "h", "W", "V"):
+        want, same, actual = (r[0] if name == "out" else r[1][name]
+                              for r in (expected, eager, fused))
+        assert actual.dtype == dtype and torch.isfinite(actual).all(), name
+        error, eager_error = max_error(actual, want), max_error(same, want)
+        scale = want.abs().max().item() + 1.0
+        assert error <= 2 * eager_error + kernel_checks.error_floor(dtype) * scale, (
+            f"{name} ({dtype}): cuda error {error:.3g}, eager {eager_error:.3g}")
+    assert_padded_steps_zero(fused[1]["h"], lengths)
+
+
+@pytest.mark.skipif(not cuda.AVAILABLE, reason="sed_kernels._cuda was not built")
+@pytest.mark.parametrize("shape", CUDA_TC_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_tensor_core_feature_kernels(dtype, shape):
+    _assert_cuda_feature_close(kernel_checks.make_inputs(shape, torch.float32, seed=sum(shape)),
+                               dtype)
+
+
+@pytest.mark.skipif(not cuda.AVAILABLE, reason="sed_kernels._cuda was not built")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_tensor_core_feature_kernels_at_block_edges(dtype):
+    """Rows ending one step before, at and after the 16-step blocks, one step, the whole T."""
+    inputs = kernel_checks.make_inputs((7, 33, 70, 45), torch.float32, seed=9)
+    inputs["lengths"] = torch.tensor([33, 1, 15, 16, 17, 32, 2], device="cuda")
+    _assert_cuda_feature_close(inputs, dtype)
+
+
+@pytest.mark.skipif(not cuda.AVAILABLE, reason="sed_kernels._cuda was not built")
+@pytest.mark.parametrize("shape", [*GPU_SHAPES, (3, 7, 37, 19)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cuda_tf32_option_no_worse_than_fp16(monkeypatch, shape):
+    """SED_KERNELS_CUDA_TF32=1: the fp32 CUDA kernels on TF32 tensor cores stay within twice
+    the eager fp16 error (+ a small atol), and without the variable fp32 keeps its IEEE
+    tolerance."""
+    inputs = kernel_checks.make_inputs(shape, torch.float32, seed=6)
+    exact_out, exact_grads = kernel_checks.run_op("feature", "reference", inputs, torch.float64)
+    fp16_out, fp16_grads = kernel_checks.run_op("feature", "reference", inputs, torch.float16)
+    monkeypatch.setenv("SED_KERNELS_CUDA_TF32", "1")
+    out, grads = kernel_checks.run_op("feature", "cuda", inputs)
+    pairs = [("out", out, fp16_out, exact_out)] + [
+        (name, grads[name], fp16_grads[name], exact_grads[name]) for name in grads]
+    for name, actual, fp16, exact in pairs:
+        assert actual.dtype == torch.float32 and torch.isfinite(actual).all(), name
+        kernel_error, fp16_error = max_error(actual, exact), max_error(fp16, exact)
+        atol = 1e-4 * (exact.abs().max().item() + 1.0)
+        assert kernel_error <= 2 * fp16_error + atol, (
+            f"{name}: CUDA TF32 error {kernel_error:.3g}, eager fp16 {fp16_error:.3g}")
+    monkeypatch.delenv("SED_KERNELS_CUDA_TF32")
+    kernel_checks.assert_close_to_reference("feature", "cuda", inputs, torch.float32)
 
 
 def _inputs(batch, steps, hidden, attention, dtype=torch.float32):

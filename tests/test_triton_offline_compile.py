@@ -101,12 +101,15 @@ def test_triton_kernel_compiles_without_spills(triton_figures, kernel, arch, cas
 
 
 def _demangle(name: str) -> str:
-    """'kernel<dtype>' from an Itanium-mangled sed_cuda kernel name (enough for these)."""
-    match = re.search(r"\d+([a-z_]+)I(f|d|6__half|13__nv_bfloat16)", name)
+    """'kernel<dtype>' from an Itanium-mangled sed_cuda kernel name (enough for these), or
+    'kernel<float,tf32>' for the feature-attention kernels' TF32 instances (a second template
+    argument true)."""
+    match = re.search(r"\d+([a-z_]+)I(f|d|6__half|13__nv_bfloat16)(?:Lb([01])E)?", name)
     if not match:
         return name
     dtype = {"f": "float", "d": "double", "6__half": "half", "13__nv_bfloat16": "bfloat16"}
-    return f"{match.group(1)}<{dtype[match.group(2)]}>"
+    tf32 = ",tf32" if match.group(3) == "1" else ""
+    return f"{match.group(1)}<{dtype[match.group(2)]}{tf32}>"
 
 
 def parse_ptxas_report(text: str) -> list[dict]:
@@ -163,6 +166,20 @@ def test_cuda_feature_kernels_cover_every_dtype_and_arch(cuda_figures):
         for dtype in ("float", "half", "bfloat16", "double"):
             for arch in archs:
                 assert (f"{kernel}<{dtype}>", arch) in names, (kernel, dtype, arch)
+    # The TF32 option's kernels (fp32, SED_KERNELS_CUDA_TF32=1).
+    for kernel in ("feature_forward_block", "feature_backward_chunk", "feature_weight_grad"):
+        for arch in archs:
+            assert (f"{kernel}<float,tf32>", arch) in names, (kernel, arch)
+
+
+def test_cuda_tensor_core_kernels_use_no_static_shared_memory_in_part1(cuda_figures):
+    """The tensor-core per-block matmuls (mma_matmul) read their fragments from the fp32 tiles
+    and the weights directly: the forward and backward part 1 keep only their dynamic tiles,
+    (3 H + d_a) kLd fp32 elements at most, whose size the launchers check against the
+    device (83 KB at H = d_a = 256, 163 KB at 512: within sm_80's 163 KB opt-in limit)."""
+    for entry in cuda_figures:
+        if entry["kernel"].split("<")[0] in ("feature_forward_block", "feature_backward_chunk"):
+            assert entry["static_smem"] == 0, entry
 
 
 def test_cuda_kernels_do_not_spill(cuda_figures):

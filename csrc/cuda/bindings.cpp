@@ -99,18 +99,18 @@ PYBIND11_MODULE(_cuda, m) {
       [](std::uintptr_t h, int64_t stride_b, int64_t stride_t, int64_t stride_h, std::uintptr_t W_t,
          std::uintptr_t V_t, std::uintptr_t lengths, std::uintptr_t out, std::uintptr_t workspace,
          int64_t batch, int64_t steps_, int64_t hidden, int64_t attention, const std::string& dtype,
-         int device, std::uintptr_t stream) {
+         int device, std::uintptr_t stream, bool tf32) {
         const DType type = parse_dtype(dtype);
         py::gil_scoped_release release;
         feature_attention_forward(type, steps(h, stride_b, stride_t, stride_h), ptr<const void*>(W_t),
                                   ptr<const void*>(V_t), ptr<const int64_t*>(lengths),
                                   ptr<void*>(out), ptr<void*>(workspace), batch, steps_, hidden,
-                                  attention, Launch{device, stream});
+                                  attention, tf32, Launch{device, stream});
       },
       py::arg("h"), py::arg("stride_b"), py::arg("stride_t"), py::arg("stride_h"), py::arg("W_t"),
       py::arg("V_t"), py::arg("lengths"), py::arg("out"), py::arg("workspace"), py::arg("batch"),
       py::arg("steps"), py::arg("hidden"), py::arg("attention"), py::arg("dtype"),
-      py::arg("device"), py::arg("stream"));
+      py::arg("device"), py::arg("stream"), py::arg("tf32") = false);
 
   m.def(
       "feature_attention_backward",
@@ -119,18 +119,19 @@ PYBIND11_MODULE(_cuda, m) {
          std::uintptr_t V_t, std::uintptr_t lengths, std::uintptr_t grad_h, std::uintptr_t grad_W,
          std::uintptr_t grad_V, std::uintptr_t workspace, int64_t batch, int64_t steps_,
          int64_t hidden, int64_t attention, const std::string& dtype, int device,
-         std::uintptr_t stream) {
+         std::uintptr_t stream, bool tf32) {
         const DType type = parse_dtype(dtype);
         py::gil_scoped_release release;
         feature_attention_backward(
             type, ptr<const void*>(grad_out), steps(h, stride_b, stride_t, stride_h),
             ptr<const void*>(W), ptr<const void*>(V), ptr<const void*>(W_t), ptr<const void*>(V_t),
             ptr<const int64_t*>(lengths), ptr<void*>(grad_h), ptr<void*>(grad_W), ptr<void*>(grad_V),
-            ptr<void*>(workspace), batch, steps_, hidden, attention, Launch{device, stream});
+            ptr<void*>(workspace), batch, steps_, hidden, attention, tf32, Launch{device, stream});
       },
       py::arg("grad_out"), py::arg("h"), py::arg("stride_b"), py::arg("stride_t"),
       py::arg("stride_h"), py::arg("W"), py::arg("V"), py::arg("W_t"), py::arg("V_t"),
       py::arg("lengths"), py::arg("grad_h"), py::arg("grad_W"), py::arg("grad_V"),
       py::arg("workspace"), py::arg("batch"), py::arg("steps"), py::arg("hidden"),
-      py::arg("attention"), py::arg("dtype"), py::arg("device"), py::arg("stream"));
+      py::arg("attention"), py::arg("dtype"), py::arg("device"), py::arg("stream"),
+      py::arg("tf32") = false);
 }

@@ -50,12 +50,13 @@ int64_t feature_attention_backward_workspace(int64_t batch, int64_t steps, int64
 
 void feature_attention_forward(DType dtype, StridedSteps h, const void* W_t, const void* V_t,
                                const int64_t* lengths, void* out, void* workspace, int64_t batch,
-                               int64_t steps, int64_t hidden, int64_t attention, Launch launch);
+                               int64_t steps, int64_t hidden, int64_t attention, bool tf32,
+                               Launch launch);
 
 void feature_attention_backward(DType dtype, const void* grad_out, StridedSteps h, const void* W,
                                 const void* V, const void* W_t, const void* V_t,
                                 const int64_t* lengths, void* grad_h, void* grad_W, void* grad_V,
                                 void* workspace, int64_t batch, int64_t steps, int64_t hidden,
-                                int64_t attention, Launch launch);
+                                int64_t attention, bool tf32, Launch launch);
 
 }  // namespace sed_cuda

@@ -7,14 +7,27 @@ The kernels read the weights both as given and transposed (``W^T`` (H, d_a), ``V
 per-block output partials (forward); the per-split dW/dV partials and the u, ds, dz operands
 of the weight-gradient GEMMs (backward; every element read is written first, so it is not
 zero-filled).
+
+Matrix products: fp16/bf16 on tensor cores (mma.sync / wmma, operands in the input dtype,
+fp32 accumulation); fp32 in IEEE fp32 FMA unless ``SED_KERNELS_CUDA_TF32=1`` asks for TF32
+tensor cores (operands rounded to 10 mantissa bits, fp32 accumulation: about fp16's
+accuracy); fp64 in fp64.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 from sed_kernels._launch import accumulator_dtype, dtype_name, steps_arguments
 from sed_kernels.cuda import launch_args, require_extension
+
+
+def use_tf32(dtype: torch.dtype) -> bool:
+    """Whether the kernels for ``dtype`` run their fp32 matrix products in TF32: only for
+    float32 and only when the environment sets ``SED_KERNELS_CUDA_TF32=1`` (read per call)."""
+    return dtype == torch.float32 and os.environ.get("SED_KERNELS_CUDA_TF32") == "1"
 
 
 def forward(
@@ -34,7 +47,7 @@ def forward(
         **steps_arguments(h),
         W_t=W_t.data_ptr(), V_t=V_t.data_ptr(), lengths=lengths.data_ptr(), out=out.data_ptr(),
         workspace=workspace.data_ptr(), batch=batch, steps=steps, hidden=hidden,
-        attention=attention, dtype=dtype_name(h.dtype), **launch_args(h),
+        attention=attention, dtype=dtype_name(h.dtype), tf32=use_tf32(h.dtype), **launch_args(h),
     )  # fmt: skip
     return out
 
@@ -67,6 +80,6 @@ def backward(
         W_t=W_t.data_ptr(), V_t=V_t.data_ptr(), lengths=lengths.data_ptr(),
         grad_h=grad_h.data_ptr(), grad_W=grad_W.data_ptr(), grad_V=grad_V.data_ptr(),
         workspace=workspace.data_ptr(), batch=batch, steps=steps, hidden=hidden,
-        attention=attention, dtype=dtype_name(h.dtype), **launch_args(h),
+        attention=attention, dtype=dtype_name(h.dtype), tf32=use_tf32(h.dtype), **launch_args(h),
     )  # fmt: skip
     return grad_h, grad_W, grad_V
