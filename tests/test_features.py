@@ -111,6 +111,9 @@ def test_real_emodb_clip_two_seconds_at_22050_hz():
     assert rate == 22_050 and signal.shape == (44_100,)
     x = extract_frames(signal, rate)
     assert x.shape == (195, 130) and np.isfinite(x).all()
+    for speed, frames in ((0.9, 217), (1.1, 177)):  # 2 s / speed, 10 ms frames
+        perturbed = extract_frames(signal, rate, FeatureConfig(speed=speed))
+        assert perturbed.shape == (frames, 130) and np.isfinite(perturbed).all()
 
 
 def test_minimum_duration_is_60_ms():
