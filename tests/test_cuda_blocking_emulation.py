@@ -398,25 +398,30 @@ def _store(x, dtype):
 def emulate_tc_forward(h, W, V, lengths, precision):
     """feature_forward_block (tensor cores) and feature_forward_sum, in the kernels' arithmetic."""
     dtype = torch.float32 if precision == "tf32" else h.dtype
+    batch, _, hidden = h.shape
+    out = torch.full((batch, hidden), float("nan"))
+    totals = {b: torch.zeros(hidden) for b in range(batch)}
+    for b, _, n, tile, _, a in _tc_blocks(h, W, V, lengths, precision):
+        totals[b] = totals[b] + (a[:n] * tile[:n]).sum(0)  # the block's partial, in block order
+    for b, total in totals.items():
+        out[b] = total
+    return _store(out, dtype).to(dtype)
+
+
+def _tc_blocks(h, W, V, lengths, precision):
+    """Every (row b, first step t0, valid steps n, tile, u, a) of the 16-step blocks with valid
+    steps, in block order, u and a recomputed on tensor cores as the kernels do."""
     batch, steps, hidden = h.shape
     W, V = W.float(), V.float()  # as the kernels read them: T (fp16/bf16) or fp32
-    per_row = math.ceil(steps / K_STEPS)
-    out = torch.full((batch, hidden), float("nan"))
     for b in range(batch):
         length = min(max(int(lengths[b]), 0), steps)
-        total = torch.zeros(hidden)
-        for block in range(per_row):
-            t0 = block * K_STEPS
-            if t0 >= length:
-                continue
+        for t0 in range(0, length, K_STEPS):
             n = min(K_STEPS, length - t0)
             tile = torch.zeros(K_STEPS, hidden)
             tile[:n] = h[b, t0 : t0 + n].float()
             u = torch.tanh(mma_matmul(tile, W.T, precision))
             a = torch.softmax(mma_matmul(u, V.T, precision), dim=-1)
-            total = total + (a[:n] * tile[:n]).sum(0)  # the block's partial, in block order
-        out[b] = total
-    return _store(out, dtype).to(dtype)
+            yield b, t0, n, tile, u, a
 
 
 def emulate_tc_part1(h, W, V, lengths, grad, precision):
@@ -431,27 +436,16 @@ def emulate_tc_part1(h, W, V, lengths, grad, precision):
     dz_buf, ds_buf = torch.full_like(u_buf, nan), torch.full((batch, steps, hidden), nan)
     dh = torch.full((batch, steps, hidden), nan)
     dh[~reference.valid_mask(lengths, steps)] = 0
-    per_row = math.ceil(steps / K_STEPS)
     i = torch.arange(K_STEPS)
-    for b in range(batch):
-        length = min(max(int(lengths[b]), 0), steps)
+    for b, t0, n, tile, u, a in _tc_blocks(h, W, V, lengths, precision):
         g = grad[b].float()
-        for block in range(per_row):
-            t0 = block * K_STEPS
-            if t0 >= length:
-                continue
-            n = min(K_STEPS, length - t0)
-            tile = torch.zeros(K_STEPS, hidden)
-            tile[:n] = h[b, t0 : t0 + n].float()
-            u = torch.tanh(mma_matmul(tile, W.T, precision))
-            a = torch.softmax(mma_matmul(u, V.T, precision), dim=-1)
-            da = g * tile
-            ds = torch.where((i < n)[:, None], a * (da - (a * da).sum(-1, keepdim=True)), 0.0)
-            dz = mma_matmul(ds, V, precision) * (1 - u * u)
-            dh_rows = g * a + mma_matmul(dz, W, precision)
-            rows = slice(t0, t0 + n)
-            u_buf[b, rows], ds_buf[b, rows], dz_buf[b, rows] = u[:n], ds[:n], dz[:n]
-            dh[b, rows] = dh_rows[:n]
+        da = g * tile
+        ds = torch.where((i < n)[:, None], a * (da - (a * da).sum(-1, keepdim=True)), 0.0)
+        dz = mma_matmul(ds, V, precision) * (1 - u * u)
+        dh_rows = g * a + mma_matmul(dz, W, precision)
+        rows = slice(t0, t0 + n)
+        u_buf[b, rows], ds_buf[b, rows], dz_buf[b, rows] = u[:n], ds[:n], dz[:n]
+        dh[b, rows] = dh_rows[:n]
     return (_store(u_buf, dtype), _store(ds_buf, dtype), _store(dz_buf, dtype),
             _store(dh, dtype))
 
