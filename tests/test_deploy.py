@@ -53,7 +53,8 @@ def test_the_run_trains_a_deployment_model_on_every_utterance(run):
     assert set(fold) - set(model) == set(TRAINING_STATE_KEYS) & set(fold)  # EMA keys if any
     assert {"optimizer", "rng"} <= set(fold)
     assert metrics["final_model"] == {"file": "model.pt", "n_train": 36, "steps": 8,
-                                      "rule": "the run's 8 steps (no validation speakers)"}
+                                      "rule": "the run's 8 steps (no validation speakers)",
+                                      "augment": []}
     assert (out / "model.pt").stat().st_size < (out / "fold-01" / "last.pt").stat().st_size
     # trained on all 36 utterances: other weights than either fold's
     assert not torch.equal(model["model"]["head.0.weight"], fold["model"]["head.0.weight"])
