@@ -182,8 +182,8 @@ def compare(
         "config": shared,
         "summaries": {v: s.to_dict() for v, s in summaries.items()},
         "paired": _paired(summaries),
-        "augment_choices": {v: augment_choices(m) for v, m in results.items()
-                            if augment_choices(m) is not None} or None,
+        "augment_choices": {v: c for v, c in ((v, augment_choices(m)) for v, m in results.items())
+                            if c is not None} or None,
         "single_runs": {v: m[0] for v, m in results.items()} if seeds == 1 else None,
     }
     write_json(out_dir / "comparison.json", comparison)
