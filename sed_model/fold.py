@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import augment, distributed, recipe
-from .checkpoint import load_checkpoint, save_checkpoint, write_json
+from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig, comparable_json
 from .data import Dataset, Split, epoch_batches, evaluation_batches, make_split, steps_per_epoch
 from .errors import SedError
@@ -165,6 +165,15 @@ class FoldResult:
         evaluations = {k: Evaluation.from_dict(d.get(k)) for k in ("final", "best", "selected")}
         plain = {k: v for k, v in d.items() if k not in evaluations}
         return cls(**plain, **evaluations)
+
+    @classmethod
+    def finished(cls, fold_dir: Path) -> FoldResult | None:
+        """The result a fold that finished training wrote to ``fold_dir``, else None.
+
+        ``metrics.json`` is written last (after the final checkpoint), so its presence means
+        the fold is complete; a resumed run reads it back instead of training again."""
+        path = fold_dir / "metrics.json"
+        return cls.from_dict(read_json(path)) if path.exists() else None
 
 
 # ------------------------------------------------------------------------------ one fold

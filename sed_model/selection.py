@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .augment import candidate_augment
-from .checkpoint import read_json
 from .config import TrainConfig
 from .data import Dataset, check_training_split
 from .fold import FoldResult, train_fold
@@ -80,8 +79,8 @@ def candidate_config(config: TrainConfig, candidate: str) -> TrainConfig:
 
 def _inner_result(config: TrainConfig, dataset: Dataset, fold: Fold, index: int, count: int,
                   run_dir: Path, progress: bool) -> FoldResult:
-    if (run_dir / "metrics.json").exists():
-        return FoldResult.from_dict(read_json(run_dir / "metrics.json"))
+    if (finished := FoldResult.finished(run_dir)) is not None:
+        return finished
     return train_fold(config, dataset, fold, index, count, run_dir, resume=True,
                       progress=progress)
 

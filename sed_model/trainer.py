@@ -72,7 +72,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .augment import needed_speeds
-from .checkpoint import copy_atomic, load_checkpoint, read_json, save_checkpoint, write_json
+from .checkpoint import copy_atomic, load_checkpoint, save_checkpoint, write_json
 from .config import CONFIG_FILE, TrainConfig, comparable_json, saved_config
 from .data import Dataset, check_training_split, load_dataset, steps_per_epoch
 from .errors import SedError
@@ -177,9 +177,9 @@ def _train_folds(config: TrainConfig, dataset: Dataset, folds: list[Fold], out_d
     results = []
     for index, fold in enumerate(folds):
         fold_dir = out_dir / f"fold-{index + 1:02d}"
-        if resume and (fold_dir / "metrics.json").exists():
-            result = FoldResult.from_dict(read_json(fold_dir / "metrics.json"))
-            status = "done before, skipped"
+        finished = FoldResult.finished(fold_dir) if resume else None
+        if finished is not None:
+            result, status = finished, "done before, skipped"
         else:
             fold_config, selection = config, None
             if config.augment_candidates:
