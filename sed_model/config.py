@@ -168,6 +168,29 @@ def comparable_json(saved: dict) -> dict:
     return TrainConfig.from_json(saved).to_json()
 
 
+def _same_data(saved: str | None, current: str | None) -> bool:
+    """Whether two ``data`` values name one corpus folder: equal strings, or paths (one
+    relative, one absolute, or through a link) to the same existing folder."""
+    if saved == current:
+        return True
+    if saved is None or current is None:
+        return False
+    try:
+        return Path(saved).samefile(current)
+    except OSError:  # one of them does not exist from here
+        return False
+
+
+def changed_options(saved: dict, config: TrainConfig) -> list[str]:
+    """The options of ``config`` that differ from a saved configuration (``config.json`` or a
+    checkpoint's), each as ``name (saved S, now C)``; empty when a run may resume. The corpus
+    folder counts as unchanged when it is given by another path to the same folder."""
+    before, now = comparable_json(saved), config.to_json()
+    return [f"{k} (saved {before.get(k)!r}, now {now.get(k)!r})" for k in sorted(now)
+            if before.get(k) != now.get(k)
+            and not (k == "data" and _same_data(before.get(k), now.get(k)))]
+
+
 def saved_config(out_dir: Path) -> dict:
     """The JSON configuration of the run in ``out_dir``; :class:`SedError` when there is none."""
     path = Path(out_dir) / CONFIG_FILE

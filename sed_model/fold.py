@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import augment, distributed, recipe
 from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
-from .config import TrainConfig, comparable_json
+from .config import TrainConfig, changed_options
 from .data import Dataset, Split, epoch_batches, evaluation_batches, make_split, steps_per_epoch
 from .errors import SedError
 from .features import Normalizer
@@ -262,9 +262,9 @@ class FoldTraining:
             raise SedError(f"{exc}; it is truncated or corrupt: delete it to restart fold "
                            f"{self.index + 1} from step 0 (or restore a good copy) and resume "
                            "again") from None
-        if comparable_json(saved["config"]) != self.config.to_json():
-            raise SedError(f"{self.last_path} was written with another configuration; "
-                           "cannot resume")
+        if changed := changed_options(saved["config"], self.config):
+            raise SedError(f"{self.last_path} was written with another configuration "
+                           f"({'; '.join(changed)}); cannot resume")
         if self.ema is None:
             self.model.load_state_dict(saved["model"])
         else:

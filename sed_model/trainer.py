@@ -73,7 +73,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .augment import needed_speeds
 from .checkpoint import copy_atomic, load_checkpoint, save_checkpoint, write_json
-from .config import CONFIG_FILE, TrainConfig, comparable_json, saved_config
+from .config import CONFIG_FILE, TrainConfig, changed_options, saved_config
 from .data import Dataset, check_training_split, load_dataset, steps_per_epoch
 from .errors import SedError
 from .fold import FoldResult, evaluate_split, predict_split, train_fold
@@ -141,11 +141,9 @@ def default_out_dir(corpus: str, variant: str) -> Path:
 def _prepare_out_dir(out_dir: Path, config: TrainConfig, resume: bool) -> None:
     """A new run writes ``config.json``; a resumed one must match the saved configuration."""
     if resume:
-        saved, current = comparable_json(saved_config(out_dir)), config.to_json()
-        if saved != current:
-            changed = sorted(k for k in saved if saved.get(k) != current.get(k))
+        if changed := changed_options(saved_config(out_dir), config):
             raise SedError(
-                f"cannot resume {out_dir}: options differ from the saved run ({', '.join(changed)})"
+                f"cannot resume {out_dir}: options differ from the saved run ({'; '.join(changed)})"
             )
         return
     if (out_dir / CONFIG_FILE).exists():

@@ -248,3 +248,23 @@ def test_resume_refuses_other_options(tmp_path):
         train(tiny_config(lr=0.5), tmp_path, dataset=dataset, progress=False, resume=True)
     with pytest.raises(SedError, match="holds no run"):
         train(tiny_config(), tmp_path / "empty", dataset=dataset, progress=False, resume=True)
+
+
+def test_resume_accepts_the_corpus_folder_by_another_path(tmp_path, monkeypatch):
+    """The corpus given relative where it was absolute (or through a link) is the same run;
+    another folder is not, and the message names both values."""
+    corpus, other = tmp_path / "corpus", tmp_path / "other"
+    corpus.mkdir(), other.mkdir()
+    (tmp_path / "link").symlink_to(corpus)
+    dataset, out = random_dataset(), tmp_path / "run"
+    with pytest.raises(Killed):  # mid-fold: the resume also checks fold-01/last.pt
+        train(tiny_config(data=str(corpus)), out, dataset=dataset, progress=False,
+              on_checkpoint=kill_at(("fold-01", 2)))
+    with pytest.raises(SedError, match=r"data \(saved '.*corpus', now '.*other'\)"):
+        train(tiny_config(data=str(other)), out, dataset=dataset, progress=False, resume=True)
+    monkeypatch.chdir(tmp_path)
+    resumed = train(tiny_config(data="link"), out, dataset=dataset, progress=False,
+                    resume=True)
+    reference = train(tiny_config(data=str(corpus)), tmp_path / "uninterrupted",
+                      dataset=dataset, progress=False)
+    assert resumed["folds"] == reference["folds"]
