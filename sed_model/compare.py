@@ -171,6 +171,7 @@ def compare(
         tested = summaries[variants[0]].fold_test_speakers
         svm, summaries["svm"] = _baseline_summary(config, tested, progress, data_options)
         write_json(out_dir / "baseline.json", svm)
+    choices = {v: augment_choices(m) for v, m in results.items()}
     comparison = {
         "corpus": dataset.corpus,
         "classes": list(dataset.classes),
@@ -182,8 +183,7 @@ def compare(
         "config": shared,
         "summaries": {v: s.to_dict() for v, s in summaries.items()},
         "paired": _paired(summaries),
-        "augment_choices": {v: c for v, c in ((v, augment_choices(m)) for v, m in results.items())
-                            if c is not None} or None,
+        "augment_choices": {v: c for v, c in choices.items() if c is not None} or None,
         "single_runs": {v: m[0] for v, m in results.items()} if seeds == 1 else None,
     }
     write_json(out_dir / "comparison.json", comparison)

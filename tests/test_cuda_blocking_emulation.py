@@ -399,12 +399,9 @@ def emulate_tc_forward(h, W, V, lengths, precision):
     """feature_forward_block (tensor cores) and feature_forward_sum, in the kernels' arithmetic."""
     dtype = torch.float32 if precision == "tf32" else h.dtype
     batch, _, hidden = h.shape
-    out = torch.full((batch, hidden), float("nan"))
-    totals = {b: torch.zeros(hidden) for b in range(batch)}
+    out = torch.zeros(batch, hidden)  # rows without valid steps stay 0
     for b, _, n, tile, _, a in _tc_blocks(h, W, V, lengths, precision):
-        totals[b] = totals[b] + (a[:n] * tile[:n]).sum(0)  # the block's partial, in block order
-    for b, total in totals.items():
-        out[b] = total
+        out[b] += (a[:n] * tile[:n]).sum(0)  # the block's partial, in block order
     return _store(out, dtype).to(dtype)
 
 
