@@ -2,7 +2,6 @@
 the bundled pretrained model (issue 13, points 2, 3 and 4)."""
 
 import csv
-import importlib.util
 import json
 import tracemalloc
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 from fixtures_corpora import EMODB_DATA, tone, write_wav
+from script_loader import load_script
 from test_trainer import random_dataset, tiny_config
 
 import sed_model
@@ -180,21 +180,13 @@ def test_predict_reports_a_bad_file_in_one_line_and_classifies_the_others(run, t
 
 
 # ----------------------------------------------------------------- the bundled model
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "make_pretrained_emodb", ROOT / "scripts" / "make_pretrained_emodb.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_bundled_model_is_small_complete_and_described_by_its_results_file():
     path = bundled_path("emodb")
     checkpoint = load_checkpoint(path)  # weights_only=True
     assert list(checkpoint["class_names"]) == EMODB_CLASSES
     assert "optimizer" not in checkpoint and checkpoint["fold"]["test_speakers"] == []
     assert path.stat().st_size <= 2 * 1024 * 1024
-    script = load_script()
+    script = load_script("make_pretrained_emodb")
     results = script.saved_results()
     assert results["bytes"] == path.stat().st_size
     assert results["classes"] == EMODB_CLASSES and len(results["speakers"]) == 10
