@@ -30,10 +30,8 @@ HOP_S = 0.010
 def frame_levels_db(samples: np.ndarray, rate: int) -> np.ndarray:
     """RMS of every 25 ms frame (10 ms hop), in dB relative to the loudest frame."""
     width, hop = int(FRAME_S * rate), int(HOP_S * rate)
-    count = 1 + max(0, (len(samples) - width) // hop)
-    starts = np.arange(count) * hop
-    frames = np.stack([samples[s:s + width] for s in starts]) if len(samples) >= width \
-        else samples[None, :]
+    frames = (np.lib.stride_tricks.sliding_window_view(samples, width)[::hop]
+              if len(samples) >= width else samples[None, :])
     rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-20)
     return 20 * np.log10(rms / rms.max())
 

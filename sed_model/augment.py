@@ -1,6 +1,6 @@
 """Training-time augmentation of the frame features, and its names.
 
-Three augmentations of the training batches (never at evaluation):
+Four augmentations of the training batches (never at evaluation):
 
 * ``speed``: speed perturbation before openSMILE (Ko et al., 2015): every utterance of a
   batch is, with equal chances, the original or its features extracted from the audio
@@ -8,6 +8,16 @@ Three augmentations of the training batches (never at evaluation):
   features are extracted once per corpus and cached
   (:class:`sed_model.features.FeatureConfig` ``speed``); they are normalised with the
   statistics of the original features.
+* ``shift``: speaker-statistics shift, for ``global`` normalisation only: every utterance
+  of a batch keeps, with chance :data:`SHIFT_KEEP`, its speaker's statistics, else it is
+  given those of another training speaker drawn uniformly: its frames are mapped by the
+  per-feature affine map that turns its speaker's frame mean and std into the other
+  speaker's (:class:`SpeakerShift`), as if the speaker's level and range of every feature
+  had been another's. It uses the fold's training speakers only, so it is not transductive;
+  it targets what ``speaker`` normalisation removes (each speaker's offsets and spreads)
+  without reading any test audio. Under ``speaker`` normalisation every speaker is already
+  z-scored with its own statistics, the map would be the identity, and a config asking for
+  it is refused.
 * ``crop``: every utterance is cut to a random contiguous segment of ``r`` times its length,
   ``r`` uniform in [:data:`CROP_MIN`, 1] (at least one frame), moved to the start of the row;
   its length becomes the segment's. The ``lstm`` and ``general`` variants then read the
@@ -17,7 +27,7 @@ Three augmentations of the training batches (never at evaluation):
   spans of up to :data:`FEATURE_MASK_WIDTH` adjacent features are set to 0, the training
   speakers' mean after the z-score.
 
-They apply in that order: speed, crop, mask. The random draws of a step depend only
+They apply in that order: speed, shift, crop, mask. The random draws of a step depend only
 on the seed, the fold and the step (:func:`augmentation_rng`), so a resumed run augments as
 an uninterrupted one; with no augmentation nothing is drawn and training is unchanged.
 
@@ -31,9 +41,11 @@ import numpy as np
 import torch
 
 from .errors import SedError
+from .features.normalization import speaker_statistics
 
-AUGMENTATIONS = ("speed", "crop", "mask")  # also the order in which they apply
+AUGMENTATIONS = ("speed", "shift", "crop", "mask")  # also the order in which they apply
 SPEEDS = (0.9, 1.1)
+SHIFT_KEEP = 0.5
 CROP_MIN = 0.8
 TIME_MASKS = 2
 TIME_MASK_SHARE = 0.1
@@ -80,6 +92,62 @@ def speed_versions(rng: np.random.Generator, n: int) -> np.ndarray:
 def augmentation_rng(seed: int, fold_index: int, step: int) -> np.random.Generator:
     """The generator of one step's augmentation draws (separate from the batch order's)."""
     return np.random.default_rng([seed, fold_index, step, 0xA06])
+
+
+class SpeakerShift:
+    """The maps, in normalised units, that give an utterance of training speaker ``s`` the
+    frame mean and std of training speaker ``t``.
+
+    With the global statistics ``(mu_g, sigma_g)`` and speaker ``s``'s ``(mu_s, sigma_s)``
+    (per feature, raw units), a frame ``x = sigma_g z + mu_g`` becomes
+    ``x' = (x - mu_s) sigma_t / sigma_s + mu_t``, so in normalised units
+    ``z' = scale[s, t] z + offset[s, t]`` with ``scale = sigma_t / sigma_s`` and
+    ``offset = ((mu_g - mu_s) scale + mu_t - mu_g) / sigma_g`` (the identity for ``s = t``).
+    """
+
+    def __init__(self, means: np.ndarray, stds: np.ndarray, global_mean: np.ndarray,
+                 global_std: np.ndarray) -> None:
+        means, stds = np.asarray(means, np.float64), np.asarray(stds, np.float64)  # (K, D)
+        scale = stds[None, :, :] / stds[:, None, :]  # (K_s, K_t, D)
+        offset = ((global_mean - means)[:, None, :] * scale + means[None, :, :]
+                  - global_mean) / global_std  # (K_s, K_t, D)
+        self.scale = torch.as_tensor(scale, dtype=torch.float32)
+        self.offset = torch.as_tensor(offset, dtype=torch.float32)
+
+    @classmethod
+    def fit(cls, features, speakers, global_mean: np.ndarray, global_std: np.ndarray
+            ) -> tuple[SpeakerShift, np.ndarray]:
+        """The shift among the speakers of the raw (T_i, D) training ``features`` (one speaker
+        id per utterance), and each utterance's speaker index (N,) into it."""
+        stats = speaker_statistics(features, speakers)
+        index = {speaker: k for k, speaker in enumerate(stats)}
+        means = np.stack([m for m, _ in stats.values()])  # (K, D)
+        stds = np.stack([s for _, s in stats.values()])  # (K, D)
+        shift = cls(means, stds, np.asarray(global_mean, np.float64),
+                    np.asarray(global_std, np.float64))
+        return shift, np.array([index[s] for s in speakers], dtype=np.int64)
+
+    @property
+    def n_speakers(self) -> int:
+        return self.scale.shape[0]
+
+    def targets(self, sources: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Whose statistics each row takes: its own with chance SHIFT_KEEP, else another
+        speaker's, uniformly (its own only when there is no other)."""
+        k = self.n_speakers
+        others = (sources + rng.integers(1, max(k, 2), len(sources))) % k
+        return np.where(rng.random(len(sources)) < SHIFT_KEEP, sources, others)
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor, sources: np.ndarray,
+                 rng: np.random.Generator) -> torch.Tensor:
+        """``x`` (B, T, D) padded with row ``b`` spoken by training speaker ``sources[b]``
+        -> every row's valid frames mapped to the statistics of its drawn target."""
+        targets = self.targets(np.asarray(sources), rng)
+        scale = self.scale[sources, targets].to(x.device, x.dtype)  # (B, D)
+        offset = self.offset[sources, targets].to(x.device, x.dtype)  # (B, D)
+        steps = torch.arange(x.shape[1], device=x.device)
+        valid = (steps[None, :] < lengths[:, None].to(x.device))[..., None]  # (B, T, 1)
+        return torch.where(valid, x * scale[:, None] + offset[:, None], x)
 
 
 def random_crop(x: torch.Tensor, lengths: torch.Tensor,

@@ -112,7 +112,9 @@ def add_augment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", action=NameList, choices=AUGMENTATIONS, default=None,
                         help="training-time augmentation: speed (speed perturbation "
                              f"x{' or x'.join(map(str, SPEEDS))} before openSMILE, extracted "
-                             "once and cached), crop (a random "
+                             "once and cached), shift (an utterance given another training "
+                             "speaker's feature means and stds; --normalize global only), "
+                             "crop (a random "
                              f"{round(CROP_MIN * 100)}-100%% segment of each utterance), mask "
                              "(SpecAugment-style time and feature spans set to the mean); "
                              "default: preset (none)")
@@ -120,7 +122,7 @@ def add_augment_options(parser: argparse.ArgumentParser) -> None:
                         metavar="CANDIDATE",
                         help="choose the augmentation per fold by nested cross-validation: "
                              "each candidate (none, or augmentations joined by +: mask, "
-                             "mask+crop, speed+mask+crop, ...) is scored on "
+                             "speed+shift, speed+mask+crop, ...) is scored on "
                              "--inner-folds speaker folds of the fold's training speakers and "
                              "the best one trains the fold (ties: the earlier; list none first)")
     parser.add_argument("--inner-folds", type=positive_int, default=None, metavar="K",

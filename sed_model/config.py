@@ -127,6 +127,11 @@ class TrainConfig:
         if self.normalize not in NORMALIZE_MODES:
             raise SedError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; "
                            f"got {self.normalize!r}")
+        asked = [self.augment, *(candidate_augment(c) for c in self.augment_candidates or ())]
+        if self.normalize == "speaker" and any("shift" in names for names in asked):
+            raise SedError("augmentation shift gives an utterance another training speaker's "
+                           "statistics, which --normalize speaker removes again (the map is "
+                           "the identity there); use it with --normalize global")
         for name in ("input_dropout", "layer_dropout", "head_dropout", "label_smoothing", "warmup"):
             if not 0 <= getattr(self, name) < 1:
                 raise SedError(f"{name} must be in [0, 1); got {getattr(self, name)}")

@@ -222,6 +222,12 @@ class FoldTraining:
         self.normalizer = fold_normalizer(dataset, fold, config.normalize)
         self.train_split = make_split(dataset, fold.train, self.normalizer,
                                       augment.needed_speeds(config.augment, None))
+        # "shift": the training speakers' statistics, and each training row's speaker among them
+        self.shift, self.shift_sources = (
+            augment.SpeakerShift.fit([dataset.features[i] for i in fold.train],
+                                     [dataset.speakers[i] for i in fold.train],
+                                     self.normalizer.mean, self.normalizer.std)
+            if "shift" in config.augment else (None, None))
         # no test utterances: the run's final model, trained on every speaker
         self.test_split = make_split(dataset, fold.test, self.normalizer) if fold.test else None
         self.validation_split = (make_split(dataset, fold.validation, self.normalizer)
@@ -305,6 +311,8 @@ class FoldTraining:
                if config.augment else None)  # no augmentation: nothing is drawn
         versions = augment.speed_versions(rng, len(rows)) if "speed" in config.augment else None
         x, lengths, labels = self.train_split.batch(rows, self.device, versions)
+        if self.shift is not None:
+            x = self.shift(x, lengths, self.shift_sources[rows], rng)
         x, lengths = augment.augment_batch(x, lengths, config.augment, rng)
         recipe.set_learning_rate(self.optimizer, recipe.learning_rate(config, self.state.step,
                                                                       self.total_steps))

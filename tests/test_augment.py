@@ -1,4 +1,5 @@
-"""Training-time augmentation (speed, crop, mask) and its nested selection by inner folds."""
+"""Training-time augmentation (speed, shift, crop, mask) and its nested selection by inner
+folds."""
 
 import hashlib
 import json
@@ -10,7 +11,13 @@ import torch
 from test_trainer import random_dataset, tiny_config
 
 from sed_model import augment, selection
-from sed_model.augment import augment_batch, augmentation_rng, mask_spans, random_crop
+from sed_model.augment import (
+    SpeakerShift,
+    augment_batch,
+    augmentation_rng,
+    mask_spans,
+    random_crop,
+)
 from sed_model.config import TrainConfig, comparable_json
 from sed_model.data import make_split
 from sed_model.errors import SedError
@@ -121,15 +128,85 @@ def test_a_config_saved_before_augmentation_existed_still_resumes():
     assert comparable_json(saved) == TrainConfig(preset="small").to_json()
 
 
-def test_augmented_training_differs_and_is_reproducible(tmp_path):
+@pytest.mark.parametrize("names", [("crop", "mask"), ("shift",)])
+def test_augmented_training_differs_and_is_reproducible(tmp_path, names):
     dataset = random_dataset()
     runs = [train(tiny_config(augment=augment_names, steps=4), tmp_path / f"run{i}",
                   dataset=dataset, progress=False, final_model=False)
-            for i, augment_names in enumerate([(), ("crop", "mask"), ("crop", "mask")])]
+            for i, augment_names in enumerate([(), names, names])]
     losses = [[p["train_loss"] for p in run["folds"][0]["history"]] for run in runs]
     assert losses[1] == losses[2]  # the same seed augments the same way
     assert losses[0] != losses[1]
-    assert runs[1]["folds"][0]["augment"] == ["crop", "mask"]
+    assert runs[1]["folds"][0]["augment"] == list(names)
+
+
+# ------------------------------------------------------------------------- speaker shift
+def speakers_with_own_statistics(seed=0):
+    """Raw frames of three speakers, each with its own per-feature mean and std."""
+    rng = np.random.default_rng(seed)
+    features, speakers = [], []
+    for k, speaker in enumerate(("b", "a", "c")):  # not in sorted order
+        mean, std = rng.normal(0, 5, 7), rng.uniform(0.2, 3.0, 7)
+        for _ in range(4 + k):
+            features.append(mean + std * rng.standard_normal((int(rng.integers(5, 40)), 7)))
+            speakers.append(speaker)
+    return features, speakers
+
+
+def test_shift_gives_an_utterance_the_statistics_of_another_speaker():
+    features, speakers = speakers_with_own_statistics()
+    normalizer = Normalizer.fit(features, speakers, "global")
+    shift, sources = SpeakerShift.fit(features, speakers, normalizer.mean, normalizer.std)
+    order = sorted(set(speakers))
+    assert [order[k] for k in sources] == speakers
+    frames = {s: np.concatenate([x for x, t in zip(features, speakers) if t == s]) for s in order}
+    for s, source in enumerate(order):
+        z = torch.from_numpy(normalizer(frames[source]))  # (T, D) as the model sees it
+        for t, target in enumerate(order):
+            mapped = (shift.scale[s, t] * z + shift.offset[s, t]).double().numpy()
+            raw = mapped * normalizer.std + normalizer.mean  # back to raw units
+            np.testing.assert_allclose(raw.mean(0), frames[target].mean(0), atol=1e-4)
+            np.testing.assert_allclose(raw.std(0), frames[target].std(0), rtol=1e-4)
+        assert torch.equal(shift.scale[s, s], torch.ones(7))
+        torch.testing.assert_close(shift.offset[s, s], torch.zeros(7), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("lengths", [[1], [9, 4, 1, 9], [3, 3]])
+def test_shift_maps_valid_frames_only_to_another_speaker_or_keeps_them(lengths):
+    features, speakers = speakers_with_own_statistics(seed=1)
+    normalizer = Normalizer.fit(features, speakers, "global")
+    shift, _ = SpeakerShift.fit(features, speakers, normalizer.mean, normalizer.std)
+    x, full = padded_batch(lengths, features=7)
+    for b, n in enumerate(lengths):
+        x[b, n:] = 7.0  # padding must come out as it went in (NaN would hide a write)
+    kept = changed = 0
+    for step in range(40):
+        sources = np.arange(len(lengths)) % 3
+        out = shift(x, full, sources, augmentation_rng(0, 0, step))
+        targets = shift.targets(sources, augmentation_rng(0, 0, step))
+        for b, n in enumerate(lengths):
+            assert (out[b, n:] == 7.0).all()
+            s, t = sources[b], targets[b]
+            expected = shift.scale[s, t] * x[b, :n] + shift.offset[s, t]
+            torch.testing.assert_close(out[b, :n], expected, rtol=0, atol=0)
+            kept, changed = kept + (s == t), changed + (s != t)
+    share = kept / (kept + changed)
+    assert 0.3 < share < 0.7  # SHIFT_KEEP = 0.5
+
+
+def test_shift_with_one_training_speaker_keeps_every_row():
+    features, _ = speakers_with_own_statistics()
+    shift, sources = SpeakerShift.fit(features, ["a"] * len(features),
+                                      np.zeros(7), np.ones(7))
+    targets = shift.targets(sources, np.random.default_rng(0))
+    assert (targets == sources).all()
+
+
+def test_shift_is_refused_under_speaker_normalisation():
+    assert TrainConfig(augment=("shift", "speed")).augment == ("speed", "shift")
+    for bad in (dict(augment=("shift",)), dict(augment_candidates=("none", "speed+shift"))):
+        with pytest.raises(SedError, match="--normalize global"):
+            TrainConfig(normalize="speaker", **bad)
 
 
 def test_inner_folds_split_only_the_training_speakers():

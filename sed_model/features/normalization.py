@@ -42,8 +42,8 @@ def _mean_std(features: Sequence[np.ndarray], min_std: float) -> tuple[np.ndarra
     return scaler.mean_, np.where(std < min_std, 1.0, std)
 
 
-def _by_speaker(features: Sequence[np.ndarray], speakers: Sequence[str]) -> dict:
-    """{speaker: (mean, std)} over each speaker's utterances."""
+def speaker_statistics(features: Sequence[np.ndarray], speakers: Sequence[str]) -> dict:
+    """{speaker: (mean, std)} (D,) over each speaker's utterances, sorted by speaker."""
     grouped: dict[str, list[np.ndarray]] = defaultdict(list)
     for speaker, x in zip(speakers, features):
         grouped[speaker].append(x)
@@ -96,7 +96,7 @@ class Normalizer:
             raise SedError("cannot fit normalisation statistics on an empty training set")
         if mode == "speaker" and (speakers is None or len(speakers) != len(features)):
             raise SedError("per-speaker normalisation needs one speaker id per utterance")
-        per_speaker = _by_speaker(features, speakers) if mode == "speaker" else {}
+        per_speaker = speaker_statistics(features, speakers) if mode == "speaker" else {}
         return cls(mode, *_mean_std(features, cls.MIN_STD), per_speaker)
 
     @classmethod
@@ -122,7 +122,7 @@ class Normalizer:
         if len(speakers) != len(features):
             raise SedError("per-speaker normalisation needs one speaker id per utterance")
         new = [(x, s) for x, s in zip(features, speakers) if s not in self.per_speaker]
-        added = _by_speaker([x for x, _ in new], [s for _, s in new]) if new else {}
+        added = speaker_statistics([x for x, _ in new], [s for _, s in new]) if new else {}
         return Normalizer(self.mode, self.mean, self.std, {**self.per_speaker, **added})
 
     def new_speaker(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
