@@ -108,6 +108,7 @@ class SpeakerShift:
     def __init__(self, means: np.ndarray, stds: np.ndarray, global_mean: np.ndarray,
                  global_std: np.ndarray) -> None:
         means, stds = np.asarray(means, np.float64), np.asarray(stds, np.float64)  # (K, D)
+        global_mean, global_std = (np.asarray(a, np.float64) for a in (global_mean, global_std))
         scale = stds[None, :, :] / stds[:, None, :]  # (K_s, K_t, D)
         offset = ((global_mean - means)[:, None, :] * scale + means[None, :, :]
                   - global_mean) / global_std  # (K_s, K_t, D)
@@ -123,9 +124,8 @@ class SpeakerShift:
         index = {speaker: k for k, speaker in enumerate(stats)}
         means = np.stack([m for m, _ in stats.values()])  # (K, D)
         stds = np.stack([s for _, s in stats.values()])  # (K, D)
-        shift = cls(means, stds, np.asarray(global_mean, np.float64),
-                    np.asarray(global_std, np.float64))
-        return shift, np.array([index[s] for s in speakers], dtype=np.int64)
+        sources = np.array([index[s] for s in speakers], dtype=np.int64)
+        return cls(means, stds, global_mean, global_std), sources
 
     @property
     def n_speakers(self) -> int:
