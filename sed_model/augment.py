@@ -54,9 +54,15 @@ FEATURE_MASK_WIDTH = 10
 
 
 def check_augment(names) -> tuple[str, ...]:
-    """``names`` as a tuple in the order they apply (:data:`AUGMENTATIONS`);
-    :class:`SedError` for an unknown or repeated name."""
+    """``names`` as a tuple in the order they apply (:data:`AUGMENTATIONS`), ``("none",)`` as
+    ``()`` (a preset's augmentation turned off); :class:`SedError` for an unknown or repeated
+    name, or ``none`` beside another."""
     names = tuple(names)
+    if "none" in names:
+        if len(names) > 1:
+            raise SedError(f"augmentation none cannot be combined with others; got "
+                           f"{', '.join(names)}")
+        return ()
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown:
         raise SedError(f"unknown augmentation {unknown[0]!r}; expected any of "

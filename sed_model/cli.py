@@ -109,15 +109,18 @@ def add_normalize_option(parser: argparse.ArgumentParser) -> None:
 
 def add_augment_options(parser: argparse.ArgumentParser) -> None:
     """--augment, --augment-candidates and --inner-folds (train, compare)."""
-    parser.add_argument("--augment", action=NameList, choices=AUGMENTATIONS, default=None,
-                        help="training-time augmentation: speed (speed perturbation "
+    parser.add_argument("--augment", action=NameList, choices=("none", *AUGMENTATIONS),
+                        default=None,
+                        help="training-time augmentation: none (turn off the preset's), "
+                             "speed (speed perturbation "
                              f"x{' or x'.join(map(str, SPEEDS))} before openSMILE, extracted "
                              "once and cached), shift (an utterance given another training "
                              "speaker's feature means and stds; --normalize global only), "
                              "crop (a random "
                              f"{round(CROP_MIN * 100)}-100%% segment of each utterance), mask "
                              "(SpecAugment-style time and feature spans set to the mean); "
-                             "default: preset (none)")
+                             "default: the preset's (small: speed and shift under "
+                             "--normalize global, none under speaker; the others: none)")
     parser.add_argument("--augment-candidates", action=NameList, default=None,
                         metavar="CANDIDATE",
                         help="choose the augmentation per fold by nested cross-validation: "

@@ -96,6 +96,9 @@ class TrainConfig:
         for name, value in values.items():
             if value is None:
                 values[name] = getattr(preset, name)
+        if self.augment is None:  # the preset's, for this normalisation; none beside candidates
+            values["augment"] = (() if self.augment_candidates is not None
+                                 else preset.augment_for(self.normalize))
         if self.epochs is None and self.steps is None:
             values.update(epochs=preset.epochs, steps=preset.steps)
         values.update(cells=tuple(values["cells"]), betas=tuple(values["betas"]),
@@ -158,6 +161,9 @@ class TrainConfig:
         unknown = sorted(set(d) - fields)
         if unknown:
             raise SedError(f"unknown training options in saved config: {', '.join(unknown)}")
+        # a config saved before augmentation existed trained without it; every later one
+        # records its augmentation, so the preset's current default never fills it in
+        d = {"augment": [], **d}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
     @classmethod

@@ -108,7 +108,7 @@ def test_draws_depend_on_seed_fold_and_step_only():
 
 def test_augment_options_are_checked_and_canonical():
     assert TrainConfig(augment=("mask", "crop")).augment == ("crop", "mask")
-    assert TrainConfig().augment == () and TrainConfig(preset="small").augment == ()
+    assert TrainConfig(augment=("none",)).augment == ()
     assert selection.candidate_config(TrainConfig(), "mask+crop").augment == ("crop", "mask")
     assert TrainConfig(augment_candidates=("none", "speed+mask")).augment_candidates == (
         "none", "speed+mask")
@@ -116,16 +116,33 @@ def test_augment_options_are_checked_and_canonical():
                 dict(augment_candidates=("none", "mask+mask")),
                 dict(augment_candidates=("none",)), dict(augment_candidates=("none", "warp")),
                 dict(augment_candidates=("none", "none")), dict(inner_folds=1),
-                dict(augment=("mask",), augment_candidates=("none", "crop"))):
+                dict(augment=("mask",), augment_candidates=("none", "crop")),
+                dict(augment=("none", "speed"))):
         with pytest.raises(SedError):
             TrainConfig(**bad)
 
 
-def test_a_config_saved_before_augmentation_existed_still_resumes():
-    saved = TrainConfig(preset="small").to_json()
+def test_the_small_recipe_augments_as_its_inner_folds_chose_and_the_others_do_not():
+    small = dict(corpus="emodb", preset="small")
+    assert TrainConfig(**small).augment == ("speed", "shift")
+    assert TrainConfig(corpus="emodb").augment == ("speed", "shift")  # small: the default
+    assert TrainConfig(**small, normalize="speaker").augment == ()  # shift: global only
+    assert TrainConfig(**small, augment=("none",)).augment == ()
+    assert TrainConfig(**small, augment=("mask",)).augment == ("mask",)
+    nested = TrainConfig(**small, augment_candidates=("speed", "speed+shift"))
+    assert nested.augment == () and nested.augment_candidates == ("speed", "speed+shift")
+    for preset in ("demo", "enterface", "iemocap", "emodb-cpu"):
+        assert TrainConfig(corpus="emodb", preset=preset).augment == ()
+    assert TrainConfig().augment == ()  # the demo corpus: the demo preset
+
+
+def test_a_config_saved_before_augmentation_existed_resumes_without_it():
+    saved = TrainConfig(preset="small", augment=("none",)).to_json()
     for key in ("augment", "augment_candidates", "inner_folds"):
         del saved[key]
-    assert comparable_json(saved) == TrainConfig(preset="small").to_json()
+    # it trained without augmentation: the small preset's current default must not fill in
+    assert comparable_json(saved) == TrainConfig(preset="small", augment=("none",)).to_json()
+    assert TrainConfig.from_json(saved).augment == ()
 
 
 @pytest.mark.parametrize("names", [("crop", "mask"), ("shift",)])

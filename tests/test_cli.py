@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sed_model import baseline, compare, evaluate, predict, train
+from sed_model import baseline, cli, compare, evaluate, predict, train
 from sed_model.evaluate import evaluate_checkpoint
 from sed_model.predict import predict_files
 from sed_model.trainer import TrainConfig
@@ -191,3 +191,14 @@ def test_list_options_take_several_words_or_the_comma_form(capsys):
     speakers = evaluate.build_parser().parse_args(
         ["--checkpoint", "best.pt", "--corpus", "demo", "--speakers", "03,08", "10"]).speakers
     assert speakers == ("03", "08", "10")
+
+
+def test_augment_none_turns_the_small_recipes_augmentation_off(capsys):
+    parse = train.build_parser().parse_args
+    corpus = ["--corpus", "emodb", "--data", "emodb-folder"]
+    assert cli.config_from_args(parse(corpus)).augment == ("speed", "shift")
+    assert cli.config_from_args(parse([*corpus, "--augment", "none"])).augment == ()
+    assert cli.config_from_args(parse([*corpus, "--normalize", "speaker"])).augment == ()
+    with pytest.raises(SystemExit) as exit_info:
+        parse([*corpus, "--augment", "warp"])
+    assert exit_info.value.code == 2 and "invalid choice: 'warp'" in capsys.readouterr().err
