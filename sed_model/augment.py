@@ -46,6 +46,10 @@ from .features.normalization import speaker_statistics
 AUGMENTATIONS = ("speed", "shift", "crop", "mask")  # also the order in which they apply
 SPEEDS = (0.9, 1.1)
 SHIFT_KEEP = 0.5
+# bound on a shift's per-feature scale sigma_t / sigma_s: a feature (nearly) constant over one
+# speaker's frames would otherwise be stretched by orders of magnitude. EmoDB's scales lie in
+# [0.26, 3.9] and RAVDESS's in [0.057, 17.5], so the bound changes nothing there.
+MAX_SHIFT_SCALE = 32.0
 CROP_MIN = 0.8
 TIME_MASKS = 2
 TIME_MASK_SHARE = 0.1
@@ -109,13 +113,16 @@ class SpeakerShift:
     ``x' = (x - mu_s) sigma_t / sigma_s + mu_t``, so in normalised units
     ``z' = scale[s, t] z + offset[s, t]`` with ``scale = sigma_t / sigma_s`` and
     ``offset = ((mu_g - mu_s) scale + mu_t - mu_g) / sigma_g`` (the identity for ``s = t``).
+    ``scale`` is clipped to [1 / :data:`MAX_SHIFT_SCALE`, :data:`MAX_SHIFT_SCALE`] (the mean
+    still maps to ``mu_t``), so a feature constant over one speaker cannot blow up.
     """
 
     def __init__(self, means: np.ndarray, stds: np.ndarray, global_mean: np.ndarray,
                  global_std: np.ndarray) -> None:
         means, stds = np.asarray(means, np.float64), np.asarray(stds, np.float64)  # (K, D)
         global_mean, global_std = (np.asarray(a, np.float64) for a in (global_mean, global_std))
-        scale = stds[None, :, :] / stds[:, None, :]  # (K_s, K_t, D)
+        scale = np.clip(stds[None, :, :] / stds[:, None, :],  # (K_s, K_t, D)
+                        1 / MAX_SHIFT_SCALE, MAX_SHIFT_SCALE)
         offset = ((global_mean - means)[:, None, :] * scale + means[None, :, :]
                   - global_mean) / global_std  # (K_s, K_t, D)
         self.scale = torch.as_tensor(scale, dtype=torch.float32)

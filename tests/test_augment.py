@@ -188,6 +188,25 @@ def test_shift_gives_an_utterance_the_statistics_of_another_speaker():
         torch.testing.assert_close(shift.offset[s, s], torch.zeros(7), atol=1e-6, rtol=0)
 
 
+def test_shift_of_a_feature_constant_over_one_speaker_stays_bounded():
+    rng = np.random.default_rng(3)
+    flat = np.column_stack([np.full(50, 7.0), rng.normal(0, 1, 50)])  # feature 0 constant
+    spread = np.column_stack([rng.normal(7, 500, 50), rng.normal(0, 1, 50)])
+    features, speakers = [flat[:25], flat[25:], spread[:25], spread[25:]], ["a", "a", "b", "b"]
+    normalizer = Normalizer.fit(features, speakers, "global")
+    shift, _ = SpeakerShift.fit(features, speakers, normalizer.mean, normalizer.std)
+    # unclipped, a's constant feature (std floored to 1) would be stretched about 500 times
+    assert shift.scale[0, 1, 0] == augment.MAX_SHIFT_SCALE
+    assert shift.scale[1, 0, 0] == pytest.approx(1 / augment.MAX_SHIFT_SCALE)
+    assert 0.5 < shift.scale[0, 1, 1] < 2  # an ordinary feature keeps its ratio
+    # the mean still maps onto the other speaker's: a's frames land at b's mean of feature 0
+    z = torch.from_numpy(normalizer(flat))
+    mapped = (shift.scale[0, 1] * z + shift.offset[0, 1]).double().numpy()
+    raw = mapped * normalizer.std + normalizer.mean
+    np.testing.assert_allclose(raw[:, 0].mean(), spread[:, 0].mean(), rtol=1e-4)
+    assert np.isfinite(shift.offset.numpy()).all()
+
+
 @pytest.mark.parametrize("lengths", [[1], [9, 4, 1, 9], [3, 3]])
 def test_shift_maps_valid_frames_only_to_another_speaker_or_keeps_them(lengths):
     features, speakers = speakers_with_own_statistics(seed=1)
