@@ -28,7 +28,7 @@ from .runtime import check_precision
 PRESET_OPTIONS = ("batch_size", "lr", "cells", "eval_every", "dense", "attention_dim", "optimizer",
                   "betas", "weight_decay", "schedule", "warmup", "input_dropout", "layer_dropout",
                   "head_dropout", "clip_norm", "class_balanced", "label_smoothing", "ema_decay",
-                  "validation_speakers", "augment")
+                  "validation_speakers")  # and augment, which depends on the normalisation
 CONFIG_FILE = "config.json"
 
 
@@ -96,7 +96,9 @@ class TrainConfig:
         for name, value in values.items():
             if value is None:
                 values[name] = getattr(preset, name)
-        if self.augment is None:  # the preset's, for this normalisation; none beside candidates
+        if self.augment is not None:
+            values["augment"] = self.augment
+        else:  # the preset's for this normalisation; none beside a nested selection
             values["augment"] = (() if self.augment_candidates is not None
                                  else preset.augment_for(self.normalize))
         if self.epochs is None and self.steps is None:
