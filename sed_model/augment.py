@@ -1,6 +1,6 @@
 """Training-time augmentation of the frame features, and its names.
 
-Four augmentations of the training batches (never at evaluation):
+Five augmentations of the training batches (never at evaluation):
 
 * ``speed``: speed perturbation before openSMILE (Ko et al., 2015): every utterance of a
   batch is, with equal chances, the original or its features extracted from the audio
@@ -26,8 +26,13 @@ Four augmentations of the training batches (never at evaluation):
   spans of up to :data:`TIME_MASK_SHARE` of the utterance's frames and :data:`FEATURE_MASKS`
   spans of up to :data:`FEATURE_MASK_WIDTH` adjacent features are set to 0, the training
   speakers' mean after the z-score.
+* ``mixup``: mixup (Zhang et al., 2018): the batch is mixed with a random permutation of
+  itself, ``x = lam x_a + (1 - lam) x_b`` frame by frame with one ``lam ~ Beta(a, a)``,
+  ``a`` = :data:`MIXUP_ALPHA` (the paper's value for ImageNet), and the loss is
+  ``lam CE(y_a) + (1 - lam) CE(y_b)``. A row's length becomes the longer of the two (the
+  shorter one's padding is 0, the training speakers' mean after the z-score).
 
-They apply in that order: speed, shift, crop, mask. The random draws of a step depend only
+They apply in that order: speed, shift, crop, mask, mixup. The random draws of a step depend only
 on the seed, the fold and the step (:func:`augmentation_rng`), so a resumed run augments as
 an uninterrupted one; with no augmentation nothing is drawn and training is unchanged.
 
@@ -37,13 +42,15 @@ A *candidate* is one setting a nested selection may choose (``--augment-candidat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from .errors import SedError
 from .features.normalization import speaker_statistics
 
-AUGMENTATIONS = ("speed", "shift", "crop", "mask")  # also the order in which they apply
+AUGMENTATIONS = ("speed", "shift", "crop", "mask", "mixup")  # also the order in which they apply
 SPEEDS = (0.9, 1.1)
 SHIFT_KEEP = 0.5
 # bound on a shift's per-feature scale sigma_t / sigma_s: a feature (nearly) constant over one
@@ -55,6 +62,7 @@ TIME_MASKS = 2
 TIME_MASK_SHARE = 0.1
 FEATURE_MASKS = 2
 FEATURE_MASK_WIDTH = 10
+MIXUP_ALPHA = 0.2
 
 
 def check_augment(names) -> tuple[str, ...]:
@@ -203,3 +211,27 @@ def augment_batch(x: torch.Tensor, lengths: torch.Tensor, names: tuple[str, ...]
     if "mask" in names:
         x = mask_spans(x, lengths, rng)
     return x, lengths
+
+
+@dataclass(frozen=True)
+class Mixup:
+    """How a batch was mixed: row ``b`` is ``lam`` of itself and ``1 - lam`` of row
+    ``partner[b]``."""
+
+    lam: float
+    partner: torch.Tensor  # (B,) int64, a permutation of the rows
+
+    def loss(self, loss_fn, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``lam loss_fn(logits, labels) + (1 - lam) loss_fn(logits, partners' labels)``."""
+        return (self.lam * loss_fn(logits, labels)
+                + (1.0 - self.lam) * loss_fn(logits, labels[self.partner]))
+
+
+def mix_batch(x: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor, Mixup]:
+    """``x`` (B, T, F) padded with zeros, ``lengths`` (B,) -> the mixed batch, every row's
+    length the longer of its two, and the :class:`Mixup` the loss needs."""
+    lam = float(rng.beta(MIXUP_ALPHA, MIXUP_ALPHA))
+    partner = torch.as_tensor(rng.permutation(x.shape[0]), dtype=torch.int64, device=x.device)
+    mixed = lam * x + (1.0 - lam) * x[partner]
+    return mixed, torch.maximum(lengths, lengths[partner.to(lengths.device)]), Mixup(lam, partner)

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .augment import AUGMENTATIONS, CROP_MIN, SPEEDS
+from .augment import AUGMENTATIONS, CROP_MIN, MIXUP_ALPHA, SPEEDS
 from .config import TrainConfig
 from .errors import SedError
 from .features.normalization import MODES as NORMALIZE_MODES
@@ -118,7 +118,9 @@ def add_augment_options(parser: argparse.ArgumentParser) -> None:
                              "speaker's feature means and stds; --normalize global only), "
                              "crop (a random "
                              f"{round(CROP_MIN * 100)}-100%% segment of each utterance), mask "
-                             "(SpecAugment-style time and feature spans set to the mean); "
+                             "(SpecAugment-style time and feature spans set to the mean), "
+                             f"mixup (batch rows mixed in pairs, lam ~ Beta({MIXUP_ALPHA}, "
+                             f"{MIXUP_ALPHA}), the loss mixed alike); "
                              "default: the preset's (small: speed and shift under "
                              "--normalize global, none under speaker; the others: none)")
     parser.add_argument("--augment-candidates", action=NameList, default=None,

@@ -314,13 +314,19 @@ class FoldTraining:
         if self.shift is not None:
             x = self.shift(x, lengths, self.shift_sources[rows], rng)
         x, lengths = augment.augment_batch(x, lengths, config.augment, rng)
+        mixup = None
+        if "mixup" in config.augment:
+            x, lengths, mixup = augment.mix_batch(x, lengths, rng)
         recipe.set_learning_rate(self.optimizer, recipe.learning_rate(config, self.state.step,
                                                                       self.total_steps))
         with autocast(config.precision, self.device):
             logits = self.trained_model(x, lengths)  # (B_rank, n_classes)
         # The shard's summed loss / global batch size * world size: DDP averages gradients
         # over ranks, so each step follows the global batch's mean loss (as one process would).
-        loss_sum = recipe.summed_loss(logits, labels, self.loss_weights, config.label_smoothing)
+        def summed(logits, labels):
+            return recipe.summed_loss(logits, labels, self.loss_weights, config.label_smoothing)
+
+        loss_sum = summed(logits, labels) if mixup is None else mixup.loss(summed, logits, labels)
         if len(mine):
             loss = loss_sum / len(global_batch) * distributed.world_size()
         else:

@@ -1,4 +1,4 @@
-"""Training-time augmentation (speed, shift, crop, mask) and its nested selection by inner
+"""Training-time augmentation (speed, shift, crop, mask, mixup) and its nested selection by inner
 folds."""
 
 import hashlib
@@ -12,10 +12,12 @@ from test_trainer import random_dataset, tiny_config
 
 from sed_model import augment, selection
 from sed_model.augment import (
+    Mixup,
     SpeakerShift,
     augment_batch,
     augmentation_rng,
     mask_spans,
+    mix_batch,
     random_crop,
 )
 from sed_model.config import TrainConfig, comparable_json
@@ -145,7 +147,7 @@ def test_a_config_saved_before_augmentation_existed_resumes_without_it():
     assert TrainConfig.from_json(saved).augment == ()
 
 
-@pytest.mark.parametrize("names", [("crop", "mask"), ("shift",)])
+@pytest.mark.parametrize("names", [("crop", "mask"), ("shift",), ("mixup",)])
 def test_augmented_training_differs_and_is_reproducible(tmp_path, names):
     dataset = random_dataset()
     runs = [train(tiny_config(augment=augment_names, steps=4), tmp_path / f"run{i}",
@@ -155,6 +157,34 @@ def test_augmented_training_differs_and_is_reproducible(tmp_path, names):
     assert losses[1] == losses[2]  # the same seed augments the same way
     assert losses[0] != losses[1]
     assert runs[1]["folds"][0]["augment"] == list(names)
+
+
+# ------------------------------------------------------------------------- mixup
+def test_mixup_mixes_rows_with_a_permutation_and_keeps_the_longer_length():
+    x, full = padded_batch([7, 3, 5, 6])
+    mixed, lengths, mix = mix_batch(x, full, np.random.default_rng(4))
+    partner = mix.partner
+    assert sorted(partner.tolist()) == [0, 1, 2, 3] and partner.tolist() != [0, 1, 2, 3]
+    assert 0.0 <= mix.lam <= 1.0
+    torch.testing.assert_close(mixed, mix.lam * x + (1 - mix.lam) * x[partner])
+    assert lengths.tolist() == [max(full[b], full[partner[b]]) for b in range(4)]
+    for b in range(4):  # beyond both rows' frames, the mix stays padding
+        assert (mixed[b, lengths[b]:] == 0).all()
+
+
+def test_mixup_loss_mixes_the_two_labels_losses():
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 1])
+    mix = Mixup(lam=0.3, partner=torch.tensor([2, 0, 3, 1]))
+
+    def summed(z, y):
+        return torch.nn.functional.cross_entropy(z, y, reduction="sum")
+
+    # every row's loss against the soft target lam e_a + (1 - lam) e_b
+    soft = 0.3 * torch.nn.functional.one_hot(labels, 3) + 0.7 * torch.nn.functional.one_hot(
+        labels[mix.partner], 3)
+    expected = -(soft * logits.log_softmax(1)).sum()
+    torch.testing.assert_close(mix.loss(summed, logits, labels), expected)
 
 
 # ------------------------------------------------------------------------- speaker shift
