@@ -77,12 +77,19 @@ def candidate_config(config: TrainConfig, candidate: str) -> TrainConfig:
                                augment_candidates=None)
 
 
-def _inner_result(config: TrainConfig, dataset: Dataset, fold: Fold, index: int, count: int,
-                  run_dir: Path, progress: bool) -> FoldResult:
-    if (finished := FoldResult.finished(run_dir)) is not None:
-        return finished
-    return train_fold(config, dataset, fold, index, count, run_dir, resume=True,
-                      progress=progress)
+def inner_score(config: TrainConfig, dataset: Dataset, folds: list[Fold], runs_dir: Path, *,
+                progress: bool = True) -> float:
+    """UAR of ``config``'s final models on the inner ``folds``, pooled over their test
+    utterances; inner fold ``j`` runs in ``runs_dir/fold-j`` (a finished one is read back)."""
+    confusion = np.zeros((len(dataset.classes),) * 2, dtype=np.int64)
+    for j, inner in enumerate(folds):
+        run_dir = runs_dir / f"fold-{j + 1}"
+        result = FoldResult.finished(run_dir)
+        if result is None:
+            result = train_fold(config, dataset, inner, j, len(folds), run_dir, resume=True,
+                                progress=progress)
+        confusion += np.asarray(result.final.report["confusion"], dtype=np.int64)
+    return report_from_confusion(confusion, dataset.classes)["uar"]
 
 
 def choose_augmentation(config: TrainConfig, dataset: Dataset, fold: Fold, fold_index: int,
@@ -90,16 +97,9 @@ def choose_augmentation(config: TrainConfig, dataset: Dataset, fold: Fold, fold_
     """Score every candidate of ``config.augment_candidates`` on inner folds of ``fold``'s
     training speakers and choose one (see the module docstring)."""
     folds = inner_folds(dataset, fold, config.inner_folds, seed=config.folds_seed + fold_index)
-    scores = {}
-    for candidate in config.augment_candidates:
-        inner_config = candidate_config(config, candidate)
-        confusion = np.zeros((len(dataset.classes),) * 2, dtype=np.int64)
-        for j, inner in enumerate(folds):
-            run_dir = fold_dir / "inner" / candidate / f"fold-{j + 1}"
-            result = _inner_result(inner_config, dataset, inner, j, len(folds), run_dir,
-                                   progress)
-            confusion += np.asarray(result.final.report["confusion"], dtype=np.int64)
-        scores[candidate] = report_from_confusion(confusion, dataset.classes)["uar"]
+    scores = {candidate: inner_score(candidate_config(config, candidate), dataset, folds,
+                                     fold_dir / "inner" / candidate, progress=progress)
+              for candidate in config.augment_candidates}
     chosen = max(config.augment_candidates, key=lambda c: scores[c])  # ties: the first
     if distributed.is_main():
         tqdm.write(f"{config.variant} seed {config.seed} fold {fold_index + 1} ({fold.name}): "
