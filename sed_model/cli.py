@@ -122,7 +122,7 @@ def add_augment_options(parser: argparse.ArgumentParser) -> None:
                              f"mixup (batch rows mixed in pairs, lam ~ Beta({MIXUP_ALPHA}, "
                              f"{MIXUP_ALPHA}), the loss mixed alike); "
                              "default: the preset's (small: speed and shift under "
-                             "--normalize global, none under speaker; the others: none)")
+                             "--normalize global, speed under speaker; the others: none)")
     parser.add_argument("--augment-candidates", action=NameList, default=None,
                         metavar="CANDIDATE",
                         help="choose the augmentation per fold by nested cross-validation: "

@@ -128,7 +128,7 @@ def test_the_small_recipe_augments_as_its_inner_folds_chose_and_the_others_do_no
     small = dict(corpus="emodb", preset="small")
     assert TrainConfig(**small).augment == ("speed", "shift")
     assert TrainConfig(corpus="emodb").augment == ("speed", "shift")  # small: the default
-    assert TrainConfig(**small, normalize="speaker").augment == ()  # shift: global only
+    assert TrainConfig(**small, normalize="speaker").augment == ("speed",)  # shift: global only
     assert TrainConfig(**small, augment=("none",)).augment == ()
     assert TrainConfig(**small, augment=("mask",)).augment == ("mask",)
     nested = TrainConfig(**small, augment_candidates=("speed", "speed+shift"))

@@ -198,7 +198,9 @@ def test_augment_none_turns_the_small_recipes_augmentation_off(capsys):
     corpus = ["--corpus", "emodb", "--data", "emodb-folder"]
     assert cli.config_from_args(parse(corpus)).augment == ("speed", "shift")
     assert cli.config_from_args(parse([*corpus, "--augment", "none"])).augment == ()
-    assert cli.config_from_args(parse([*corpus, "--normalize", "speaker"])).augment == ()
+    assert cli.config_from_args(parse([*corpus, "--normalize", "speaker"])).augment == ("speed",)
+    assert cli.config_from_args(parse([*corpus, "--normalize", "speaker", "--augment", "none"]
+                                      )).augment == ()
     with pytest.raises(SystemExit) as exit_info:
         parse([*corpus, "--augment", "warp"])
     assert exit_info.value.code == 2 and "invalid choice: 'warp'" in capsys.readouterr().err

@@ -48,6 +48,7 @@ def test_small_preset_is_the_default_for_real_corpora():
     assert default_preset("emodb") == default_preset("csv") == "small"
     assert default_preset("demo") == "demo"
     assert TrainConfig(preset="small").validation_speakers == 0
+    assert TrainConfig(preset="small").epochs == 40  # the length its inner folds preferred
     assert TrainConfig(corpus="ravdess").preset == "small" and TrainConfig().preset == "demo"
 
 
@@ -97,7 +98,8 @@ def test_dropout_is_off_in_eval_and_attention_reads_undropped_outputs():
 
 def test_small_recipe_run_keeps_the_ema_weights_and_speaker_statistics(tmp_path):
     dataset = random_dataset()
-    config = tiny_config(preset="small", normalize="speaker", steps=6, eval_every=3)
+    config = tiny_config(preset="small", normalize="speaker", augment=("none",), steps=6,
+                         eval_every=3)
     metrics = train(config, tmp_path, dataset=dataset, progress=False)
     saved = load_checkpoint(tmp_path / "fold-01" / "last.pt")
     assert saved["ema_updates"] == 6
@@ -161,3 +163,16 @@ def test_bad_recipe_values_are_clear_errors():
         TrainConfig(preset="small", head_dropout=1.0)
     with pytest.raises(SedError, match="normalize must be one of global, speaker"):
         TrainConfig(normalize="utterance")
+
+
+def test_runs_saved_before_the_recipe_changed_resume_as_they_trained():
+    from sed_model.config import changed_options
+
+    # small at 20 epochs, with no augmentation under speaker: config.json records both
+    for old in (TrainConfig(corpus="emodb", preset="small", epochs=20),
+                TrainConfig(corpus="emodb", preset="small", epochs=20, normalize="speaker",
+                            augment=("none",))):
+        saved = old.to_json()
+        resumed = TrainConfig.from_json(saved)
+        assert resumed.epochs == 20 and resumed.augment == old.augment
+        assert changed_options(saved, resumed) == []

@@ -198,7 +198,9 @@ def kill_at(fold_index_step):
     return on_checkpoint
 
 
-RECIPES = {"paper-like": {}, "small": {"preset": "small", "normalize": "speaker"}}
+# the small recipe's training pieces without its speed augmentation (random data have no audio)
+RECIPES = {"paper-like": {},
+           "small": {"preset": "small", "normalize": "speaker", "augment": ("none",)}}
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
