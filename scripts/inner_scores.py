@@ -33,6 +33,7 @@ from sed_model.augment import candidate_augment, needed_speeds
 from sed_model.config import TrainConfig
 from sed_model.data import load_dataset
 from sed_model.errors import SedError
+from sed_model.runtime import keep_freed_memory
 from sed_model.selection import inner_folds, inner_score
 from sed_model.trainer import dataset_folds
 
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()
     settings = [parse_setting(words) for words in args.setting]
     base = TrainConfig(corpus=args.corpus, data=args.data, variant=args.variant,
                        preset=args.preset, folds=args.folds, normalize=args.normalize,

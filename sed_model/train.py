@@ -22,6 +22,7 @@ import torch
 from . import distributed
 from .cli import add_training_options, config_from_args, run_main
 from .errors import SedError
+from .runtime import keep_freed_memory
 from .seeds import seed_configs, seed_dir, write_seed_summary
 from .trainer import default_out_dir, format_summary, train
 
@@ -55,6 +56,7 @@ def _train_command(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()
     config = config_from_args(args)
     out_dir = args.out_dir or default_out_dir(config.corpus, config.variant)
     if distributed.launched_distributed() and args.out_dir is None:
