@@ -42,35 +42,40 @@ from .cli import (
     positive_int,
     run_main,
 )
-from .config import saved_config
-from .data import load_dataset
+from .config import CONFIG_FILE, saved_config
+from .data import Dataset, load_dataset
 from .errors import SedError
+from .fold import FoldResult
 from .model import VARIANTS
 from .plots import plot_curves
+from .runtime import keep_freed_memory
 from .seeds import SeedSummary, seed_configs, seed_dir, summarize_seeds, write_seed_summary
 from .stats import PairedComparison, paired_comparison
 from .tables import render_table
-from .trainer import TrainConfig, train
+from .trainer import TrainConfig, finish_run, prepare_run, train, train_or_read_fold
 
 TABLE_LABELS = {"lstm": "LSTM", "general": "General", "time": "Time", "feature": "Feature",
                 "svm": "SVM (functionals)"}
 
 
-def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, progress: bool,
-                   threads: int | None, dataset=None, **data_options) -> dict:
-    """Train one variant (in this process or in a worker process of ``--jobs``)."""
-    if threads:
-        torch.set_num_threads(threads)
-    started = time.perf_counter()
-    metrics = train(config, out_dir, dataset=dataset,
-                    resume=resume and (out_dir / "config.json").exists(), progress=progress,
-                    final_model=False, **data_options)  # compare measures; train deploys
+def _report_run(metrics: dict, seconds: float | None = None) -> None:
+    """The line printed when a variant's run (one seed, every fold) is complete."""
     s = metrics["summary"]
     selected = (f"{s['selected']['pooled']['uar']:.3f} (selected on validation), "
                 if "selected" in s else "")
-    print(f"{config.variant}: UAR {selected}{s['final']['pooled']['uar']:.3f} (final), "
-          f"{s['best']['pooled']['uar']:.3f} (best during training), "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
+    took = "" if seconds is None else f", {seconds:.0f} s"
+    print(f"{metrics['variant']}: UAR {selected}{s['final']['pooled']['uar']:.3f} (final), "
+          f"{s['best']['pooled']['uar']:.3f} (best during training){took}", flush=True)
+
+
+def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, progress: bool,
+                   dataset, data_options: dict) -> dict:
+    """Train one variant's run, every fold, in this process."""
+    started = time.perf_counter()
+    metrics = train(config, out_dir, dataset=dataset,
+                    resume=resume and (out_dir / CONFIG_FILE).exists(), progress=progress,
+                    final_model=False, **data_options)  # compare measures; train deploys
+    _report_run(metrics, time.perf_counter() - started)
     return metrics
 
 
@@ -79,17 +84,61 @@ def _run_dir(out_dir: Path, config: TrainConfig, seeds: int) -> Path:
     return variant_dir if seeds == 1 else seed_dir(variant_dir, config)
 
 
+# The features of a worker process of ``--jobs``, read from the cache once per process.
+_worker_dataset: Dataset | None = None
+
+
+def _start_worker(threads: int, corpus: str, data, speeds: tuple, data_options: dict) -> None:
+    global _worker_dataset
+    torch.set_num_threads(threads)
+    keep_freed_memory()
+    _worker_dataset = load_dataset(corpus, data, progress=False, speeds=speeds, **data_options)
+
+
+def _train_fold_in_worker(config: TrainConfig, folds: list, index: int, out_dir: Path,
+                          resume: bool) -> FoldResult:
+    return train_or_read_fold(config, _worker_dataset, folds, index, out_dir, resume=resume,
+                              progress=False)
+
+
+def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, jobs: int,
+                      threads: int | None, dataset: Dataset, data_options: dict) -> list[dict]:
+    """Every fold of every run, ``jobs`` folds at a time in worker processes.
+
+    The unit of work is one fold, not one run: with runs of 10 folds on 2 workers the last
+    run would otherwise train alone while the other core waits (a sixth of the EmoDB table's
+    wall time). A fold depends only on its configuration, seed and index, so the results are
+    those of the runs trained one after another."""
+    prepared = []
+    for config, run_dir in runs:  # config.json of every run, before any fold trains
+        run_resume = resume and (run_dir / CONFIG_FILE).exists()
+        prepared.append((*prepare_run(config, dataset, run_dir, run_resume), run_dir, run_resume))
+    first = runs[0][0]
+    start = (threads or 1, first.corpus, first.data,  # jobs x threads should not exceed cores
+             needed_speeds(first.augment, first.augment_candidates), data_options)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=start) as pool:
+        futures = [[pool.submit(_train_fold_in_worker, config, folds, index, run_dir, run_resume)
+                    for index in range(len(folds))]
+                   for config, folds, run_dir, run_resume in prepared]
+        trained = []
+        for (config, _, run_dir, _), fold_futures in zip(prepared, futures):
+            results = [f.result() for f in fold_futures]
+            trained.append(finish_run(config, dataset, results, run_dir))
+            _report_run(trained[-1])
+    return trained
+
+
 def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, progress: bool,
                jobs: int, threads: int | None, dataset, data_options: dict) -> list[dict]:
-    """Every (configuration, folder) trained, ``jobs`` at a time in worker processes."""
+    """Every (configuration, folder) trained: in this process, or with ``jobs > 1`` fold by
+    fold in worker processes."""
     if jobs == 1:
-        return [_train_variant(c, d, resume, progress, threads, dataset, **data_options)
-                for c, d in runs]
-    threads = threads or 1  # jobs x threads should not exceed the cores
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_variant, c, d, resume, False, threads, **data_options)
-                   for c, d in runs]
-        return [f.result() for f in futures]
+        if threads:
+            torch.set_num_threads(threads)
+        return [_train_variant(c, d, resume, progress, dataset, data_options) for c, d in runs]
+    return _train_in_workers(runs, resume=resume, jobs=jobs, threads=threads, dataset=dataset,
+                             data_options=data_options)
 
 
 def _baseline_summary(config: TrainConfig, folds: list[list[str]], progress: bool,
@@ -142,7 +191,7 @@ def compare(
     """Train ``variants`` with ``config`` (its ``variant`` is ignored), ``seeds`` times each,
     into ``out_dir``, and the SVM on the same folds unless not ``baseline``.
 
-    ``jobs > 1`` trains that many runs at once in worker processes (each with ``threads``
+    ``jobs > 1`` trains that many folds at once in worker processes (each with ``threads``
     torch threads, no progress bars; features come from the cache filled here first).
     Returns the content of ``comparison.json`` (``summaries``, ``paired``, ...) and writes it,
     ``table.md`` and ``curves.png`` into ``out_dir``.
@@ -279,9 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"variants to train, e.g. --variants lstm time (the comma form "
                              f"lstm,time works too); default {' '.join(VARIANTS)}")
     parser.add_argument("--jobs", type=positive_int, default=1,
-                        help="train this many runs (variants x seeds) at once in separate "
-                             "processes (use with --threads; e.g. --jobs 2 --threads 1 on a "
-                             "2-core machine); default 1")
+                        help="train this many folds (of every variant and seed) at once in "
+                             "separate processes (use with --threads; e.g. --jobs 2 --threads 1 "
+                             "on a 2-core machine); default 1")
     parser.add_argument("--no-baseline", action="store_true",
                         help="do not run the ComParE functionals SVM on the same folds")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
@@ -312,6 +361,7 @@ def resumed_comparison_config(args: argparse.Namespace) -> TrainConfig:
 
 def _compare_command(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     config = resumed_comparison_config(args) if args.resume else config_from_args(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = args.out_dir or Path("runs") / f"compare-{config.corpus}-{stamp}"

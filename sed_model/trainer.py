@@ -83,8 +83,8 @@ from .runtime import check_backend, check_precision, resolve_device
 from .selection import AugmentSelection, candidate_config, choose_augmentation, majority_candidate
 from .splits import Fold, make_folds, with_validation_speakers
 
-__all__ = ["TrainConfig", "evaluate_split", "format_summary", "predict_split", "summarize",
-           "train", "train_fold"]
+__all__ = ["TrainConfig", "evaluate_split", "finish_run", "format_summary", "predict_split",
+           "prepare_run", "summarize", "train", "train_fold", "train_or_read_fold"]
 
 
 def dataset_folds(dataset: Dataset, folds_arg: str | None, seed: int,
@@ -168,30 +168,43 @@ def _fold_line(config: TrainConfig, fold: Fold, count: int, result: FoldResult,
             f"best UAR {result.best.uar:.3f} at step {result.best.step}")
 
 
-def _train_folds(config: TrainConfig, dataset: Dataset, folds: list[Fold], out_dir: Path, *,
-                 resume: bool, progress: bool,
-                 on_checkpoint: Callable[[Path, int], None] | None) -> list[FoldResult]:
-    """Every fold's result: read back when a resumed run had finished it, else trained."""
-    results = []
-    for index, fold in enumerate(folds):
-        fold_dir = out_dir / f"fold-{index + 1:02d}"
-        finished = FoldResult.finished(fold_dir) if resume else None
-        if finished is not None:
-            result, status = finished, "done before, skipped"
-        else:
-            fold_config, selection = config, None
-            if config.augment_candidates:
-                selection = choose_augmentation(config, dataset, fold, index, fold_dir,
-                                                progress=progress)
-                fold_config = candidate_config(config, selection.chosen)
-            result = train_fold(fold_config, dataset, fold, index, len(folds), fold_dir,
-                                resume=resume, progress=progress, on_checkpoint=on_checkpoint,
-                                augment_selection=selection)
-            status = "trained"
-        results.append(result)
-        if distributed.is_main():
-            tqdm.write(_fold_line(config, fold, len(folds), result, status))
-    return results
+def train_or_read_fold(config: TrainConfig, dataset: Dataset, folds: list[Fold], index: int,
+                       out_dir: Path, *, resume: bool, progress: bool,
+                       on_checkpoint: Callable[[Path, int], None] | None = None) -> FoldResult:
+    """Fold ``index`` of a run in ``out_dir``: read back when a resumed run had finished it,
+    else trained (and written to ``out_dir/fold-NN``); prints the fold's line.
+
+    Each fold depends only on the configuration, the seed and the fold, so the folds of a run
+    may be trained in any order or in separate processes (``compare --jobs``)."""
+    fold = folds[index]
+    fold_dir = out_dir / f"fold-{index + 1:02d}"
+    finished = FoldResult.finished(fold_dir) if resume else None
+    if finished is not None:
+        result, status = finished, "done before, skipped"
+    else:
+        fold_config, selection = config, None
+        if config.augment_candidates:
+            selection = choose_augmentation(config, dataset, fold, index, fold_dir,
+                                            progress=progress)
+            fold_config = candidate_config(config, selection.chosen)
+        result = train_fold(fold_config, dataset, fold, index, len(folds), fold_dir,
+                            resume=resume, progress=progress, on_checkpoint=on_checkpoint,
+                            augment_selection=selection)
+        status = "trained"
+    if distributed.is_main():
+        tqdm.write(_fold_line(config, fold, len(folds), result, status))
+    return result
+
+
+def prepare_run(config: TrainConfig, dataset: Dataset, out_dir: Path,
+                resume: bool) -> tuple[TrainConfig, list[Fold]]:
+    """The run's configuration with its defaults resolved and its folds; writes (or, when
+    resuming, checks) ``out_dir/config.json``."""
+    config = with_validation_default(config, dataset)
+    folds = dataset_folds(dataset, config.folds, config.folds_seed, config.validation_speakers)
+    # after the data checks: no folder for a bad run
+    distributed.main_first(lambda: _prepare_out_dir(out_dir, config, resume))
+    return config, folds
 
 
 def _write_run_files(out_dir: Path, metrics: dict, results: list[FoldResult]) -> None:
@@ -244,16 +257,20 @@ def train(
                                  strict=strict, progress=progress and distributed.is_main(),
                                  speeds=needed_speeds(config.augment, config.augment_candidates)),
             then_others=True)  # the other ranks read rank 0's feature cache
-    config = with_validation_default(config, dataset)
-    folds = dataset_folds(dataset, config.folds, config.folds_seed, config.validation_speakers)
-    # after the data checks: no folder for a bad run
-    distributed.main_first(lambda: _prepare_out_dir(out_dir, config, resume))
-    results = _train_folds(config, dataset, folds, out_dir, resume=resume, progress=progress,
-                           on_checkpoint=on_checkpoint)
+    config, folds = prepare_run(config, dataset, out_dir, resume)
+    results = [train_or_read_fold(config, dataset, folds, index, out_dir, resume=resume,
+                                  progress=progress, on_checkpoint=on_checkpoint)
+               for index in range(len(folds))]
     final = None
     if final_model:
         final = _train_final_model(config, dataset, folds, results, out_dir, resume=resume,
                                    progress=progress, on_checkpoint=on_checkpoint)
+    return finish_run(config, dataset, results, out_dir, final)
+
+
+def finish_run(config: TrainConfig, dataset: Dataset, results: list[FoldResult], out_dir: Path,
+               final: dict | None = None) -> dict:
+    """The run's metrics from its fold results, written with the run's figures (rank 0)."""
     metrics = {
         "corpus": dataset.corpus,
         "variant": config.variant,

@@ -135,6 +135,42 @@ def test_compare_resumes_with_more_variants_and_keeps_the_finished_runs(corpus, 
     assert "made with --seeds 2" in capsys.readouterr().err
 
 
+def _fold_results(run_dir):
+    """Every fold's metrics.json of a run, without the wall-clock fields."""
+    return [json.loads(p.read_text()) for p in sorted(run_dir.glob("fold-*/metrics.json"))]
+
+
+@pytest.mark.slow
+def test_compare_with_jobs_trains_fold_by_fold_the_same_runs(corpus, tmp_path, capfd):
+    """--jobs 2 hands single folds to worker processes: every fold, run and table equals
+    the one-process comparison's, and a resumed comparison retrains only a lost fold."""
+    manifest, _ = corpus
+    common = ["--corpus", "csv", "--data", str(manifest), "--folds", "2", *TINY, "--no-baseline",
+              "--steps", "16", "--eval-every", "8", "--seeds", "2", "--variants", "lstm,time"]
+    compare.main([*common, "--out-dir", str(tmp_path / "one")])
+    capfd.readouterr()
+    compare.main([*common, "--jobs", "2", "--out-dir", str(tmp_path / "two")])
+    out = capfd.readouterr().out  # the workers' fold lines too
+    assert out.count(", trained)") == 8 and "lstm: UAR" in out and "time: UAR" in out
+    for run in ("lstm/seed-0", "lstm/seed-1", "time/seed-0", "time/seed-1"):
+        one, two = tmp_path / "one" / run, tmp_path / "two" / run
+        assert len(_fold_results(two)) == 2
+        assert _fold_results(two) == _fold_results(one), run
+        assert (json.loads((two / "metrics.json").read_text())["summary"]
+                == json.loads((one / "metrics.json").read_text())["summary"])
+    one = json.loads((tmp_path / "one" / "comparison.json").read_text())
+    two = json.loads((tmp_path / "two" / "comparison.json").read_text())
+    assert two["summaries"] == one["summaries"] and two["paired"] == one["paired"]
+
+    lost = tmp_path / "two" / "time" / "seed-1" / "fold-02"
+    for path in lost.iterdir():
+        path.unlink()
+    compare.main([*common, "--jobs", "2", "--resume", "--out-dir", str(tmp_path / "two")])
+    out = capfd.readouterr().out
+    assert out.count("done before, skipped") == 7 and out.count(", trained)") == 1
+    assert _fold_results(lost.parent) == _fold_results(tmp_path / "one" / "time" / "seed-1")
+
+
 @pytest.mark.slow
 def test_predict_attention_of_a_variant_without_attention(corpus, tmp_path, capsys):
     manifest, _ = corpus
