@@ -26,6 +26,7 @@ import dataclasses
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -102,8 +103,10 @@ def _train_fold_in_worker(config: TrainConfig, folds: list, index: int, out_dir:
 
 
 def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, jobs: int,
-                      threads: int | None, dataset: Dataset, data_options: dict) -> list[dict]:
-    """Every fold of every run, ``jobs`` folds at a time in worker processes.
+                      threads: int | None, dataset: Dataset, data_options: dict,
+                      meanwhile: Callable[[], object]) -> tuple[list[dict], object]:
+    """Every fold of every run, ``jobs`` folds at a time in worker processes, and
+    ``meanwhile()`` run here while they train; the runs' metrics and what it returned.
 
     The unit of work is one fold, not one run: with runs of 10 folds on 2 workers the last
     run would otherwise train alone while the other core waits (a sixth of the EmoDB table's
@@ -121,36 +124,48 @@ def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, job
         futures = [[pool.submit(_train_fold_in_worker, config, folds, index, run_dir, run_resume)
                     for index in range(len(folds))]
                    for config, folds, run_dir, run_resume in prepared]
+        try:
+            extra = meanwhile()
+        except BaseException:  # do not wait for the folds before reporting it
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         trained = []
         for (config, _, run_dir, _), fold_futures in zip(prepared, futures):
             results = [f.result() for f in fold_futures]
             trained.append(finish_run(config, dataset, results, run_dir))
             _report_run(trained[-1])
-    return trained
+    return trained, extra
 
 
 def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, progress: bool,
-               jobs: int, threads: int | None, dataset, data_options: dict) -> list[dict]:
-    """Every (configuration, folder) trained: in this process, or with ``jobs > 1`` fold by
-    fold in worker processes."""
+               jobs: int, threads: int | None, dataset, data_options: dict,
+               meanwhile: Callable[[], object]) -> tuple[list[dict], object]:
+    """Every (configuration, folder) trained, in this process or with ``jobs > 1`` fold by
+    fold in worker processes, and ``meanwhile()`` (the SVM): after the runs in this process,
+    during them with workers (its cost then hides behind theirs)."""
     if jobs == 1:
         if threads:
             torch.set_num_threads(threads)
-        return [_train_variant(c, d, resume, progress, dataset, data_options) for c, d in runs]
+        trained = [_train_variant(c, d, resume, progress, dataset, data_options) for c, d in runs]
+        return trained, meanwhile()
     return _train_in_workers(runs, resume=resume, jobs=jobs, threads=threads, dataset=dataset,
-                             data_options=data_options)
+                             data_options=data_options, meanwhile=meanwhile)
 
 
-def _baseline_summary(config: TrainConfig, folds: list[list[str]], progress: bool,
-                      data_options: dict) -> tuple[dict, SeedSummary]:
-    """The SVM on the same folds and normalisation, and its results shaped like a variant's."""
+def _run_svm(config: TrainConfig, progress: bool, data_options: dict) -> dict:
+    """The SVM on the comparison's folds (the same protocol and seed) and normalisation."""
     svm = run_baseline(config.corpus, config.data, folds=config.folds, seed=config.folds_seed,
                        normalize=config.normalize, progress=progress, **data_options)
     svm.update(config={"seed": None}, variant="svm")
+    return svm
+
+
+def _svm_summary(svm: dict, folds: list[list[str]]) -> SeedSummary:
+    """The SVM's results shaped like a variant's, after checking that its folds are theirs."""
     if [f["test_speakers"] for f in svm["folds"]] != folds:
         raise SedError("the SVM's folds differ from the models' (a file usable for one feature "
                        "kind and not the other?); compare them with --no-baseline")
-    return svm, summarize_seeds([svm])
+    return summarize_seeds([svm])
 
 
 def augment_choices(runs: list[dict]) -> dict[str, int] | None:
@@ -209,16 +224,18 @@ def compare(
         write_json(config_path, {**shared, "seeds": seeds})
     runs = [(c, _run_dir(out_dir, c, seeds)) for v in variants
             for c in seed_configs(dataclasses.replace(config, variant=v), seeds)]
-    trained = _train_all(runs, resume=resume, progress=progress, jobs=jobs, threads=threads,
-                         dataset=dataset, data_options=data_options)
+    svm_progress = progress and jobs == 1  # beside the workers' lines, no bar
+    trained, svm = _train_all(
+        runs, resume=resume, progress=progress, jobs=jobs, threads=threads, dataset=dataset,
+        data_options=data_options,
+        meanwhile=lambda: _run_svm(config, svm_progress, data_options) if baseline else None)
     results = {v: [m for (c, _), m in zip(runs, trained) if c.variant == v] for v in variants}
     if seeds > 1:
         for v, metrics in results.items():
             write_seed_summary(out_dir / v, metrics)
     summaries = {v: summarize_seeds(m) for v, m in results.items()}
-    if baseline:
-        tested = summaries[variants[0]].fold_test_speakers
-        svm, summaries["svm"] = _baseline_summary(config, tested, progress, data_options)
+    if svm is not None:
+        summaries["svm"] = _svm_summary(svm, summaries[variants[0]].fold_test_speakers)
         write_json(out_dir / "baseline.json", svm)
     choices = {v: augment_choices(m) for v, m in results.items()}
     comparison = {

@@ -142,10 +142,11 @@ def _fold_results(run_dir):
 
 @pytest.mark.slow
 def test_compare_with_jobs_trains_fold_by_fold_the_same_runs(corpus, tmp_path, capfd):
-    """--jobs 2 hands single folds to worker processes: every fold, run and table equals
-    the one-process comparison's, and a resumed comparison retrains only a lost fold."""
+    """--jobs 2 hands single folds to worker processes (the SVM runs meanwhile): every fold,
+    run and table equals the one-process comparison's, and a resumed comparison retrains only
+    a lost fold."""
     manifest, _ = corpus
-    common = ["--corpus", "csv", "--data", str(manifest), "--folds", "2", *TINY, "--no-baseline",
+    common = ["--corpus", "csv", "--data", str(manifest), "--folds", "2", *TINY,
               "--steps", "16", "--eval-every", "8", "--seeds", "2", "--variants", "lstm,time"]
     compare.main([*common, "--out-dir", str(tmp_path / "one")])
     capfd.readouterr()
@@ -161,6 +162,7 @@ def test_compare_with_jobs_trains_fold_by_fold_the_same_runs(corpus, tmp_path, c
     one = json.loads((tmp_path / "one" / "comparison.json").read_text())
     two = json.loads((tmp_path / "two" / "comparison.json").read_text())
     assert two["summaries"] == one["summaries"] and two["paired"] == one["paired"]
+    assert "svm" in two["summaries"]  # the SVM ran here while the workers trained
 
     lost = tmp_path / "two" / "time" / "seed-1" / "fold-02"
     for path in lost.iterdir():
