@@ -69,12 +69,18 @@ def _report_run(metrics: dict, seconds: float | None = None) -> None:
           f"{s['best']['pooled']['uar']:.3f} (best during training){took}", flush=True)
 
 
+def _resumes(run_dir: Path, resume: bool) -> bool:
+    """Whether ``--resume`` continues ``run_dir``: only a run that has started (its config
+    written); a new variant or seed in an old comparison starts fresh."""
+    return resume and (run_dir / CONFIG_FILE).exists()
+
+
 def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, progress: bool,
                    dataset, data_options: dict) -> dict:
     """Train one variant's run, every fold, in this process."""
     started = time.perf_counter()
     metrics = train(config, out_dir, dataset=dataset,
-                    resume=resume and (out_dir / CONFIG_FILE).exists(), progress=progress,
+                    resume=_resumes(out_dir, resume), progress=progress,
                     final_model=False, **data_options)  # compare measures; train deploys
     _report_run(metrics, time.perf_counter() - started)
     return metrics
@@ -114,7 +120,7 @@ def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, job
     those of the runs trained one after another."""
     prepared = []
     for config, run_dir in runs:  # config.json of every run, before any fold trains
-        run_resume = resume and (run_dir / CONFIG_FILE).exists()
+        run_resume = _resumes(run_dir, resume)
         prepared.append((*prepare_run(config, dataset, run_dir, run_resume), run_dir, run_resume))
     first = runs[0][0]
     start = (threads or 1, first.corpus, first.data,  # jobs x threads should not exceed cores
