@@ -166,7 +166,7 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="utterances per mini-batch (default: preset)")
     parser.add_argument("--lr", type=positive_float, default=None,
-                        help="Adam learning rate (default: preset)")
+                        help="the optimizer's learning rate (default: preset)")
     parser.add_argument("--cells", type=cell_sizes, default=None,
                         help="LSTM layer sizes, bottom to top, e.g. 256,256 (default: preset)")
     parser.add_argument("--eval-every", type=positive_int, default=None,
