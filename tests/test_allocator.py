@@ -1,44 +1,48 @@
 """The training commands' allocator setting: freed tensor memory is reused, not unmapped."""
 
 import platform
+import statistics
 import subprocess
 import sys
 
 import pytest
 
-# Allocates and frees a 64 MiB tensor 20 times and prints the process's minor page faults
-# during the loop: without the setting glibc serves blocks above its dynamic mmap threshold
+# Allocates and frees a 64 MiB tensor round after round and prints the process's minor page
+# faults in each round: without the setting glibc serves blocks above its dynamic mmap threshold
 # (at most 32 MiB) with mmap and unmaps them when freed, so each round faults fresh pages in
-# (16384 of 4 KiB); with it the same pages come back once the heap has grown.
+# (16384 of 4 KiB); with it the same pages come back once the heap has grown. How many rounds
+# the heap takes to stop growing varies from run to run (2 to 5 here, more on a busy machine),
+# so the test compares the typical (median) round rather than a total.
 PROBE = """
 import resource, sys, torch
 from sed_model.runtime import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
-for _ in range(8):  # the heap settles in a few rounds
+per_round = []
+for _ in range(40):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(16 << 20).sum()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
-    torch.ones(16 << 20).sum()
-print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    per_round.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, *per_round)
 """
 
 
-def _faults(mode: str) -> tuple[str, int]:
+def _median_faults_per_round(mode: str) -> tuple[str, float]:
     done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
                           timeout=120, check=True)
-    kept, faults = done.stdout.split()
-    return kept, int(faults)
+    kept, *per_round = done.stdout.split()
+    return kept, statistics.median(int(faults) for faults in per_round)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                     reason="glibc's mallopt is Linux/glibc only; elsewhere the setting is a no-op")
 def test_keep_freed_memory_stops_refaulting_freed_tensors():
-    kept, faults_kept = _faults("keep")
-    _, faults_default = _faults("default")
+    kept, faults_kept = _median_faults_per_round("keep")
+    _, faults_default = _median_faults_per_round("default")
     assert kept == "True"
     # glibc's default maps every round afresh: at least one fault per round (16384 with 4 KiB
     # pages, 32 where the kernel backs the block with 2 MiB transparent huge pages)
-    assert faults_default >= 20
+    assert faults_default >= 1
+    # with the setting most rounds reuse the heap's pages and fault none of them
     assert faults_kept < faults_default / 10
 
 
