@@ -44,8 +44,9 @@ def make_batch(
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_train_step(benchmark, settings, variant, backend):
+    from sed_model.recipes import get_preset
+
     from sed_model.model import DenseLSTMAttention
-    from sed_model.presets import get_preset
 
     device = settings.device
     if backend in FUSED:
@@ -65,7 +66,7 @@ def test_train_step(benchmark, settings, variant, backend):
         pytest.skip(harness.SMOKE_COMPILE_SKIP)
 
     size = settings.model
-    preset = get_preset(size.preset)
+    preset = get_preset(size.preset).recipe
     cells = size.cells or preset.cells
     batch = size.batch or preset.batch_size
     torch.manual_seed(0)

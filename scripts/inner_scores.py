@@ -29,44 +29,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sed_model import recipes
 from sed_model.augment import candidate_augment, needed_speeds
-from sed_model.config import TrainConfig
+from sed_model.config import TrainConfig, make_config
 from sed_model.data import load_dataset
 from sed_model.errors import SedError
 from sed_model.runtime import keep_freed_memory
 from sed_model.selection import inner_folds, inner_score
 from sed_model.trainer import dataset_folds
 
-TUPLE_OPTIONS = {"cells": int, "betas": float}
-BOOL_OPTIONS = ("class_balanced",)
-
 
 @dataclass(frozen=True)
 class Setting:
-    """A named set of :class:`TrainConfig` overrides."""
+    """A named set of recipe overrides."""
 
     name: str
     overrides: dict
 
 
 def parse_value(option: str, text: str):
-    """The value of ``option=text`` as :class:`TrainConfig` holds it."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    if option not in fields:
-        raise SedError(f"unknown training option {option!r} in a setting; "
-                       f"expected one of {', '.join(sorted(fields))}")
+    """The value of recipe field ``option`` written as ``text``; an augmentation is written
+    as a candidate (``speed+shift``, ``none``)."""
     if option == "augment":
         return candidate_augment(text)
-    if option in TUPLE_OPTIONS:
-        return tuple(TUPLE_OPTIONS[option](v) for v in text.split(","))
-    if option in BOOL_OPTIONS:
-        return text.lower() in ("1", "true", "yes")
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    return recipes.parse_value(option, text)
 
 
 def parse_setting(words: list[str]) -> Setting:
@@ -90,7 +76,7 @@ def score_settings(configs: dict[str, TrainConfig], dataset, folds, seeds, out_d
         for index, fold in enumerate(folds):
             for name, config in configs.items():
                 fold_dir = out_dir / f"seed-{seed}" / f"fold-{index + 1:02d}" / name
-                folds_of_fold = inner_folds(dataset, fold, config.inner_folds,
+                folds_of_fold = inner_folds(dataset, fold, config.recipe.inner_folds,
                                             seed=config.folds_seed + index)
                 uar = inner_score(dataclasses.replace(config, seed=seed), dataset,
                                   folds_of_fold, fold_dir, progress=progress)
@@ -144,15 +130,16 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     keep_freed_memory()
     settings = [parse_setting(words) for words in args.setting]
-    base = TrainConfig(corpus=args.corpus, data=args.data, variant=args.variant,
+    base = make_config(corpus=args.corpus, data=args.data, variant=args.variant,
                        preset=args.preset, folds=args.folds, normalize=args.normalize,
                        inner_folds=args.inner_folds, split_seed=0, validation_speakers=0)
-    configs = {s.name: dataclasses.replace(base, **s.overrides) for s in settings}
+    configs = {s.name: base.updated(s.overrides) for s in settings}
     reference = args.reference or settings[0].name
     if reference not in configs:
         raise SedError(f"--reference {reference!r} is not one of the settings: "
                        f"{', '.join(configs)}")
-    speeds = needed_speeds((), tuple("+".join(c.augment) or "none" for c in configs.values()))
+    speeds = needed_speeds((), tuple("+".join(c.recipe.augment) or "none"
+                                   for c in configs.values()))
     dataset = load_dataset(args.corpus, args.data, progress=not args.no_progress, speeds=speeds)
     folds = dataset_folds(dataset, args.folds, seed=0)
     seeds = range(args.first_seed, args.first_seed + args.seeds)

@@ -32,10 +32,11 @@ import torch
 
 from sed_model.checkpoint import read_json, write_json
 from sed_model.cli import add_normalize_option, non_negative_int, positive_int
+from sed_model.config import TrainConfig, make_config
 from sed_model.model import VARIANTS
-from sed_model.presets import PRESETS, default_preset
 from sed_model.pretrained import BUNDLED
-from sed_model.trainer import TrainConfig, default_out_dir, format_summary, train
+from sed_model.recipes import PRESETS, default_preset
+from sed_model.trainer import default_out_dir, format_summary, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "sed_model" / "pretrained" / BUNDLED["emodb"][0]
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = TrainConfig(corpus="emodb", data=args.data, variant=args.variant, preset=args.preset,
+    config = make_config(corpus="emodb", data=args.data, variant=args.variant, preset=args.preset,
                          folds="loso", validation_speakers=args.validation_speakers,
                          normalize=args.normalize or "global", device="cpu", seed=args.seed)
     out_dir = args.out_dir or default_out_dir("emodb", args.variant)
@@ -120,7 +121,7 @@ def results_record(metrics: dict, config: TrainConfig, size: int, wall: float,
         "classes": metrics["classes"],
         "n_utterances": metrics["n_utterances"],
         "speakers": sorted({s for f in metrics["folds"] for s in f["test_speakers"]}),
-        "config": {k: v for k, v in config.to_json().items() if k != "data"},
+        "config": {k: v for k, v in config.flat().items() if k != "data"},
         "final_model": metrics["final_model"],
         "loso": {"headline": headline, "uar": summary["pooled"]["uar"],
                  "wa": summary["pooled"]["wa"], "recall": summary["pooled"]["recall"],

@@ -8,13 +8,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .augment import AUGMENTATIONS, CROP_MIN, MIXUP_ALPHA, SPEEDS
-from .config import TrainConfig
+from . import recipes
+from .config import TrainConfig, make_config
 from .errors import SedError
 from .features.normalization import MODES as NORMALIZE_MODES
 from .model import VARIANTS
-from .presets import PRESETS
-from .runtime import DEVICES, PRECISIONS
+from .recipes import KEYS as RECIPE_KEYS
+from .recipes import PRESETS
+from .runtime import DEVICES
 
 
 def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None) -> None:
@@ -71,21 +72,6 @@ class NameList(argparse.Action):
         setattr(namespace, self.dest, names)
 
 
-def cell_sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(positive_int(part) for part in text.split(","))
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive layer sizes such as 256,256; got {text!r}"
-        ) from None
-
-
-# TrainConfig fields set from command-line options of the same name.
-TRAINING_OPTIONS = ("corpus", "data", "variant", "preset", "folds", "epochs", "steps", "batch_size",
-                    "lr", "cells", "eval_every", "device", "backend", "seed", "validation_speakers",
-                    "precision", "normalize", "augment", "augment_candidates", "inner_folds")
-
-
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     """--workers, --strict, --cache-dir: how features are extracted (not part of the result)."""
     parser.add_argument("--workers", type=positive_int, default=None,
@@ -107,31 +93,39 @@ def add_normalize_option(parser: argparse.ArgumentParser) -> None:
                              "audio (transductive; the usual speaker-independent SER practice)")
 
 
-def add_augment_options(parser: argparse.ArgumentParser) -> None:
-    """--augment, --augment-candidates and --inner-folds (train, compare)."""
-    parser.add_argument("--augment", action=NameList, choices=("none", *AUGMENTATIONS),
-                        default=None,
-                        help="training-time augmentation: none (turn off the preset's), "
-                             "speed (speed perturbation "
-                             f"x{' or x'.join(map(str, SPEEDS))} before openSMILE, extracted "
-                             "once and cached), shift (an utterance given another training "
-                             "speaker's feature means and stds; --normalize global only), "
-                             "crop (a random "
-                             f"{round(CROP_MIN * 100)}-100%% segment of each utterance), mask "
-                             "(SpecAugment-style time and feature spans set to the mean), "
-                             f"mixup (batch rows mixed in pairs, lam ~ Beta({MIXUP_ALPHA}, "
-                             f"{MIXUP_ALPHA}), the loss mixed alike); "
-                             "default: the preset's (small: speed and shift under "
-                             "--normalize global, speed under speaker; the others: none)")
-    parser.add_argument("--augment-candidates", action=NameList, default=None,
-                        metavar="CANDIDATE",
-                        help="choose the augmentation per fold by nested cross-validation: "
-                             "each candidate (none, or augmentations joined by +: mask, "
-                             "speed+shift, speed+mask+crop, ...) is scored on "
-                             "--inner-folds speaker folds of the fold's training speakers and "
-                             "the best one trains the fold (ties: the earlier; list none first)")
-    parser.add_argument("--inner-folds", type=positive_int, default=None, metavar="K",
-                        help="speaker-grouped inner folds of --augment-candidates (default 3)")
+class SetOption(argparse.Action):
+    """``--set key=value``, repeatable: collected in order into ``namespace.set``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.set = [*(getattr(namespace, "set", None) or []), values]
+
+
+class DeprecatedAlias(argparse.Action):
+    """A flag that has become ``--set KEY=VALUE``: it still works, with a warning, and is
+    hidden from the help. Several values (``--augment speed shift``) join with commas."""
+
+    def __init__(self, option_strings, dest, *, key: str, **kwargs):
+        self.key = key
+        super().__init__(option_strings, dest, nargs="+", help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = ",".join(values)
+        warnings.warn(f"{option_string} is deprecated; use --set {self.key}={value}",
+                      FutureWarning, stacklevel=2)
+        namespace.set = [*(getattr(namespace, "set", None) or []), f"{self.key}={value}"]
+
+
+# flags of earlier versions, now --set keys
+DEPRECATED_FLAGS = {"--steps": "steps", "--batch-size": "batch_size", "--lr": "lr",
+                    "--cells": "cells", "--eval-every": "eval_every",
+                    "--validation-speakers": "validation_speakers", "--augment": "augment",
+                    "--augment-candidates": "augment_candidates", "--inner-folds": "inner_folds",
+                    "--backend": "backend", "--precision": "precision"}
+# run fields that --set takes besides the recipe's (the others have flags of their own)
+SET_RUN_FIELDS = ("backend", "precision", "split_seed")
+# TrainConfig fields set from command-line flags of the same name
+TRAINING_OPTIONS = ("corpus", "data", "variant", "preset", "folds", "epochs", "normalize",
+                    "device", "seed")
 
 
 def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = True) -> None:
@@ -149,46 +143,26 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
                                  "time = time attention (Eq. 5), feature = feature attention "
                                  "(Eq. 6); default feature")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="hyperparameter preset: "
+                        help="training recipe: "
                              + "; ".join(f"{p.name} = {p.description}" for p in PRESETS.values())
                              + ". Default: demo for the demo corpus, small for every real "
                                "corpus (use enterface or iemocap for the paper's Table 1)")
+    parser.add_argument("--set", action=SetOption, default=None, metavar="KEY=VALUE",
+                        help="override one field of the recipe (repeatable), e.g. --set lr=1e-3 "
+                             "--set cells=128,128 --set augment=none; also backend, precision "
+                             "(fp32, bf16, fp16) and split_seed. Keys: "
+                             + ", ".join((*RECIPE_KEYS, *SET_RUN_FIELDS)))
     parser.add_argument("--folds", default=None,
                         help="evaluation protocol: loso (leave one speaker out), K (an integer: "
                              "K speaker-grouped folds), holdout (fixed held-out speakers), session "
                              "(leave one IEMOCAP session out), paper (the paper's eNTERFACE "
                              "260-utterance test set). Default: the corpus' usual protocol")
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=positive_int, default=None,
-                        help="train for this many passes over the training split (default: preset)")
-    length.add_argument("--steps", type=positive_int, default=None,
-                        help="train for this many optimizer steps (default: preset)")
-    parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help="utterances per mini-batch (default: preset)")
-    parser.add_argument("--lr", type=positive_float, default=None,
-                        help="the optimizer's learning rate (default: preset)")
-    parser.add_argument("--cells", type=cell_sizes, default=None,
-                        help="LSTM layer sizes, bottom to top, e.g. 256,256 (default: preset)")
-    parser.add_argument("--eval-every", type=positive_int, default=None,
-                        help="evaluate on the held-out fold every N steps; these points are the "
-                             "UAR curves (default: preset, else once per epoch)")
-    parser.add_argument("--validation-speakers", type=non_negative_int, default=None, metavar="K",
-                        help="hold out K of each fold's training speakers (rotating with the fold, "
-                             "chosen by --seed) and report the test metrics of the step with the "
-                             "best validation UAR; 0 = no validation, report the final step. "
-                             "Default: 1 when there are several folds and each keeps at least 3 "
-                             "training speakers, else 0")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help="train for this many passes over the training split (default: the "
+                             "recipe's; --set steps=N gives the length in optimizer steps)")
     add_normalize_option(parser)
-    add_augment_options(parser)
     parser.add_argument("--device", choices=DEVICES, default=None,
                         help="where to train; auto = cuda if available, else cpu (default auto)")
-    parser.add_argument("--backend", default=None,
-                        help="attention kernel backend: auto, reference, cpu, triton or cuda "
-                             "(default auto: the fastest one built for the device)")
-    parser.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
-                        help="arithmetic of training and evaluation: fp32 (default), bf16 or fp16 "
-                             "(torch.autocast mixed precision; fp16 with a gradient scaler, CUDA "
-                             "only; bf16 also runs on the CPU)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of weight initialisation, batch order and random splits "
                              "(default 0)")
@@ -208,6 +182,8 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
                         help="CPU threads for torch (default: torch's choice, one per core); on "
                              "a busy machine 1 can be several times faster for small models")
     add_data_options(parser)
+    for flag, key in DEPRECATED_FLAGS.items():
+        parser.add_argument(flag, action=DeprecatedAlias, key=key, dest=f"deprecated_{key}")
 
 
 def resumed_run_dir(out_dir: Path, seeds: int) -> Path:
@@ -221,14 +197,44 @@ def resumed_run_dir(out_dir: Path, seeds: int) -> Path:
     return runs[0]
 
 
+def given_options(args: argparse.Namespace) -> dict:
+    """The training options given on the command line: flags and ``--set`` values, typed."""
+    given = {name: getattr(args, name) for name in TRAINING_OPTIONS
+             if getattr(args, name, None) is not None}
+    for text in getattr(args, "set", None) or []:
+        given.update(parse_set(text))
+    return given
+
+
+def parse_set(text: str) -> dict:
+    """One ``--set key=value`` as ``{key: typed value}``."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if key in SET_RUN_FIELDS and sep:
+        if key == "split_seed":
+            return {key: None if value.lower() == "none" else _int_value(key, value)}
+        return {key: value.strip()}
+    if not sep or key not in RECIPE_KEYS:
+        what = f"unknown key {key!r}" if sep else "expected KEY=VALUE"
+        raise SedError(f"--set {text}: {what}; valid keys: "
+                       f"{', '.join((*RECIPE_KEYS, *SET_RUN_FIELDS))}")
+    return recipes.parse_assignments([text])
+
+
+def _int_value(key: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SedError(f"{key}={text!r}: expected an integer or none") from None
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the given options; with --resume, the saved one (options given
     explicitly override it, and the trainer refuses to resume when they differ)."""
-    given = {name: getattr(args, name) for name in TRAINING_OPTIONS
-             if getattr(args, name, None) is not None}
+    given = given_options(args)
     if args.resume:
         if args.out_dir is None:
             raise SedError("--resume needs --out-dir: the folder of the run to continue")
         return TrainConfig.resumed(resumed_run_dir(args.out_dir, getattr(args, "seeds", 1)),
-                                   **given)
-    return TrainConfig(**given)
+                                   given)
+    return make_config(**given)

@@ -32,14 +32,13 @@ from pathlib import Path
 
 import torch
 
-from .augment import needed_speeds
 from .baseline import run_baseline
 from .checkpoint import write_json
 from .cli import (
-    TRAINING_OPTIONS,
     NameList,
     add_training_options,
     config_from_args,
+    given_options,
     positive_int,
     run_main,
 )
@@ -124,7 +123,7 @@ def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, job
         prepared.append((*prepare_run(config, dataset, run_dir, run_resume), run_dir, run_resume))
     first = runs[0][0]
     start = (threads or 1, first.corpus, first.data,  # jobs x threads should not exceed cores
-             needed_speeds(first.augment, first.augment_candidates), data_options)
+             first.recipe.speeds, data_options)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=start) as pool:
         futures = [[pool.submit(_train_fold_in_worker, config, folds, index, run_dir, run_resume)
@@ -181,7 +180,7 @@ def augment_choices(runs: list[dict]) -> dict[str, int] | None:
              if f.get("augment_selection")]
     if not picks:
         return None
-    candidates = runs[0]["config"]["augment_candidates"]
+    candidates = TrainConfig.from_json(runs[0]["config"]).recipe.augment_candidates
     return {c: picks.count(c) for c in candidates}
 
 
@@ -225,7 +224,7 @@ def compare(
                        "--out-dir")
     data_options = {"workers": workers, "strict": strict, "cache_dir": cache_dir}
     dataset = load_dataset(config.corpus, config.data, progress=progress, **data_options,
-                           speeds=needed_speeds(config.augment, config.augment_candidates))
+                           speeds=config.recipe.speeds)
     if not resume:
         write_json(config_path, {**shared, "seeds": seeds})
     runs = [(c, _run_dir(out_dir, c, seeds)) for v in variants
@@ -377,9 +376,7 @@ def resumed_comparison_config(args: argparse.Namespace) -> TrainConfig:
     if args.seeds != seeds:
         raise SedError(f"cannot resume {args.out_dir} with --seeds {args.seeds}: it was made "
                        f"with --seeds {seeds}")
-    given = {name: getattr(args, name) for name in TRAINING_OPTIONS
-             if getattr(args, name, None) is not None}
-    return TrainConfig.from_json({**saved, "variant": "feature", **given})
+    return TrainConfig.from_json({**saved, "variant": "feature"}).updated(given_options(args))
 
 
 def _compare_command(argv: list[str] | None) -> None:

@@ -1,151 +1,72 @@
 """The training configuration: everything that determines a run's result.
 
-A :class:`TrainConfig` is made once, from a preset plus the options given explicitly, and is
-complete from then on: every option left out takes the preset's value when the object is
-made, and the values are checked there. The one value that needs the data is
-``validation_speakers`` when left out (``None``): :func:`sed_model.trainer.train` decides it
-from the folds before the run starts and records the number in ``config.json``.
+A :class:`TrainConfig` names the data, the model variant, the evaluation protocol and the
+machine, and holds the :class:`~sed_model.recipes.Recipe` it trains with. It is complete when
+made: :func:`make_config` takes the preset's recipe for the normalisation mode, applies the
+options given (run fields and recipe keys alike, ``--set key=value`` on the command line)
+and checks the result, in that one place. The one value that may wait for the data is the
+recipe's ``validation_speakers`` when None: :func:`sed_model.trainer.train` decides it from
+the folds before the run starts and records the number in ``config.json``.
 
-A run folder's ``config.json`` is the configuration's JSON form; :meth:`TrainConfig.resumed`
-is the only way back from it (``--resume``).
+A run folder's ``config.json`` is :meth:`TrainConfig.to_json`: the run fields, the recipe
+under ``"recipe"`` and a ``schema`` number. :meth:`TrainConfig.from_json` reads it back, and
+also the flat form of older run folders (every option on one level), so they still resume.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .augment import candidate_augment, check_augment
+from .augment import candidate_augment
 from .checkpoint import read_json
 from .errors import SedError
 from .features.normalization import MODES as NORMALIZE_MODES
 from .model import VARIANTS
-from .presets import default_preset, get_preset
+from .recipes import KEYS as RECIPE_KEYS
+from .recipes import Recipe, default_preset, get_preset, override
 from .runtime import check_precision
 
-# Options a preset provides; an option given explicitly (not None) overrides the preset's.
-PRESET_OPTIONS = ("batch_size", "lr", "cells", "eval_every", "dense", "attention_dim", "optimizer",
-                  "betas", "weight_decay", "schedule", "warmup", "input_dropout", "layer_dropout",
-                  "head_dropout", "clip_norm", "class_balanced", "label_smoothing", "ema_decay",
-                  "validation_speakers")  # and augment, which depends on the normalisation
 CONFIG_FILE = "config.json"
+CONFIG_SCHEMA = 2
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Corpus, model variant, hyperparameters, device and seed of a run.
-
-    The recipe fields (optimizer, schedule, dropout, clipping, loss, weight averaging) are
-    those of :class:`sed_model.presets.Preset`, documented there.
+    """Corpus, model variant, protocol, device, seed and recipe of a run.
 
     ``folds`` is the command-line form (``loso``, ``K``, ``holdout``, ``session``, ``paper``)
-    or ``None`` for the corpus' default protocol. Exactly one of ``epochs`` and ``steps`` is
-    set once made (the preset's unless one is given); ``eval_every`` None means once per
-    epoch and ``attention_dim`` None means ``d_a = H_i``; ``validation_speakers`` None means
-    "decided by ``train()`` from the folds" (see the module docstring).
+    or None for the corpus' default protocol. ``preset`` names the recipe's origin;
+    ``recipe`` is what trains (the preset's with every override applied).
     """
 
+    recipe: Recipe
     corpus: str = "demo"
     data: str | None = None
     variant: str = "feature"
-    preset: str | None = None  # None: presets.default_preset(corpus)
+    preset: str = "demo"
     folds: str | None = None
-    epochs: int | None = None
-    steps: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    cells: tuple[int, ...] | None = None
-    eval_every: int | None = None
-    dense: int | None = None
-    attention_dim: int | None = None
-    optimizer: str | None = None
-    betas: tuple[float, float] | None = None
-    weight_decay: float | None = None
-    schedule: str | None = None
-    warmup: float | None = None
-    input_dropout: float | None = None
-    layer_dropout: float | None = None
-    head_dropout: float | None = None
-    clip_norm: float | None = None
-    class_balanced: bool | None = None
-    label_smoothing: float | None = None
-    ema_decay: float | None = None
+    normalize: str = "global"  # global | speaker: see sed_model.features.normalization
     device: str = "auto"
     backend: str = "auto"
     seed: int = 0
     split_seed: int | None = None  # seed of random folds and validation speakers; None: seed
     precision: str = "fp32"  # fp32, bf16 or fp16: see sed_model.runtime.check_precision
-    validation_speakers: int | None = None
-    normalize: str = "global"  # global | speaker: see sed_model.features.normalization
-    augment: tuple[str, ...] | None = None  # see sed_model.augment
-    # nested selection of the augmentation: the candidates scored by inner folds per fold
-    augment_candidates: tuple[str, ...] | None = None
-    inner_folds: int = 3
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise SedError(f"unknown variant {self.variant!r}; "
                            f"expected one of {', '.join(VARIANTS)}")
-        if self.epochs is not None and self.steps is not None:
-            raise SedError("give either epochs or steps, not both")
-        if self.preset is None:
-            object.__setattr__(self, "preset", default_preset(self.corpus))
-        preset = get_preset(self.preset)
-        values = {name: getattr(self, name) for name in PRESET_OPTIONS}
-        for name, value in values.items():
-            if value is None:
-                values[name] = getattr(preset, name)
-        if self.augment is not None:
-            values["augment"] = self.augment
-        else:  # the preset's for this normalisation; none beside a nested selection
-            values["augment"] = (() if self.augment_candidates is not None
-                                 else preset.augment_for(self.normalize))
-        if self.epochs is None and self.steps is None:
-            values.update(epochs=preset.epochs, steps=preset.steps)
-        values.update(cells=tuple(values["cells"]), betas=tuple(values["betas"]),
-                      augment=check_augment(values["augment"]))
-        if self.augment_candidates is not None:
-            candidates = tuple(self.augment_candidates)
-            for candidate in candidates:
-                candidate_augment(candidate)  # SedError for an unknown name
-            if len(set(candidates)) != len(candidates) or len(candidates) < 2:
-                raise SedError("augment_candidates needs at least two different candidates; "
-                               f"got {', '.join(candidates)}")
-            values["augment_candidates"] = candidates
-            if values["augment"]:
-                raise SedError("give augment or augment_candidates, not both")
-        for name, value in values.items():
-            object.__setattr__(self, name, value)  # frozen: set once, here
-        self._check()
-
-    def _check(self) -> None:
-        if self.inner_folds < 2:
-            raise SedError(f"inner_folds must be at least 2; got {self.inner_folds}")
-        for name in ("epochs", "steps", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise SedError(f"{name} must be a positive integer; got {value}")
-        if self.validation_speakers is not None and self.validation_speakers < 0:
-            raise SedError(f"validation_speakers must be 0 or more; got {self.validation_speakers}")
         check_precision(self.precision)
         if self.normalize not in NORMALIZE_MODES:
             raise SedError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; "
                            f"got {self.normalize!r}")
-        asked = [self.augment, *(candidate_augment(c) for c in self.augment_candidates or ())]
-        if self.normalize == "speaker" and any("shift" in names for names in asked):
+        if self.normalize == "speaker" and _asks_for_shift(self.recipe):
             raise SedError("augmentation shift gives an utterance another training speaker's "
                            "statistics, which --normalize speaker removes again (the map is "
                            "the identity there); use it with --normalize global")
-        for name in ("input_dropout", "layer_dropout", "head_dropout", "label_smoothing", "warmup"):
-            if not 0 <= getattr(self, name) < 1:
-                raise SedError(f"{name} must be in [0, 1); got {getattr(self, name)}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise SedError(f"ema_decay must be in (0, 1); got {self.ema_decay}")
-        if self.lr <= 0:
-            raise SedError(f"lr must be positive; got {self.lr}")
-        if any(c < 1 for c in self.cells):
-            raise SedError(f"cells must be positive sizes; got {list(self.cells)}")
 
     @property
     def folds_seed(self) -> int:
@@ -153,32 +74,81 @@ class TrainConfig:
         the runs of ``--seeds N`` share their folds and differ in training only."""
         return self.seed if self.split_seed is None else self.split_seed
 
+    def with_recipe(self, **values) -> TrainConfig:
+        """This configuration with the recipe fields ``values`` changed (see
+        :func:`sed_model.recipes.override`)."""
+        return dataclasses.replace(self, recipe=override(self.recipe, values))
+
+    def updated(self, options: Mapping[str, object]) -> TrainConfig:
+        """This configuration with ``options`` (run fields and recipe keys) changed."""
+        run, recipe = split_options(options)
+        return dataclasses.replace(self, **run, recipe=override(self.recipe, recipe))
+
+    def flat(self) -> dict:
+        """Run fields and recipe fields on one level (JSON values), to compare two runs."""
+        d = self.to_json()
+        return {**{k: v for k, v in d.items() if k not in ("recipe", "schema")}, **d["recipe"]}
+
     def to_json(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items()}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "recipe"}
+        return {"schema": CONFIG_SCHEMA, **d, "recipe": self.recipe.to_json()}
 
     @classmethod
-    def from_json(cls, d: dict) -> TrainConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise SedError(f"unknown training options in saved config: {', '.join(unknown)}")
-        # a config saved before augmentation existed trained without it; every later one
-        # records its augmentation, so the preset's current default never fills it in
-        d = {"augment": [], **d}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+    def from_json(cls, d: Mapping) -> TrainConfig:
+        """A configuration written by :meth:`to_json`, or an older flat one (whose recipe
+        fields not saved take the preset's values, and whose missing ``augment`` means none:
+        every run that augmented recorded it)."""
+        d = dict(d)
+        if "recipe" in d:
+            d.pop("schema", None)
+            return cls(recipe=Recipe.from_json(d.pop("recipe")), **_run_fields(d))
+        return make_config(**{"augment": (), **{k: _tuple(v) for k, v in d.items()}})
 
     @classmethod
-    def resumed(cls, out_dir: Path, **overrides) -> TrainConfig:
-        """The configuration saved in the run folder ``out_dir``, with ``overrides`` (options
-        given explicitly; the trainer refuses to resume when they differ from the saved ones)."""
-        return dataclasses.replace(cls.from_json(saved_config(out_dir)), **overrides)
+    def resumed(cls, out_dir: Path, options: Mapping[str, object] | None = None) -> TrainConfig:
+        """The configuration saved in the run folder ``out_dir``, with ``options`` (given
+        explicitly; the trainer refuses to resume when they differ from the saved ones)."""
+        return cls.from_json(saved_config(out_dir)).updated(options or {})
 
 
-def comparable_json(saved: dict) -> dict:
-    """A saved configuration as this version writes it (options added since it was saved
-    take their defaults), to compare with :meth:`TrainConfig.to_json` on resume."""
-    return TrainConfig.from_json(saved).to_json()
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "recipe")
+OPTION_KEYS = RUN_FIELDS + RECIPE_KEYS
+
+
+def _tuple(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _run_fields(d: Mapping) -> dict:
+    unknown = sorted(set(d) - set(RUN_FIELDS))
+    if unknown:
+        raise SedError(f"unknown training options in saved config: {', '.join(unknown)}")
+    return dict(d)
+
+
+def _asks_for_shift(recipe: Recipe) -> bool:
+    asked = [recipe.augment, *(candidate_augment(c) for c in recipe.augment_candidates or ())]
+    return any("shift" in names for names in asked)
+
+
+def split_options(options: Mapping[str, object]) -> tuple[dict, dict]:
+    """``options`` as (run fields, recipe fields); :class:`SedError` naming an unknown key
+    with the valid ones."""
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise SedError(f"unknown option {unknown[0]!r}; valid keys: {', '.join(OPTION_KEYS)}")
+    run = {k: v for k, v in options.items() if k in RUN_FIELDS}
+    return run, {k: v for k, v in options.items() if k in RECIPE_KEYS}
+
+
+def make_config(**options) -> TrainConfig:
+    """The configuration of ``options``: run fields (``corpus``, ``variant``, ``normalize``,
+    ...) and recipe keys (``lr``, ``cells``, ...). Every recipe key left out takes the
+    value of the preset (``preset``, else the corpus' default) under ``normalize``."""
+    run, values = split_options(options)
+    run["preset"] = run.get("preset") or default_preset(run.get("corpus", "demo"))
+    preset = get_preset(run["preset"]).recipe_for(run.get("normalize", "global"))
+    return TrainConfig(recipe=override(preset, values), **run)
 
 
 def _same_data(saved: str | None, current: str | None) -> bool:
@@ -198,7 +168,7 @@ def changed_options(saved: dict, config: TrainConfig) -> list[str]:
     """The options of ``config`` that differ from a saved configuration (``config.json`` or a
     checkpoint's), each as ``name (saved S, now C)``; empty when a run may resume. The corpus
     folder counts as unchanged when it is given by another path to the same folder."""
-    before, now = comparable_json(saved), config.to_json()
+    before, now = TrainConfig.from_json(saved).flat(), config.flat()
     return [f"{k} (saved {before.get(k)!r}, now {now.get(k)!r})" for k in sorted(now)
             if before.get(k) != now.get(k)
             and not (k == "data" and _same_data(before.get(k), now.get(k)))]

@@ -21,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import augment, distributed, recipe
+from . import augment, distributed, optim
 from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig, changed_options
 from .data import Dataset, Split, epoch_batches, evaluation_batches, make_split, steps_per_epoch
@@ -221,35 +221,36 @@ class FoldTraining:
         self.device = resolve_device(config.device)
         self.normalizer = fold_normalizer(dataset, fold, config.normalize)
         self.train_split = make_split(dataset, fold.train, self.normalizer,
-                                      augment.needed_speeds(config.augment, None))
+                                      augment.needed_speeds(config.recipe.augment, None))
         # "shift": the training speakers' statistics, and each training row's speaker among them
         self.shift, self.shift_sources = (
             augment.SpeakerShift.fit([dataset.features[i] for i in fold.train],
                                      [dataset.speakers[i] for i in fold.train],
                                      self.normalizer.mean, self.normalizer.std)
-            if "shift" in config.augment else (None, None))
+            if "shift" in config.recipe.augment else (None, None))
         # no test utterances: the run's final model, trained on every speaker
         self.test_split = make_split(dataset, fold.test, self.normalizer) if fold.test else None
         self.validation_split = (make_split(dataset, fold.validation, self.normalizer)
                                  if fold.validation else None)
         torch.manual_seed(config.seed)
+        recipe = config.recipe
         self.model = DenseLSTMAttention(
-            n_classes=len(dataset.classes), variant=config.variant, cells=config.cells,
-            attention_dim=config.attention_dim, dense=config.dense, backend=config.backend,
-            input_dropout=config.input_dropout, layer_dropout=config.layer_dropout,
-            head_dropout=config.head_dropout,
+            n_classes=len(dataset.classes), variant=config.variant, cells=recipe.cells,
+            attention_dim=recipe.attention_dim, dense=recipe.dense, backend=config.backend,
+            input_dropout=recipe.input_dropout, layer_dropout=recipe.layer_dropout,
+            head_dropout=recipe.head_dropout,
         ).to(self.device)
         self.trained_model: torch.nn.Module = self.model  # DDP-wrapped by wrap_distributed
-        self.optimizer = recipe.make_optimizer(self.model, config)
-        self.ema = recipe.averaged_model(self.model, config)
+        self.optimizer = optim.make_optimizer(self.model, recipe)
+        self.ema = optim.averaged_model(self.model, recipe)
         # the model that is evaluated, checkpointed as "model" and reported
         self.evaluated_model = self.model if self.ema is None else self.ema.module
-        self.loss_weights = recipe.class_weights(self.train_split.labels.numpy(),
-                                                 len(dataset.classes), config.class_balanced)
+        self.loss_weights = optim.class_weights(self.train_split.labels.numpy(),
+                                                len(dataset.classes), recipe.class_balanced)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
-        self.per_epoch = steps_per_epoch(len(self.train_split), config.batch_size)
-        self.total_steps = config.steps or config.epochs * self.per_epoch
-        self.eval_every = config.eval_every or self.per_epoch
+        self.per_epoch = steps_per_epoch(len(self.train_split), recipe.batch_size)
+        self.total_steps = recipe.steps or recipe.epochs * self.per_epoch
+        self.eval_every = recipe.eval_every or self.per_epoch
         self.state = FoldState()
         self._batches: list[np.ndarray] = []
         self._batches_epoch = -1
@@ -297,34 +298,43 @@ class FoldTraining:
         epoch = step // self.per_epoch
         if epoch != self._batches_epoch:
             rng = np.random.default_rng([self.config.seed, self.index, epoch])
-            self._batches = epoch_batches(self.train_split.lengths, self.config.batch_size, rng)
+            self._batches = epoch_batches(self.train_split.lengths, self.config.recipe.batch_size,
+                                          rng)
             self._batches_epoch = epoch
         return self._batches[step % self.per_epoch]
+
+    def _augmented_batch(self, rows: np.ndarray):
+        """The training batch of dataset rows ``rows`` on the device, with the recipe's
+        augmentations applied: ``(x, lengths, labels, mixup)`` (``mixup`` None without it)."""
+        augment_names = self.config.recipe.augment
+        rng = (augment.augmentation_rng(self.config.seed, self.index, self.state.step)
+               if augment_names else None)  # no augmentation: nothing is drawn
+        versions = augment.speed_versions(rng, len(rows)) if "speed" in augment_names else None
+        x, lengths, labels = self.train_split.batch(rows, self.device, versions)
+        if self.shift is not None:
+            x = self.shift(x, lengths, self.shift_sources[rows], rng)
+        x, lengths = augment.augment_batch(x, lengths, augment_names, rng)
+        mixup = None
+        if "mixup" in augment_names:
+            x, lengths, mixup = augment.mix_batch(x, lengths, rng)
+        return x, lengths, labels, mixup
 
     def train_step(self) -> float:
         """One optimizer step; returns the global batch's mean loss (this rank's share)."""
         global_batch = self._global_batch(self.state.step)
         mine = distributed.shard(global_batch)  # this rank's part (all of it in one process)
         rows = mine if len(mine) else global_batch[:1]
-        config = self.config
-        rng = (augment.augmentation_rng(config.seed, self.index, self.state.step)
-               if config.augment else None)  # no augmentation: nothing is drawn
-        versions = augment.speed_versions(rng, len(rows)) if "speed" in config.augment else None
-        x, lengths, labels = self.train_split.batch(rows, self.device, versions)
-        if self.shift is not None:
-            x = self.shift(x, lengths, self.shift_sources[rows], rng)
-        x, lengths = augment.augment_batch(x, lengths, config.augment, rng)
-        mixup = None
-        if "mixup" in config.augment:
-            x, lengths, mixup = augment.mix_batch(x, lengths, rng)
-        recipe.set_learning_rate(self.optimizer, recipe.learning_rate(config, self.state.step,
-                                                                      self.total_steps))
+        config, recipe = self.config, self.config.recipe
+        x, lengths, labels, mixup = self._augmented_batch(rows)
+        optim.set_learning_rate(self.optimizer,
+                                optim.learning_rate(recipe, self.state.step, self.total_steps))
         with autocast(config.precision, self.device):
             logits = self.trained_model(x, lengths)  # (B_rank, n_classes)
+
         # The shard's summed loss / global batch size * world size: DDP averages gradients
         # over ranks, so each step follows the global batch's mean loss (as one process would).
         def summed(logits, labels):
-            return recipe.summed_loss(logits, labels, self.loss_weights, config.label_smoothing)
+            return optim.summed_loss(logits, labels, self.loss_weights, recipe.label_smoothing)
 
         loss_sum = summed(logits, labels) if mixup is None else mixup.loss(summed, logits, labels)
         if len(mine):
@@ -333,9 +343,9 @@ class FoldTraining:
             loss = loss_sum * 0
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if config.clip_norm is not None:
+        if recipe.clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.ema is not None:
@@ -413,7 +423,7 @@ class FoldTraining:
             best=self.state.best, history=self.state.history,
             n_validation=len(self.fold.validation) if validated else None,
             validation_speakers=validation_speakers if validated else None,
-            selected=self.state.selected, augment=list(self.config.augment),
+            selected=self.state.selected, augment=list(self.config.recipe.augment),
         )
 
 

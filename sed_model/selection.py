@@ -22,7 +22,6 @@ training utterances per outer fold.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +72,7 @@ def inner_folds(dataset: Dataset, fold: Fold, k: int, seed: int) -> list[Fold]:
 
 def candidate_config(config: TrainConfig, candidate: str) -> TrainConfig:
     """``config`` training with ``candidate``'s augmentation and no selection of its own."""
-    return dataclasses.replace(config, augment=candidate_augment(candidate),
-                               augment_candidates=None)
+    return config.with_recipe(augment=candidate_augment(candidate), augment_candidates=None)
 
 
 def inner_score(config: TrainConfig, dataset: Dataset, folds: list[Fold], runs_dir: Path, *,
@@ -94,13 +92,14 @@ def inner_score(config: TrainConfig, dataset: Dataset, folds: list[Fold], runs_d
 
 def choose_augmentation(config: TrainConfig, dataset: Dataset, fold: Fold, fold_index: int,
                         fold_dir: Path, *, progress: bool = True) -> AugmentSelection:
-    """Score every candidate of ``config.augment_candidates`` on inner folds of ``fold``'s
+    """Score every candidate of ``config.recipe.augment_candidates`` on inner folds of ``fold``'s
     training speakers and choose one (see the module docstring)."""
-    folds = inner_folds(dataset, fold, config.inner_folds, seed=config.folds_seed + fold_index)
+    folds = inner_folds(dataset, fold, config.recipe.inner_folds,
+                        seed=config.folds_seed + fold_index)
     scores = {candidate: inner_score(candidate_config(config, candidate), dataset, folds,
                                      fold_dir / "inner" / candidate, progress=progress)
-              for candidate in config.augment_candidates}
-    chosen = max(config.augment_candidates, key=lambda c: scores[c])  # ties: the first
+              for candidate in config.recipe.augment_candidates}
+    chosen = max(config.recipe.augment_candidates, key=lambda c: scores[c])  # ties: the first
     if distributed.is_main():
         tqdm.write(f"{config.variant} seed {config.seed} fold {fold_index + 1} ({fold.name}): "
                    f"inner UAR " + ", ".join(f"{c} {u:.3f}" for c, u in scores.items())
@@ -111,4 +110,4 @@ def choose_augmentation(config: TrainConfig, dataset: Dataset, fold: Fold, fold_
 def majority_candidate(config: TrainConfig, selections: list[AugmentSelection]) -> str:
     """The candidate chosen by most folds; ties: the earlier in ``augment_candidates``."""
     votes = Counter(s.chosen for s in selections)
-    return max(config.augment_candidates, key=lambda c: votes[c])
+    return max(config.recipe.augment_candidates, key=lambda c: votes[c])

@@ -62,7 +62,6 @@ only on the seed, the fold and the epoch).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +70,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import distributed
-from .augment import needed_speeds
 from .checkpoint import copy_atomic, load_checkpoint, save_checkpoint, write_json
 from .config import CONFIG_FILE, TrainConfig, changed_options, saved_config
 from .data import Dataset, check_training_split, load_dataset, steps_per_epoch
@@ -111,10 +109,10 @@ def default_validation_speakers(dataset: Dataset, folds_arg: str | None, seed: i
 
 def with_validation_default(config: TrainConfig, dataset: Dataset) -> TrainConfig:
     """``config`` with ``validation_speakers`` decided from the folds when it was left out."""
-    if config.validation_speakers is not None:
+    if config.recipe.validation_speakers is not None:
         return config
     chosen = default_validation_speakers(dataset, config.folds, config.folds_seed)
-    return dataclasses.replace(config, validation_speakers=chosen)
+    return config.with_recipe(validation_speakers=chosen)
 
 
 # ------------------------------------------------------------------------------- a run
@@ -183,7 +181,7 @@ def train_or_read_fold(config: TrainConfig, dataset: Dataset, folds: list[Fold],
         result, status = finished, "done before, skipped"
     else:
         fold_config, selection = config, None
-        if config.augment_candidates:
+        if config.recipe.augment_candidates:
             selection = choose_augmentation(config, dataset, fold, index, fold_dir,
                                             progress=progress)
             fold_config = candidate_config(config, selection.chosen)
@@ -201,7 +199,8 @@ def prepare_run(config: TrainConfig, dataset: Dataset, out_dir: Path,
     """The run's configuration with its defaults resolved and its folds; writes (or, when
     resuming, checks) ``out_dir/config.json``."""
     config = with_validation_default(config, dataset)
-    folds = dataset_folds(dataset, config.folds, config.folds_seed, config.validation_speakers)
+    folds = dataset_folds(dataset, config.folds, config.folds_seed,
+                          config.recipe.validation_speakers)
     # after the data checks: no folder for a bad run
     distributed.main_first(lambda: _prepare_out_dir(out_dir, config, resume))
     return config, folds
@@ -255,7 +254,7 @@ def train(
         dataset = distributed.main_first(
             lambda: load_dataset(config.corpus, config.data, cache_dir=cache_dir, workers=workers,
                                  strict=strict, progress=progress and distributed.is_main(),
-                                 speeds=needed_speeds(config.augment, config.augment_candidates)),
+                                 speeds=config.recipe.speeds),
             then_others=True)  # the other ranks read rank 0's feature cache
     config, folds = prepare_run(config, dataset, out_dir, resume)
     results = [train_or_read_fold(config, dataset, folds, index, out_dir, resume=resume,
@@ -278,7 +277,7 @@ def finish_run(config: TrainConfig, dataset: Dataset, results: list[FoldResult],
         "classes": list(dataset.classes),
         "n_utterances": len(dataset.utterances),
         "skipped_files": dataset.skipped,
-        "headline": "selected" if config.validation_speakers else "final",
+        "headline": "selected" if config.recipe.validation_speakers else "final",
         "folds": [r.to_dict() for r in results],
         "summary": summarize(results, dataset.classes),
         "final_model": final,
@@ -300,29 +299,28 @@ def final_model_steps(config: TrainConfig, dataset: Dataset, folds: list[Fold],
                       results: list[FoldResult]) -> tuple[TrainConfig, str]:
     """The configuration the deployment model trains with, and the rule that set its
     length (see the module docstring)."""
-    if not config.validation_speakers:
-        length = f"{config.epochs} epochs" if config.epochs else f"{config.steps} steps"
-        return config, f"the run's {length} (no validation speakers)"
-    epochs = [r.selected.step / steps_per_epoch(len(f.train), config.batch_size)
+    if not config.recipe.validation_speakers:
+        return config, f"the run's {config.recipe.length} (no validation speakers)"
+    epochs = [r.selected.step / steps_per_epoch(len(f.train), config.recipe.batch_size)
               for f, r in zip(folds, results)]
-    per_epoch = steps_per_epoch(len(dataset.utterances), config.batch_size)
+    per_epoch = steps_per_epoch(len(dataset.utterances), config.recipe.batch_size)
     steps = max(1, int(round(float(np.median(epochs)) * per_epoch)))
     rule = (f"median selected epoch over folds {float(np.median(epochs)):.2f} x {per_epoch} "
             "steps per epoch on all utterances")
-    return dataclasses.replace(config, epochs=None, steps=steps), rule
+    return config.with_recipe(steps=steps), rule
 
 
 def _train_final_model(config: TrainConfig, dataset: Dataset, folds: list[Fold],
                        results: list[FoldResult], out_dir: Path, *, resume: bool,
                        progress: bool, on_checkpoint) -> dict:
     """Train (or, resumed, continue or skip) the deployment model; write ``model.pt``."""
-    if config.augment_candidates:
+    if config.recipe.augment_candidates:
         selections = [AugmentSelection.from_dict(r.augment_selection) for r in results]
         config = candidate_config(config, majority_candidate(config, selections))
     final_config, rule = final_model_steps(config, dataset, folds, results)
     everyone = Fold("all speakers", train=tuple(range(len(dataset.utterances))), test=())
     info = {"file": MODEL_FILE, "n_train": len(everyone.train), "rule": rule,
-            "augment": list(final_config.augment)}
+            "augment": list(final_config.recipe.augment)}
     if not (resume and (out_dir / MODEL_FILE).exists()):
         result = train_fold(final_config, dataset, everyone, len(folds), len(folds),
                             out_dir / FINAL_DIR, resume=resume, progress=progress,

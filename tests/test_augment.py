@@ -20,7 +20,7 @@ from sed_model.augment import (
     mix_batch,
     random_crop,
 )
-from sed_model.config import TrainConfig, comparable_json
+from sed_model.config import TrainConfig, make_config
 from sed_model.data import make_split
 from sed_model.errors import SedError
 from sed_model.features import FeatureConfig, Normalizer
@@ -109,10 +109,11 @@ def test_draws_depend_on_seed_fold_and_step_only():
 
 
 def test_augment_options_are_checked_and_canonical():
-    assert TrainConfig(augment=("mask", "crop")).augment == ("crop", "mask")
-    assert TrainConfig(augment=("none",)).augment == ()
-    assert selection.candidate_config(TrainConfig(), "mask+crop").augment == ("crop", "mask")
-    assert TrainConfig(augment_candidates=("none", "speed+mask")).augment_candidates == (
+    assert make_config(augment=("mask", "crop")).recipe.augment == ("crop", "mask")
+    assert make_config(augment=("none",)).recipe.augment == ()
+    candidate = selection.candidate_config(make_config(), "mask+crop")
+    assert candidate.recipe.augment == ("crop", "mask")
+    assert make_config(augment_candidates=("none", "speed+mask")).recipe.augment_candidates == (
         "none", "speed+mask")
     for bad in (dict(augment=("warp",)), dict(augment=("mask", "mask")),
                 dict(augment_candidates=("none", "mask+mask")),
@@ -121,30 +122,33 @@ def test_augment_options_are_checked_and_canonical():
                 dict(augment=("mask",), augment_candidates=("none", "crop")),
                 dict(augment=("none", "speed"))):
         with pytest.raises(SedError):
-            TrainConfig(**bad)
+            make_config(**bad)
 
 
 def test_the_small_recipe_augments_as_its_inner_folds_chose_and_the_others_do_not():
     small = dict(corpus="emodb", preset="small")
-    assert TrainConfig(**small).augment == ("speed", "shift")
-    assert TrainConfig(corpus="emodb").augment == ("speed", "shift")  # small: the default
-    assert TrainConfig(**small, normalize="speaker").augment == ("speed",)  # shift: global only
-    assert TrainConfig(**small, augment=("none",)).augment == ()
-    assert TrainConfig(**small, augment=("mask",)).augment == ("mask",)
-    nested = TrainConfig(**small, augment_candidates=("speed", "speed+shift"))
-    assert nested.augment == () and nested.augment_candidates == ("speed", "speed+shift")
+    assert make_config(**small).recipe.augment == ("speed", "shift")
+    assert make_config(corpus="emodb").recipe.augment == ("speed", "shift")  # small: the default
+    # shift: global only
+    assert make_config(**small, normalize="speaker").recipe.augment == ("speed",)
+    assert make_config(**small, augment=("none",)).recipe.augment == ()
+    assert make_config(**small, augment=("mask",)).recipe.augment == ("mask",)
+    nested = make_config(**small, augment_candidates=("speed", "speed+shift"))
+    assert nested.recipe.augment == ()
+    assert nested.recipe.augment_candidates == ("speed", "speed+shift")
     for preset in ("demo", "enterface", "iemocap", "emodb-cpu"):
-        assert TrainConfig(corpus="emodb", preset=preset).augment == ()
-    assert TrainConfig().augment == ()  # the demo corpus: the demo preset
+        assert make_config(corpus="emodb", preset=preset).recipe.augment == ()
+    assert make_config().recipe.augment == ()  # the demo corpus: the demo preset
 
 
 def test_a_config_saved_before_augmentation_existed_resumes_without_it():
-    saved = TrainConfig(preset="small", augment=("none",)).to_json()
-    for key in ("augment", "augment_candidates", "inner_folds"):
-        del saved[key]
+    saved = make_config(preset="small", augment=("none",)).flat()  # the older flat form
+    for key in ("schema", "augment", "augment_candidates", "inner_folds"):
+        saved.pop(key, None)
     # it trained without augmentation: the small preset's current default must not fill in
-    assert comparable_json(saved) == TrainConfig(preset="small", augment=("none",)).to_json()
-    assert TrainConfig.from_json(saved).augment == ()
+    resumed = TrainConfig.from_json(saved)
+    assert resumed == make_config(preset="small", augment=("none",))
+    assert resumed.recipe.augment == ()
 
 
 @pytest.mark.parametrize("names", [("crop", "mask"), ("shift",), ("mixup",)])
@@ -269,10 +273,10 @@ def test_shift_with_one_training_speaker_keeps_every_row():
 
 
 def test_shift_is_refused_under_speaker_normalisation():
-    assert TrainConfig(augment=("shift", "speed")).augment == ("speed", "shift")
+    assert make_config(augment=("shift", "speed")).recipe.augment == ("speed", "shift")
     for bad in (dict(augment=("shift",)), dict(augment_candidates=("none", "speed+shift"))):
         with pytest.raises(SedError, match="--normalize global"):
-            TrainConfig(normalize="speaker", **bad)
+            make_config(normalize="speaker", **bad)
 
 
 def test_inner_folds_split_only_the_training_speakers():
@@ -309,7 +313,7 @@ def test_nested_selection_chooses_the_best_inner_candidate_and_resumes(tmp_path,
             recall = np.diag(confusion) / confusion.sum(axis=1)
             assert picked["scores"][candidate] == pytest.approx(np.nanmean(recall))
         chosen.append(picked["chosen"])
-    majority = max(config.augment_candidates, key=chosen.count)
+    majority = max(config.recipe.augment_candidates, key=chosen.count)
     assert metrics["final_model"]["augment"] == list(augment.candidate_augment(majority))
 
     # resumed after fold 2's outer training was lost: its inner runs are read back

@@ -14,8 +14,9 @@ import torch
 
 from sed_model import distributed
 from sed_model.checkpoint import load_checkpoint, read_json
+from sed_model.config import make_config
 from sed_model.model import DenseLSTMAttention
-from sed_model.trainer import TrainConfig, train
+from sed_model.trainer import train
 
 pytestmark = [pytest.mark.usefixtures("outside_source_tree"), pytest.mark.slow]
 
@@ -40,19 +41,20 @@ def test_two_gloo_processes_match_one_process_and_resume_its_run(
     corpus, tmp_path, one_torch_thread
 ):
     manifest, env = corpus
-    single = train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "single",
+    single = train(make_config(data=str(manifest), **OPTIONS), tmp_path / "single",
                    progress=False, workers=1)
     with pytest.raises(Killed):  # a single-process run stopped in fold 1, resumed by 2 ranks
-        train(TrainConfig(data=str(manifest), **OPTIONS), tmp_path / "resumed", progress=False,
+        train(make_config(data=str(manifest), **OPTIONS), tmp_path / "resumed", progress=False,
               workers=1, on_checkpoint=kill_at("fold-01", 2))
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2",
                "-m", "sed_model.train", "--corpus", "csv", "--preset", "demo",
-               "--data", str(manifest), "--variant", "feature", "--folds", "2", "--steps", "5",
-               "--batch-size", "5",
-               "--eval-every", "2", "--cells", "8,6", "--lr", "0.01", "--device", "cpu",
-               "--backend", "cpu", "--seed", "7", "--threads", "1", "--workers", "1",
+               "--data", str(manifest), "--variant", "feature", "--folds", "2", "--set", "steps=5",
+               "--set", "batch_size=5",
+               "--set", "eval_every=2", "--set", "cells=8,6", "--set", "lr=0.01",
+               "--device", "cpu",
+               "--set", "backend=cpu", "--seed", "7", "--threads", "1", "--workers", "1",
                "--no-progress", "--out-dir", str(tmp_path / "ddp")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -109,7 +111,8 @@ def test_a_user_error_on_rank_0_stops_every_rank(corpus, tmp_path):
     (tmp_path / "run" / "config.json").write_text("{}")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2",
-               "-m", "sed_model.train", "--corpus", "csv", "--data", str(manifest), "--steps", "1",
+               "-m", "sed_model.train", "--corpus", "csv", "--data", str(manifest),
+               "--set", "steps=1",
                "--device", "cpu", "--threads", "1", "--workers", "1", "--no-progress",
                "--out-dir", str(tmp_path / "run")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

@@ -28,7 +28,7 @@ def test_settings_parse_into_training_options():
                                  "class_balanced": False}
     assert script.parse_setting(["plain", "augment=none"]).overrides == {"augment": ()}
     assert script.parse_setting(["as-is"]).overrides == {}
-    with pytest.raises(SedError, match="unknown training option 'epoch'"):
+    with pytest.raises(SedError, match="unknown recipe key 'epoch'"):
         script.parse_setting(["typo", "epoch=40"])
     with pytest.raises(SedError, match="expected option=value, got 'epochs'"):
         script.parse_setting(["bare", "epochs"])
@@ -53,7 +53,7 @@ def test_scores_are_pooled_inner_uar_of_training_speakers_only_and_read_back(tmp
                 confusion = 0
                 for j, f in enumerate(inner):
                     metrics = json.loads((runs / f"fold-{j + 1}" / "metrics.json").read_text())
-                    assert metrics["steps"] == config.steps
+                    assert metrics["steps"] == config.recipe.steps
                     # never an outer test utterance: inner train and test are training ones
                     assert metrics["n_train"] == len(f.train) and metrics["n_test"] == len(f.test)
                     assert not (set(f.train) | set(f.test)) & set(fold.test)

@@ -11,13 +11,13 @@ import torch
 from test_trainer import random_dataset, tiny_config
 from torch.nn import functional as F
 
-from sed_model import recipe
+from sed_model import optim
 from sed_model.baseline import speaker_standardized
 from sed_model.checkpoint import load_checkpoint, normalizer_from_checkpoint
-from sed_model.config import TrainConfig
+from sed_model.config import TrainConfig, make_config
 from sed_model.errors import SedError
 from sed_model.model import DenseLSTMAttention
-from sed_model.presets import PRESETS
+from sed_model.recipes import PRESETS
 from sed_model.seeds import seed_configs, summarize_seeds
 from sed_model.stats import paired_comparison
 from sed_model.trainer import train
@@ -31,50 +31,50 @@ def _one_thread(one_torch_thread):
 def test_paper_presets_stay_table_1():
     for name, cells, lr, batch in (("enterface", (512, 256), 1e-3, 128),
                                    ("iemocap", (256, 256), 1e-4, 64)):
-        p = PRESETS[name]
+        p = PRESETS[name].recipe
         assert (p.cells, p.lr, p.batch_size, p.betas, p.weight_decay) == (
             cells, lr, batch, (0.9, 0.7), 1e-4)
         assert (p.optimizer, p.schedule, p.clip_norm, p.class_balanced, p.ema_decay) == (
             "adam", "constant", None, False, None)
         assert p.input_dropout == p.layer_dropout == p.head_dropout == p.label_smoothing == 0
-    config = TrainConfig(preset="iemocap")
-    assert isinstance(recipe.make_optimizer(torch.nn.Linear(2, 2), config), torch.optim.Adam)
-    assert recipe.averaged_model(torch.nn.Linear(2, 2), config) is None
+    config = make_config(preset="iemocap")
+    assert isinstance(optim.make_optimizer(torch.nn.Linear(2, 2), config.recipe), torch.optim.Adam)
+    assert optim.averaged_model(torch.nn.Linear(2, 2), config.recipe) is None
 
 
 def test_small_preset_is_the_default_for_real_corpora():
-    from sed_model.presets import default_preset
+    from sed_model.recipes import default_preset
 
     assert default_preset("emodb") == default_preset("csv") == "small"
     assert default_preset("demo") == "demo"
-    assert TrainConfig(preset="small").validation_speakers == 0
-    assert TrainConfig(preset="small").epochs == 40  # the length its inner folds preferred
-    assert TrainConfig(corpus="ravdess").preset == "small" and TrainConfig().preset == "demo"
+    assert make_config(preset="small").recipe.validation_speakers == 0
+    assert make_config(preset="small").recipe.epochs == 40  # the length its inner folds preferred
+    assert make_config(corpus="ravdess").preset == "small" and make_config().preset == "demo"
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
-    config = TrainConfig(preset="small", lr=1e-2, warmup=0.1)
-    rates = [recipe.learning_rate(config, step, 100) for step in range(100)]
+    config = make_config(preset="small", lr=1e-2, warmup=0.1)
+    rates = [optim.learning_rate(config.recipe, step, 100) for step in range(100)]
     assert rates[0] == pytest.approx(1e-3) and rates[9] == pytest.approx(1e-2)
     assert all(a >= b for a, b in zip(rates[9:], rates[10:]))  # non-increasing after warm-up
     assert rates[-1] < 1e-5
     middle = 10 + 45  # halfway through the decay
     assert rates[middle] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    paper = TrainConfig(preset="iemocap")
-    assert {recipe.learning_rate(paper, s, 100) for s in (0, 50, 99)} == {1e-4}
+    paper = make_config(preset="iemocap")
+    assert {optim.learning_rate(paper.recipe, s, 100) for s in (0, 50, 99)} == {1e-4}
 
 
 def test_class_weights_balance_the_classes_and_the_loss_uses_them():
     labels = np.array([0] * 6 + [1] * 2 + [3])  # class 2 absent
-    weights = recipe.class_weights(labels, 4, balanced=True)
+    weights = optim.class_weights(labels, 4, balanced=True)
     np.testing.assert_allclose(weights.numpy(), [9 / 18, 9 / 6, 0, 9 / 3], rtol=1e-6)
     assert float(weights[labels].mean()) == pytest.approx(1.0)  # mean 1 over the utterances
-    assert recipe.class_weights(labels, 4, balanced=False) is None
+    assert optim.class_weights(labels, 4, balanced=False) is None
     logits, targets = torch.randn(9, 4), torch.as_tensor(labels)
     expected = F.cross_entropy(logits, targets, weight=weights, reduction="none").sum()
-    assert recipe.summed_loss(logits, targets, weights, 0.0) == pytest.approx(float(expected))
+    assert optim.summed_loss(logits, targets, weights, 0.0) == pytest.approx(float(expected))
     plain = F.cross_entropy(logits, targets) * 9
-    assert recipe.summed_loss(logits, targets, None, 0.0) == pytest.approx(float(plain), rel=1e-6)
+    assert optim.summed_loss(logits, targets, None, 0.0) == pytest.approx(float(plain), rel=1e-6)
 
 
 def test_dropout_is_off_in_eval_and_attention_reads_undropped_outputs():
@@ -160,19 +160,19 @@ def test_speaker_standardized_functionals_use_each_speakers_own_statistics():
 
 def test_bad_recipe_values_are_clear_errors():
     with pytest.raises(SedError, match="head_dropout must be in"):
-        TrainConfig(preset="small", head_dropout=1.0)
+        make_config(preset="small", head_dropout=1.0)
     with pytest.raises(SedError, match="normalize must be one of global, speaker"):
-        TrainConfig(normalize="utterance")
+        make_config(normalize="utterance")
 
 
 def test_runs_saved_before_the_recipe_changed_resume_as_they_trained():
     from sed_model.config import changed_options
 
     # small at 20 epochs, with no augmentation under speaker: config.json records both
-    for old in (TrainConfig(corpus="emodb", preset="small", epochs=20),
-                TrainConfig(corpus="emodb", preset="small", epochs=20, normalize="speaker",
+    for old in (make_config(corpus="emodb", preset="small", epochs=20),
+                make_config(corpus="emodb", preset="small", epochs=20, normalize="speaker",
                             augment=("none",))):
         saved = old.to_json()
         resumed = TrainConfig.from_json(saved)
-        assert resumed.epochs == 20 and resumed.augment == old.augment
+        assert resumed.recipe.epochs == 20 and resumed.recipe.augment == old.recipe.augment
         assert changed_options(saved, resumed) == []

@@ -19,9 +19,10 @@ import torch
 
 from sed_model import cpu_support
 from sed_model.checkpoint import load_checkpoint, read_json
+from sed_model.config import make_config
 from sed_model.errors import SedError
 from sed_model.model import DenseLSTMAttention
-from sed_model.trainer import TrainConfig, train
+from sed_model.trainer import train
 
 pytestmark = pytest.mark.usefixtures("outside_source_tree")
 
@@ -46,20 +47,20 @@ ARGS = [
     "time",
     "--folds",
     "2",
-    "--steps",
-    "30",
-    "--batch-size",
-    "4",
-    "--eval-every",
-    "1",
-    "--cells",
-    "8,6",
-    "--lr",
-    "0.01",
+    "--set",
+    "steps=30",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "eval_every=1",
+    "--set",
+    "cells=8,6",
+    "--set",
+    "lr=0.01",
     "--device",
     "cpu",
-    "--backend",
-    "cpu",
+    "--set",
+    "backend=cpu",
     "--seed",
     "3",
 ]
@@ -102,7 +103,7 @@ def kill_after_checkpoints(args, env, last: Path, writes: int) -> None:
 def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_torch_thread):
     manifest, env = corpus
     reference = train(
-        TrainConfig(data=str(manifest), **OPTIONS),
+        make_config(data=str(manifest), **OPTIONS),
         tmp_path / "reference",
         progress=False,
         workers=1,
@@ -171,7 +172,7 @@ def test_bf16_training_on_the_cpu(corpus, tmp_path, one_torch_thread):
     manifest, _ = corpus
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
     metrics = train(
-        TrainConfig(precision="bf16", **options), tmp_path / "bf16", progress=False, workers=1
+        make_config(precision="bf16", **options), tmp_path / "bf16", progress=False, workers=1
     )
     assert metrics["config"]["precision"] == "bf16"
     assert [p["step"] for p in metrics["folds"][0]["history"]] == [0, 2, 4]
@@ -185,7 +186,8 @@ def test_bf16_on_a_cpu_without_bf16_lstm_is_one_error_line_before_any_work(corpu
     manifest, env = corpus
     out = tmp_path / "bf16"
     done = run_train(
-        [*ARGS, "--data", str(manifest), "--precision", "bf16", *QUIET, "--out-dir", str(out)], env
+        [*ARGS, "--data", str(manifest), "--set", "precision=bf16", *QUIET, "--out-dir",
+         str(out)], env
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: precision bf16 "), (
@@ -200,8 +202,8 @@ def test_fp16_on_the_cpu_and_unknown_precisions_are_refused(corpus, tmp_path, on
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
     with pytest.raises(SedError, match="fp16 needs a CUDA GPU"):
         train(
-            TrainConfig(precision="fp16", **options), tmp_path / "fp16", progress=False, workers=1
+            make_config(precision="fp16", **options), tmp_path / "fp16", progress=False, workers=1
         )
     with pytest.raises(SedError, match="precision must be one of"):
-        TrainConfig(precision="fp8")
+        make_config(precision="fp8")
     assert not (tmp_path / "fp16").exists()

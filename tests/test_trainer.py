@@ -16,6 +16,7 @@ from sed_model.checkpoint import (
     save_checkpoint,
     write_json,
 )
+from sed_model.config import make_config
 from sed_model.corpora import get_corpus
 from sed_model.corpora.base import Utterance
 from sed_model.data import Dataset, check_training_split, epoch_batches
@@ -53,7 +54,7 @@ def tiny_config(**changes) -> TrainConfig:
                   batch_size=8, cells=(6, 5), eval_every=2, lr=1e-2, device="cpu",
                   backend="reference", seed=3)
     values.update(changes)
-    return TrainConfig(**values)
+    return make_config(**values)
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -97,19 +98,22 @@ def test_training_split_needs_files_and_two_classes():
 
 
 def test_config_is_complete_when_made():
-    config = TrainConfig(preset="iemocap")
-    assert (config.cells, config.lr, config.batch_size, config.steps, config.epochs) == (
+    config = make_config(preset="iemocap")
+    recipe = config.recipe
+    assert (recipe.cells, recipe.lr, recipe.batch_size, recipe.steps, recipe.epochs) == (
         (256, 256), 1e-4, 64, 30000, None)
-    assert config.betas == (0.9, 0.7) and config.weight_decay == 1e-4
-    enterface = TrainConfig(preset="enterface", batch_size=4)
-    assert (enterface.cells, enterface.epochs, enterface.batch_size) == ((512, 256), 1500, 4)
-    assert TrainConfig(preset="iemocap", epochs=2).steps is None  # epochs given: no preset steps
-    with pytest.raises(SedError, match="either epochs or steps"):
-        TrainConfig(epochs=1, steps=1)
+    assert config.recipe.betas == (0.9, 0.7) and config.recipe.weight_decay == 1e-4
+    enterface = make_config(preset="enterface", batch_size=4)
+    assert (enterface.recipe.cells, enterface.recipe.epochs,
+            enterface.recipe.batch_size) == ((512, 256), 1500, 4)
+    # epochs given: no preset steps
+    assert make_config(preset="iemocap", epochs=2).recipe.steps is None
+    with pytest.raises(SedError, match="exactly one of epochs and steps"):
+        make_config(epochs=1, steps=1)
     with pytest.raises(SedError, match="unknown preset"):
-        TrainConfig(preset="fast")
+        make_config(preset="fast")
     with pytest.raises(SedError, match="unknown variant"):
-        TrainConfig(variant="dense")
+        make_config(variant="dense")
     assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
 
 
@@ -117,7 +121,7 @@ def test_resumed_config_is_the_saved_one_with_the_options_given(tmp_path):
     saved = tiny_config()
     write_json(tmp_path / "config.json", saved.to_json())
     assert TrainConfig.resumed(tmp_path) == saved
-    assert TrainConfig.resumed(tmp_path, lr=0.5).lr == 0.5
+    assert TrainConfig.resumed(tmp_path, {"lr": 0.5}).recipe.lr == 0.5
     with pytest.raises(SedError, match="holds no run"):
         TrainConfig.resumed(tmp_path / "empty")
 

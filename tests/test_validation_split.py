@@ -76,7 +76,8 @@ def test_validation_speakers_must_leave_a_trainable_side():
 def test_selected_checkpoint_is_the_first_argmax_of_validation_uar(tmp_path):
     dataset = random_dataset(speakers=SIX_SPEAKERS)
     metrics = train(tiny_config(steps=12, folds="3"), tmp_path, dataset=dataset, progress=False)
-    assert metrics["config"]["validation_speakers"] == 1  # default: 3 folds of 4 training speakers
+    # the default: 3 folds of 4 training speakers
+    assert metrics["config"]["recipe"]["validation_speakers"] == 1
     assert metrics["headline"] == "selected"
     for index, fold in enumerate(metrics["folds"]):
         history = fold["history"]
@@ -116,7 +117,7 @@ def test_zero_validation_speakers_keeps_the_old_behaviour(tmp_path):
     default = train(tiny_config(), tmp_path / "default", dataset=four, progress=False)
     explicit = train(tiny_config(validation_speakers=0), tmp_path / "explicit", dataset=four,
                      progress=False)
-    assert default["config"]["validation_speakers"] == 0
+    assert default["config"]["recipe"]["validation_speakers"] == 0
     assert default["folds"] == explicit["folds"]
 
 

@@ -1,5 +1,5 @@
-"""The pieces of a training recipe that a preset chooses (see :mod:`sed_model.presets`):
-optimizer, learning-rate schedule, loss and the averaged model that is evaluated.
+"""The pieces a :class:`~sed_model.recipes.Recipe` chooses: optimizer, learning-rate
+schedule, loss and the averaged model that is evaluated.
 
 With the paper presets these reduce to Table 1: Adam with coupled L2, a constant rate,
 plain cross-entropy, the trained weights themselves.
@@ -15,30 +15,30 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .config import TrainConfig
+from .recipes import Recipe
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """Adam with coupled L2 (the paper's) or AdamW with decoupled weight decay."""
-    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=config.lr, betas=config.betas,
-                weight_decay=config.weight_decay)
+    kind = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=recipe.lr, betas=recipe.betas,
+                weight_decay=recipe.weight_decay)
 
 
-def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+def learning_rate(recipe: Recipe, step: int, total_steps: int) -> float:
     """The rate of optimizer step ``step`` (0-based) of ``total_steps``.
 
     ``constant``: ``lr``. ``cosine``: a linear warm-up over the first ``warmup`` share of the
     steps (from lr / warm-up steps), then ``lr * (1 + cos(pi * progress)) / 2`` down to 0
     at the last step. A function of the step alone, so a resumed run needs no state for it.
     """
-    if config.schedule == "constant":
-        return config.lr
-    warmup_steps = math.ceil(config.warmup * total_steps)
+    if recipe.schedule == "constant":
+        return recipe.lr
+    warmup_steps = math.ceil(recipe.warmup * total_steps)
     if step < warmup_steps:
-        return config.lr * (step + 1) / warmup_steps
+        return recipe.lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
@@ -69,8 +69,8 @@ def summed_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tenso
                            label_smoothing=label_smoothing)
 
 
-def averaged_model(model: nn.Module, config: TrainConfig) -> AveragedModel | None:
+def averaged_model(model: nn.Module, recipe: Recipe) -> AveragedModel | None:
     """An exponential moving average of ``model``'s weights (``ema_decay``), or None."""
-    if config.ema_decay is None:
+    if recipe.ema_decay is None:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay))

@@ -1,0 +1,302 @@
+"""Training recipes: one typed :class:`Recipe` per preset, and ``--set key=value`` overrides.
+
+A recipe is everything about *how* a model is trained that does not name the data or the
+machine: the model's sizes, the optimiser, the learning-rate schedule, regularisation, the
+loss, weight averaging, augmentation and the length of training. The presets are data: the
+table :data:`PRESETS` below, one :class:`Preset` (a recipe plus the changes it makes under
+``--normalize speaker``) per name.
+
+* ``enterface`` and ``iemocap`` are the paper's Table 1 as printed: Adam with betas
+  (0.9, 0.7) ("beta2 = 0.7"), the paper's L2 of 1e-4 as Adam's ``weight_decay`` (coupled L2,
+  not AdamW), a constant learning rate, the dense layer of 128 units, plain cross-entropy,
+  no dropout, no clipping, no averaging; eNTERFACE's length in epochs, IEMOCAP's in steps.
+* ``small`` is the recipe for corpora of a few hundred to a few thousand utterances (EmoDB,
+  RAVDESS, CREMA-D, ...), the default for every real corpus without one of its own: dropout
+  on the input frames, between the LSTM layers and on the dense layer's input; AdamW with a
+  linear warm-up and a cosine decay; gradient clipping; a class-balanced, label-smoothed loss
+  (the metric is UAR); an exponential moving average of the weights is what is evaluated and
+  kept; all of a fold's training speakers train (no validation speaker) for 40 epochs, with
+  speed perturbation and, under ``global`` normalisation, the speaker-statistics shift
+  (:mod:`sed_model.augment`; the shift is the identity under ``speaker``). Its values were
+  chosen on inner folds of EmoDB's training speakers only (results/README.md).
+* ``demo`` trains in about a minute on two CPU cores; ``emodb-cpu`` is a reduced setting for
+  EmoDB leave-one-speaker-out on a 2-core CPU.
+
+Overrides (:func:`override`) are read from text with the field's own type: integers, floats,
+``true``/``false``, ``none`` for an optional value, comma-separated lists (``cells=256,256``,
+``augment=speed,mask``, ``augment=none``). Two fields come in pairs: setting ``epochs``
+clears ``steps`` and the other way round (a run's length is given one way), and setting
+``augment_candidates`` without ``augment`` turns the preset's augmentation off (a nested
+selection chooses it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .augment import candidate_augment, check_augment, needed_speeds
+from .errors import SedError
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained (see the module docstring for the presets' values).
+
+    Exactly one of ``epochs`` (passes over the training split) and ``steps`` (optimizer
+    steps) is set. ``eval_every`` is the number of steps between two evaluations on the
+    held-out fold (the points of the UAR curves, the paper's Figs. 2 and 3); None means once
+    per epoch. ``attention_dim`` None means ``d_a = H_i``. ``validation_speakers`` K holds
+    out K of each fold's training speakers and reports the step with the best validation
+    UAR; None lets the trainer decide from the folds (1 when there are several folds and
+    each keeps at least 4 training speakers, else 0). ``augment_candidates``: a nested
+    selection of the augmentation on ``inner_folds`` speaker-grouped inner folds of each
+    fold's training speakers (:mod:`sed_model.selection`).
+    """
+
+    # the model
+    cells: tuple[int, ...] = (64, 64)
+    dense: int = 128
+    attention_dim: int | None = None
+    # the optimiser and its schedule
+    optimizer: str = "adam"  # adam (coupled L2, as the paper) or adamw (decoupled decay)
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.7)
+    weight_decay: float = 1e-4
+    schedule: str = "constant"  # constant, or cosine: linear warm-up then cosine decay to 0
+    warmup: float = 0.0  # the warm-up's share of all steps (cosine schedule)
+    clip_norm: float | None = None  # gradient clipping (global L2 norm)
+    # the length of training
+    batch_size: int = 32
+    epochs: int | None = None
+    steps: int | None = None
+    eval_every: int | None = None
+    # regularisation and the loss
+    input_dropout: float = 0.0  # on the 130 input features of every frame
+    layer_dropout: float = 0.0  # on each LSTM layer's output, as the next layer reads it
+    head_dropout: float = 0.0  # on the dense layer's input D
+    class_balanced: bool = False  # cross-entropy weighted by inverse class frequency
+    label_smoothing: float = 0.0
+    ema_decay: float | None = None  # evaluate/keep an exponential moving average of weights
+    # data: validation speakers and augmentation
+    validation_speakers: int | None = None
+    augment: tuple[str, ...] = ()
+    augment_candidates: tuple[str, ...] | None = None
+    inner_folds: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", check_augment(self.augment))  # canonical order
+        self._check_sizes()
+        self._check_rates()
+        self._check_choices()
+
+    def _check_sizes(self) -> None:
+        if (self.epochs is None) == (self.steps is None):
+            raise SedError(f"set exactly one of epochs and steps; got epochs={self.epochs}, "
+                           f"steps={self.steps}")
+        for name in ("epochs", "steps", "batch_size", "eval_every", "dense", "attention_dim"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SedError(f"{name} must be a positive integer; got {value}")
+        if not self.cells or any(c < 1 for c in self.cells):
+            raise SedError(f"cells must be positive sizes; got {list(self.cells)}")
+        if self.validation_speakers is not None and self.validation_speakers < 0:
+            raise SedError(f"validation_speakers must be 0 or more; got {self.validation_speakers}")
+        if self.inner_folds < 2:
+            raise SedError(f"inner_folds must be at least 2; got {self.inner_folds}")
+
+    def _check_rates(self) -> None:
+        for name in ("input_dropout", "layer_dropout", "head_dropout", "label_smoothing", "warmup"):
+            if not 0 <= getattr(self, name) < 1:
+                raise SedError(f"{name} must be in [0, 1); got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise SedError(f"ema_decay must be in (0, 1); got {self.ema_decay}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise SedError(f"lr must be positive and weight_decay 0 or more; got lr={self.lr}, "
+                           f"weight_decay={self.weight_decay}")
+        if self.clip_norm is not None and self.clip_norm <= 0:
+            raise SedError(f"clip_norm must be positive or none; got {self.clip_norm}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise SedError(f"betas must be two numbers in [0, 1); got {list(self.betas)}")
+
+    def _check_choices(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise SedError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; "
+                           f"got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise SedError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if self.augment_candidates is not None:
+            candidates = self.augment_candidates
+            for candidate in candidates:
+                candidate_augment(candidate)  # SedError for an unknown name
+            if len(set(candidates)) != len(candidates) or len(candidates) < 2:
+                raise SedError("augment_candidates needs at least two different candidates; "
+                               f"got {', '.join(candidates)}")
+            if self.augment:
+                raise SedError("give augment or augment_candidates, not both")
+
+    @property
+    def speeds(self) -> tuple:
+        """The perturbed speeds whose features training with this recipe reads."""
+        return needed_speeds(self.augment, self.augment_candidates)
+
+    @property
+    def length(self) -> str:
+        """The run's length in words: ``40 epochs`` or ``30000 steps``."""
+        return f"{self.epochs} epochs" if self.epochs else f"{self.steps} steps"
+
+    def to_json(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> Recipe:
+        unknown = sorted(set(d) - set(KEYS))
+        if unknown:
+            raise SedError(f"unknown recipe keys: {', '.join(unknown)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Recipe))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe, and the fields it changes under ``--normalize speaker``."""
+
+    name: str
+    description: str
+    recipe: Recipe
+    speaker: Mapping[str, object] = field(default_factory=dict)
+
+    def recipe_for(self, normalize: str) -> Recipe:
+        """The preset's recipe under the normalisation mode ``normalize``."""
+        if normalize == "speaker" and self.speaker:
+            return dataclasses.replace(self.recipe, **self.speaker)
+        return self.recipe
+
+
+PRESETS: dict[str, Preset] = {
+    "demo": Preset(
+        "demo", "small model that trains in about a minute on 2 CPU cores",
+        Recipe(cells=(64, 64), lr=3e-3, batch_size=16, epochs=12),
+    ),
+    "enterface": Preset(
+        "enterface", "paper Table 1, eNTERFACE column",
+        Recipe(cells=(512, 256), lr=1e-3, batch_size=128, epochs=1500, eval_every=50),
+    ),
+    "iemocap": Preset(
+        "iemocap", "paper Table 1, IEMOCAP column",
+        Recipe(cells=(256, 256), lr=1e-4, batch_size=64, steps=30000, eval_every=500),
+    ),
+    "small": Preset(
+        "small",
+        "recipe for small corpora (default for real corpora without a paper preset): "
+        "dropout, AdamW with warm-up and cosine decay, clipping, class-balanced loss, "
+        "weight EMA, all training speakers, 40 epochs; speed perturbation, and "
+        "speaker-statistics shift under global normalisation",
+        Recipe(cells=(64, 64), lr=4e-3, batch_size=32, epochs=40, optimizer="adamw",
+               betas=(0.9, 0.999), weight_decay=0.05, schedule="cosine", warmup=0.05,
+               input_dropout=0.1, layer_dropout=0.2, head_dropout=0.3, clip_norm=1.0,
+               class_balanced=True, label_smoothing=0.1, ema_decay=0.99,
+               validation_speakers=0, augment=("speed", "shift")),
+        speaker={"augment": ("speed",)},
+    ),
+    "emodb-cpu": Preset(
+        "emodb-cpu",
+        "reduced setting for EmoDB leave-one-speaker-out on a 2-core CPU: "
+        "4 variants x 10 folds in under an hour",
+        Recipe(cells=(64, 64), lr=3e-3, batch_size=32, epochs=30),
+    ),
+}
+
+# The preset of a corpus given none: the demo setting for the synthetic demo corpus, the
+# small-corpus recipe for every real corpus (the paper's are enterface and iemocap).
+CORPUS_PRESETS = {"demo": "demo"}
+REAL_CORPUS_PRESET = "small"
+
+
+def default_preset(corpus: str) -> str:
+    """The preset a run on ``corpus`` uses when none is given."""
+    return CORPUS_PRESETS.get(corpus, REAL_CORPUS_PRESET)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; :class:`SedError` listing the known names otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise SedError(
+            f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}"
+        ) from None
+
+
+# ------------------------------------------------------------------------- overrides
+_TYPES = typing.get_type_hints(Recipe)
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def _scalar(kind: type, text: str):
+    if kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ValueError("expected true or false")
+        return text.lower() in _TRUE
+    return kind(text)
+
+
+def parse_value(key: str, text: str):
+    """The value of recipe field ``key`` written as ``text``; :class:`SedError` naming the
+    key, the text and the expected type otherwise."""
+    if key not in _TYPES:
+        raise SedError(f"unknown recipe key {key!r}; valid keys: {', '.join(KEYS)}")
+    kind = _TYPES[key]
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    optional = type(None) in typing.get_args(kind)
+    if optional and text.strip().lower() in ("none", "null"):
+        return None
+    if optional:
+        kind = args[0]
+    try:
+        if typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            return tuple(_scalar(item, part.strip()) for part in text.split(",") if part.strip())
+        return _scalar(kind, text.strip())
+    except ValueError:
+        raise SedError(f"{key}={text!r}: expected {_type_name(_TYPES[key])}") from None
+
+
+def _type_name(kind) -> str:
+    return str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def parse_assignments(texts) -> dict[str, object]:
+    """``["lr=1e-3", "cells=32,32"]`` as ``{"lr": 0.001, "cells": (32, 32)}`` (later wins)."""
+    values = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise SedError(f"--set {text!r}: expected key=value; valid keys: {', '.join(KEYS)}")
+        values[key.strip()] = parse_value(key.strip(), value)
+    return values
+
+
+def override(recipe: Recipe, values: Mapping[str, object]) -> Recipe:
+    """``recipe`` with ``values`` (already typed) set, the paired fields kept consistent (see
+    the module docstring) and every value checked; :class:`SedError` for an unknown key."""
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise SedError(f"unknown recipe key {unknown[0]!r}; valid keys: {', '.join(KEYS)}")
+    values = dict(values)
+    if values.get("epochs") is not None and "steps" not in values:
+        values["steps"] = None
+    if values.get("steps") is not None and "epochs" not in values:
+        values["epochs"] = None
+    if values.get("augment_candidates") is not None and "augment" not in values:
+        values["augment"] = ()
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+    return dataclasses.replace(recipe, **values)
