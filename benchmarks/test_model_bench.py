@@ -44,9 +44,8 @@ def make_batch(
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_train_step(benchmark, settings, variant, backend):
-    from sed_model.recipes import get_preset
-
     from sed_model.model import DenseLSTMAttention
+    from sed_model.recipes import get_preset
 
     device = settings.device
     if backend in FUSED:

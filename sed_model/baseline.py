@@ -6,45 +6,51 @@ Per utterance the 6373 ComParE_2016 functionals (``sed_model.features.extract_fu
 per fold a ``StandardScaler`` fitted on the training split and a ``LinearSVC``
 (squared hinge, L2, one-vs-rest, no class weighting). ``C`` is fixed (default 1e-3, a usual
 value for standardised ComParE functionals) and never chosen on the test fold; ``--tune``
-picks it instead by an inner speaker-grouped cross-validation on each fold's training split
-only (nested CV, UAR as the criterion). The folds are made by ``sed_model.splits.make_folds``
-exactly as for the neural models (same protocol, same seed, same utterances unless the
-feature extractor skipped a file for one feature kind and not the other). Results are
-reported like the models': per-class recall and UAR pooled over folds, and per-fold UAR.
+picks it instead by an inner speaker-grouped cross-validation on each fold's training
+speakers only (nested CV: grid, inner folds and criterion in :mod:`sed_model.svm_tuning`;
+each fold's chosen C and inner scores are in the ``--json`` result). The folds are made by
+``sed_model.splits.make_folds`` exactly as for the neural models (same protocol, same seed,
+same utterances unless the feature extractor skipped a file for one feature kind and not the
+other). Results are reported like the models': per-class recall and UAR pooled over folds,
+and per-fold UAR.
 
 ``--normalize speaker`` first z-scores every speaker's functionals with that speaker's own
 mean and std (the test speakers' from their unlabelled utterances, as the models'
-``--normalize speaker``; transductive), then runs the same pipeline. ``--against RUN`` pairs
-the SVM's per-fold UARs with those of a model run on the same folds (a ``train`` run folder,
-with or without ``--seeds``) and prints the paired comparison (:mod:`sed_model.stats`).
+``--normalize speaker``; transductive), then runs the same pipeline; it warns first when
+most speakers carry a single label (:mod:`sed_model.confounds`; ``label_spread`` in the
+result). ``--against RUN`` pairs the SVM's per-fold UARs with those of a model run on the
+same folds (a ``train`` run folder, with or without ``--seeds``) and prints the paired
+comparison (:mod:`sed_model.stats`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from .checkpoint import read_json, write_json
-from .cli import add_data_options, add_normalize_option, positive_float, run_main
+from .cli import add_data_options, add_normalize_option, positive_float, positive_int, run_main
+from .confounds import check_label_spread
 from .corpora import load_corpus
+from .corpora.base import Utterance
 from .errors import SedError
 from .features import extract_functionals
 from .metrics import classification_report, mean_and_std, report_from_confusion
 from .seeds import fold_uars
 from .splits import make_folds
 from .stats import PairedComparison, paired_comparison
+from .svm_tuning import CRITERION, INNER_FOLDS, TUNING_GRID, choose_C
 
 DEFAULT_C = 1e-3
-TUNING_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-INNER_FOLDS = 5
 
 
 def svm_pipeline(C: float):
@@ -62,15 +68,38 @@ def speaker_standardized(X: np.ndarray, speakers: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float, tune: bool):
-    """The fitted classifier of one training split, and the C it uses."""
-    if not tune:
-        return svm_pipeline(C).fit(X, y), C
-    inner = GroupKFold(n_splits=min(INNER_FOLDS, len(set(groups))))
-    search = GridSearchCV(svm_pipeline(C), {"linearsvc__C": list(TUNING_GRID)},
-                          scoring="recall_macro", cv=inner)
-    search.fit(X, y, groups=groups)
-    return search.best_estimator_, float(search.best_params_["linearsvc__C"])
+@dataclass(frozen=True)
+class Tuning:
+    """Choose C per fold on ``inner_folds`` speaker-grouped inner folds over ``grid``."""
+
+    inner_folds: int = INNER_FOLDS
+    grid: tuple[float, ...] = TUNING_GRID
+
+    def to_dict(self) -> dict:
+        return {"grid": list(self.grid), "inner_folds": self.inner_folds,
+                "criterion": CRITERION}
+
+
+def fit_fold(X: np.ndarray, y: np.ndarray, utterances: Sequence[Utterance],
+             classes: Sequence[str], C: float, tuning: Tuning | None, seed: int = 0):
+    """The fitted classifier of one training split (rows ``utterances``), the C it uses and,
+    with ``tuning``, how the inner folds chose it (:mod:`sed_model.svm_tuning`; ``seed``:
+    the run's split seed plus the fold's index)."""
+    if tuning is None:
+        return svm_pipeline(C).fit(X, y), C, None
+    selection = choose_C(svm_pipeline, X, y, utterances, classes, k=tuning.inner_folds,
+                         seed=seed, grid=tuning.grid)
+    return svm_pipeline(selection.chosen).fit(X, y), selection.chosen, selection
+
+
+def _functionals(loader, utterances: list[Utterance], **extract_options):
+    """The utterances whose functionals could be extracted, and their (N, 6373) matrix."""
+    vectors = extract_functionals([u.path for u in utterances], **extract_options)
+    kept = [i for i, v in enumerate(vectors) if v is not None]
+    if not kept:
+        raise SedError(f"none of the {len(utterances)} files of {loader.name!r} could be used")
+    X = np.stack([vectors[i] for i in kept]).astype(np.float64)
+    return [utterances[i] for i in kept], X
 
 
 def run_baseline(
@@ -79,7 +108,7 @@ def run_baseline(
     *,
     folds: str | None = None,
     C: float = DEFAULT_C,
-    tune: bool = False,
+    tune: bool | Tuning = False,
     seed: int = 0,
     normalize: str = "global",
     workers: int | None = None,
@@ -87,21 +116,21 @@ def run_baseline(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Cross-validated functionals + linear SVM; a metrics dict shaped like the trainer's."""
-    loader, utterances = load_corpus(corpus, Path(data) if data else None)
-    vectors = extract_functionals([u.path for u in utterances], cache_dir=cache_dir,
-                                  workers=workers, progress=progress, strict=strict)
-    kept = [i for i, v in enumerate(vectors) if v is not None]
-    if not kept:
-        raise SedError(f"none of the {len(utterances)} files of {corpus!r} could be used")
-    utterances = [utterances[i] for i in kept]
-    X = np.stack([vectors[i] for i in kept]).astype(np.float64)  # (N, 6373)
+    """Cross-validated functionals + linear SVM; a metrics dict shaped like the trainer's.
+
+    ``tune``: True (or a :class:`Tuning`) chooses C per fold on inner folds of its training
+    speakers; every fold's choice and inner scores are in its ``C_selection``."""
+    tuning = Tuning() if tune is True else (tune or None)
+    loader, all_utterances = load_corpus(corpus, Path(data) if data else None)
+    utterances, X = _functionals(loader, all_utterances, cache_dir=cache_dir, workers=workers,
+                                 progress=progress, strict=strict)
     y = np.array([loader.classes.index(u.label) for u in utterances])
     speakers = np.array([u.speaker for u in utterances])
+    if normalize not in ("global", "speaker"):
+        raise SedError(f"normalize must be global or speaker; got {normalize!r}")
+    spread = check_label_spread(utterances, normalize)
     if normalize == "speaker":
         X = speaker_standardized(X, speakers)
-    elif normalize != "global":
-        raise SedError(f"normalize must be global or speaker; got {normalize!r}")
     results = []
     for index, fold in enumerate(tqdm(make_folds(utterances, folds or "default", seed=seed,
                                                  corpus=loader),
@@ -109,21 +138,27 @@ def run_baseline(
         train, test = np.array(fold.train), np.array(fold.test)
         if len(set(y[train])) < 2:
             raise SedError(f"fold {fold.name!r}: the training split has a single class")
-        classifier, used_C = fit_fold(X[train], y[train], speakers[train], C, tune)
+        classifier, used_C, selection = fit_fold(
+            X[train], y[train], [utterances[i] for i in train], loader.classes, C, tuning,
+            seed=seed + index)
         report = classification_report(y[test], classifier.predict(X[test]), loader.classes)
         results.append({"index": index, "name": fold.name, "n_train": len(train),
                         "n_test": len(test), "test_speakers": sorted(set(speakers[test])),
-                        "C": used_C, "final": report})
+                        "C": used_C, "C_selection": selection and selection.to_dict(),
+                        "final": report})
     pooled = np.sum([r["final"]["confusion"] for r in results], axis=0)
     return {
         "corpus": loader.name,
         "model": "ComParE_2016 functionals + StandardScaler + LinearSVC",
-        "C": "tuned by inner speaker-grouped CV on training folds" if tune else C,
+        "C": "tuned by inner speaker-grouped CV on training folds" if tuning else C,
+        "tuning": tuning and tuning.to_dict(),
         "normalize": normalize,
+        "protocol": folds or "default",  # the --folds value as given (a fold file's path)
+        "label_spread": spread.to_dict(),
         "headline": "final",
         "classes": list(loader.classes),
         "n_utterances": len(utterances),
-        "skipped_files": len(vectors) - len(kept),
+        "skipped_files": len(all_utterances) - len(utterances),
         "folds": results,
         "summary": {"final": {
             "pooled": report_from_confusion(pooled, loader.classes),
@@ -160,15 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None,
                         help="the corpus folder (or the manifest for csv); not needed for demo")
     parser.add_argument("--folds", default=None,
-                        help="loso, K, holdout, session or paper, as for sed_model.train "
-                             "(default: the corpus' usual protocol)")
+                        help="loso, K, holdout, session, paper or PATH (a folder of EmoBox "
+                             "*_test_fold_K.jsonl lists or a speaker,fold CSV), as for "
+                             "sed_model.train (default: the corpus' usual protocol)")
     parser.add_argument("--C", type=positive_float, default=DEFAULT_C, dest="C",
                         help=f"SVM regularisation constant (default {DEFAULT_C}); fixed, never "
                              "chosen on test data")
     parser.add_argument("--tune", action="store_true",
                         help="choose C per fold from " + ", ".join(map(str, TUNING_GRID))
-                             + f" by {INNER_FOLDS}-fold speaker-grouped CV on the training "
-                               "split only (nested CV)")
+                             + " by the pooled UAR of --inner-folds speaker-grouped inner folds "
+                               "of the fold's training speakers only (nested CV; ties: the "
+                               "smaller C); every choice and inner score in --json")
+    parser.add_argument("--inner-folds", type=positive_int, default=INNER_FOLDS, metavar="K",
+                        help=f"inner folds of --tune (default {INNER_FOLDS}, as the models' "
+                             "--inner-folds)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of random splits (holdout, K folds); default 0")
     add_normalize_option(parser)
@@ -190,7 +230,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def _baseline_command(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
-    metrics = run_baseline(args.corpus, args.data, folds=args.folds, C=args.C, tune=args.tune,
+    if args.tune and args.inner_folds < 2:
+        raise SedError(f"--inner-folds must be at least 2; got {args.inner_folds}")
+    tune = Tuning(inner_folds=args.inner_folds) if args.tune else False
+    metrics = run_baseline(args.corpus, args.data, folds=args.folds, C=args.C, tune=tune,
                            seed=args.seed, normalize=args.normalize or "global",
                            workers=args.workers, strict=args.strict, cache_dir=args.cache_dir,
                            progress=not args.no_progress)

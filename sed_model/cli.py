@@ -156,7 +156,10 @@ def add_training_options(parser: argparse.ArgumentParser, *, variant: bool = Tru
                         help="evaluation protocol: loso (leave one speaker out), K (an integer: "
                              "K speaker-grouped folds), holdout (fixed held-out speakers), session "
                              "(leave one IEMOCAP session out), paper (the paper's eNTERFACE "
-                             "260-utterance test set). Default: the corpus' usual protocol")
+                             "260-utterance test set), or PATH: official test folds, a folder "
+                             "of EmoBox *_test_fold_K.jsonl lists or a CSV file with speaker,"
+                             "fold columns (each fold tests exactly its listed speakers). "
+                             "Default: the corpus' usual protocol")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help="train for this many passes over the training split (default: the "
                              "recipe's; --set steps=N gives the length in optimizer steps)")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .baseline import run_baseline
+from .baseline import Tuning, run_baseline
 from .checkpoint import write_json
 from .cli import (
     NameList,
@@ -157,10 +157,15 @@ def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, progress: 
                              data_options=data_options, meanwhile=meanwhile)
 
 
-def _run_svm(config: TrainConfig, progress: bool, data_options: dict) -> dict:
-    """The SVM on the comparison's folds (the same protocol and seed) and normalisation."""
+def _run_svm(config: TrainConfig, progress: bool, data_options: dict,
+             tune: bool = False) -> dict:
+    """The SVM on the comparison's folds (the same protocol and seed) and normalisation;
+    ``tune``: C chosen per fold on ``config.recipe.inner_folds`` inner folds of its training
+    speakers (:mod:`sed_model.svm_tuning`)."""
     svm = run_baseline(config.corpus, config.data, folds=config.folds, seed=config.folds_seed,
-                       normalize=config.normalize, progress=progress, **data_options)
+                       normalize=config.normalize, progress=progress,
+                       tune=Tuning(inner_folds=config.recipe.inner_folds) if tune else False,
+                       **data_options)
     svm.update(config={"seed": None}, variant="svm")
     return svm
 
@@ -207,9 +212,11 @@ def compare(
     workers: int | None = None,
     strict: bool = False,
     cache_dir: str | Path | None = None,
+    svm_tune: bool = False,
 ) -> dict:
     """Train ``variants`` with ``config`` (its ``variant`` is ignored), ``seeds`` times each,
-    into ``out_dir``, and the SVM on the same folds unless not ``baseline``.
+    into ``out_dir``, and the SVM on the same folds unless not ``baseline`` (with
+    ``svm_tune``, its C chosen on inner folds of each fold's training speakers).
 
     ``jobs > 1`` trains that many folds at once in worker processes (each with ``threads``
     torch threads, no progress bars; features come from the cache filled here first).
@@ -233,7 +240,8 @@ def compare(
     trained, svm = _train_all(
         runs, resume=resume, progress=progress, jobs=jobs, threads=threads, dataset=dataset,
         data_options=data_options,
-        meanwhile=lambda: _run_svm(config, svm_progress, data_options) if baseline else None)
+        meanwhile=lambda: _run_svm(config, svm_progress, data_options, svm_tune)
+        if baseline else None)
     results = {v: [m for (c, _), m in zip(runs, trained) if c.variant == v] for v in variants}
     if seeds > 1:
         for v, metrics in results.items():
@@ -255,6 +263,7 @@ def compare(
         "summaries": {v: s.to_dict() for v, s in summaries.items()},
         "paired": _paired(summaries),
         "augment_choices": {v: c for v, c in choices.items() if c is not None} or None,
+        "svm_tuning": svm and svm["tuning"],  # None: the fixed C (or no SVM)
         "single_runs": {v: m[0] for v, m in results.items()} if seeds == 1 else None,
     }
     write_json(out_dir / "comparison.json", comparison)
@@ -355,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "on a 2-core machine); default 1")
     parser.add_argument("--no-baseline", action="store_true",
                         help="do not run the ComParE functionals SVM on the same folds")
+    parser.add_argument("--svm-tune", action="store_true",
+                        help="choose the SVM's C per fold on --inner-folds speaker-grouped "
+                             "inner folds of the fold's training speakers (as sed_model."
+                             "baseline --tune); default: the fixed C")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
                         help="also write the tables as markdown to FILE")
     return parser
@@ -390,7 +403,8 @@ def _compare_command(argv: list[str] | None) -> None:
         comparison = compare(config, out_dir, variants=args.variants, seeds=args.seeds,
                              baseline=not args.no_baseline, resume=args.resume,
                              progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
-                             workers=args.workers, strict=args.strict, cache_dir=args.cache_dir)
+                             workers=args.workers, strict=args.strict, cache_dir=args.cache_dir,
+                             svm_tune=args.svm_tune)
     except KeyboardInterrupt:
         print("\ninterrupted; continue with: python -m sed_model.compare --resume "
               f"--out-dir {out_dir}",

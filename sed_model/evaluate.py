@@ -14,6 +14,11 @@ folder's ``model.pt`` was trained on every speaker of its corpus, and a fold mod
 its fold's test speakers; evaluating a model on speakers it was trained on measures fit, not
 generalisation, so the command says how many of the utterances come from speakers a model
 was trained on.
+
+``--folds`` (a protocol or a fold file, as for ``sed_model.train``) evaluates fold by fold,
+each fold on exactly its test speakers: a run folder by the fold model that held those
+speakers out (:func:`evaluate_folds`), so a run trained with ``--folds PATH`` is re-scored on
+the same official folds; per-fold and pooled UAR are printed.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import load_model
+from .api import fold_checkpoints, load_model
+from .checkpoint import read_json
 from .cli import NameList, add_data_options, run_main
-from .data import load_dataset, make_split
+from .data import Dataset, load_dataset, make_split
 from .errors import SedError
 from .fold import predict_split
-from .metrics import classification_report
+from .metrics import classification_report, mean_and_std, report_from_confusion
+from .splits import make_folds
 
 
 def evaluate_checkpoint(
@@ -46,6 +53,8 @@ def evaluate_checkpoint(
     strict: bool = False,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    dataset: Dataset | None = None,
+    folds: str | None = None,
 ) -> dict:
     """UAR, WA, per-class recall and confusion matrix of a model on a corpus.
 
@@ -53,16 +62,24 @@ def evaluate_checkpoint(
     run folder's fold models). The corpus' labels are matched to the model's classes by
     name; a label the model does not know is an error. Returns
     :func:`classification_report`'s dict plus ``checkpoint``, ``corpus``, ``speakers`` and
-    ``n_from_training_speakers``.
+    ``n_from_training_speakers``. ``dataset``: the corpus' features, already loaded.
+    With ``folds`` the result of :func:`evaluate_folds` instead.
     """
+    if dataset is None:
+        dataset = load_dataset(corpus, data, cache_dir=cache_dir, workers=workers,
+                               strict=strict, progress=progress)
+    if folds is not None:
+        if ensemble or speakers:
+            raise SedError("--folds evaluates each fold on its own test speakers with its own "
+                           "model; leave out --ensemble and --speakers")
+        return evaluate_folds(checkpoint_path, dataset, folds, device=device, backend=backend,
+                              normalize=normalize)
     model = load_model(checkpoint_path, ensemble=ensemble, device=device, backend=backend)
     class_names = model.class_names
     mode = model.members[0].normalizer.mode
     if normalize is not None and normalize != mode:
         raise SedError(f"{checkpoint_path} was trained with --normalize {mode}, not {normalize}; "
                        "a model is evaluated with the normalisation it was trained with")
-    dataset = load_dataset(corpus, data, cache_dir=cache_dir, workers=workers, strict=strict,
-                           progress=progress)
     indices = _chosen_utterances(dataset, corpus, speakers)
     used_classes = sorted({dataset.classes[dataset.labels[i]] for i in indices})
     foreign = [c for c in used_classes if c not in class_names]
@@ -91,6 +108,65 @@ def evaluate_checkpoint(
         "n_from_training_speakers": int(sum(dataset.speakers[i] in trained_on for i in indices)),
     })
     return report
+
+
+def evaluate_folds(checkpoint_path: str | Path, dataset: Dataset, folds: str, *,
+                   device: str = "auto", backend: str | None = None,
+                   normalize: str | None = None) -> dict:
+    """A model on every fold of ``folds`` (a protocol or a fold file, as ``--folds``), each
+    fold on exactly its test speakers; per-fold reports, the pooled report and the UAR's mean
+    and std over folds.
+
+    With a run folder every fold is evaluated by the run's fold model that held out exactly
+    that fold's test speakers (an error when the run has none: it was trained on other
+    folds); with a checkpoint file or a bundled name, by that one model on every fold.
+    """
+    made = make_folds(dataset.utterances, folds, corpus=dataset.loader)
+    tested = [sorted({dataset.speakers[i] for i in fold.test}) for fold in made]
+    models = _fold_models(Path(checkpoint_path), tested)
+    reports = [evaluate_checkpoint(model, dataset.corpus, None, speakers=speakers,
+                                   device=device, backend=backend, normalize=normalize,
+                                   dataset=dataset)
+               for model, speakers in zip(models, tested)]
+    for report, fold in zip(reports, made):
+        report["name"] = fold.name
+    classes = list(reports[0]["recall"])
+    pooled = report_from_confusion(np.sum([r["confusion"] for r in reports], axis=0), classes)
+    return {"checkpoint": str(checkpoint_path), "corpus": dataset.corpus, "folds": folds,
+            "normalize": reports[0]["normalize"], "per_fold": reports, "pooled": pooled,
+            "uar": mean_and_std([r["uar"] for r in reports]),
+            "n_from_training_speakers": sum(r["n_from_training_speakers"] for r in reports)}
+
+
+def _fold_models(checkpoint: Path, tested: list[list[str]]) -> list[str | Path]:
+    """The model evaluating each fold: a run folder's fold model whose test speakers are the
+    fold's, else ``checkpoint`` itself for every fold."""
+    if not checkpoint.is_dir():
+        return [checkpoint] * len(tested)
+    by_speakers = {tuple(read_json(path.parent / "metrics.json")["test_speakers"]): path
+                   for path in fold_checkpoints(checkpoint)}
+    missing = [speakers for speakers in tested if tuple(speakers) not in by_speakers]
+    if missing:
+        raise SedError(f"{checkpoint} has no fold model that held out exactly speakers "
+                       f"{' '.join(missing[0])} (its folds held out: "
+                       f"{'; '.join(' '.join(s) for s in by_speakers)}); train it with the "
+                       "same --folds, or evaluate its model.pt file")
+    return [by_speakers[tuple(speakers)] for speakers in tested]
+
+
+def format_fold_reports(result: dict) -> str:
+    lines = [f"{result['corpus']}: {result['checkpoint']} on {len(result['per_fold'])} folds "
+             f"of {result['folds']} (normalize {result['normalize']})"]
+    lines += [f"  {r['name']} (speakers {', '.join(r['speakers'])}): UAR {r['uar']:.3f}  "
+              f"WA {r['wa']:.3f}" for r in result["per_fold"]]
+    lines.append(f"UAR {result['pooled']['uar']:.3f}  WA {result['pooled']['wa']:.3f} (pooled "
+                 f"over folds); UAR mean over folds {result['uar']['mean']:.3f} +- "
+                 f"{result['uar']['std']:.3f}")
+    if result["n_from_training_speakers"]:
+        lines.append(f"note: {result['n_from_training_speakers']} of the test utterances come "
+                     "from speakers the model was trained on (pass the run folder to use each "
+                     "fold's own model)")
+    return "\n".join(lines)
 
 
 def _chosen_utterances(dataset, corpus: str, speakers: list[str] | None) -> np.ndarray:
@@ -143,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--normalize", choices=("global", "speaker"), default=None,
                         help="the normalisation the model must have been trained with (an "
                              "error otherwise); default: the model's, which is always used")
+    parser.add_argument("--folds", default=None, metavar="PROTOCOL|PATH",
+                        help="evaluate fold by fold, each fold on exactly its test speakers: a "
+                             "protocol as for sed_model.train or a fold folder (EmoBox "
+                             "*_test_fold_K.jsonl) or CSV file (speaker,fold); a run folder "
+                             "uses each fold's own model, a checkpoint file the one model")
     parser.add_argument("--json", action="store_true",
                         help="print the full result (with confusion matrix) as JSON")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -166,9 +247,10 @@ def _evaluate_command(argv: list[str] | None) -> None:
         args.checkpoint, args.corpus, args.data, speakers=speakers, ensemble=args.ensemble,
         device=args.device, backend=args.backend, normalize=args.normalize, workers=args.workers,
         strict=args.strict, cache_dir=args.cache_dir,
-        progress=not (args.no_progress or args.json),
+        progress=not (args.no_progress or args.json), folds=args.folds,
     )
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    text = format_fold_reports(report) if args.folds is not None else format_report(report)
+    print(json.dumps(report, indent=2) if args.json else text)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,12 @@ and tested on), and every training side must hold files of at least two classes.
 :func:`with_validation_speakers` then carves validation speakers out of a fold's training
 side, so that a checkpoint can be selected without looking at the test speakers.
 
+- a fold file or folder (``--folds PATH``): official test folds, each testing exactly the
+  speakers it lists and training on every other speaker; EmoBox ``*_test_fold_K.jsonl`` lists
+  or a CSV with ``speaker,fold`` columns (see :mod:`sed_model.fold_files`).
+
 The command-line forms of ``--folds`` ("loso", "<K>", "holdout", "session", "paper",
-"default") are read by :func:`parse_folds_arg`; ``make_folds`` accepts them too.
+"default", PATH) are read by :func:`parse_folds_arg`; ``make_folds`` accepts them too.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 
 from sed_model.corpora.base import Corpus, Utterance
 from sed_model.errors import SedError
+from sed_model.fold_files import check_against_corpus, is_fold_path, read_fold_path
 
 PROTOCOLS = ("loso", "loso-session", "kfold", "holdout", "enterface-paper", "default")
+FOLD_FILE = "file"  # the protocol of a --folds PATH
 ENTERFACE_PAPER_TEST_SIZE = 260
 HOLDOUT_TEST_FRACTION = 0.2
 DEFAULT_K = 5
@@ -68,17 +74,20 @@ class Fold:
 def parse_folds_arg(text: str) -> tuple[str, int | None]:
     """``--folds`` value -> (protocol, k): "loso", "<K>" (speaker-grouped K folds), "holdout",
     "session" (leave-one-session-out), "paper" (eNTERFACE 260-utterance hold-out), "default";
-    the protocol names themselves are accepted too."""
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+", text):
-        return "kfold", int(text)
-    if text in _CLI_FORMS:
-        return _CLI_FORMS[text], None
-    if text in PROTOCOLS:
-        return text, None
+    the protocol names themselves are accepted too. A fold file or folder (a value that
+    exists, ends in .csv or holds a path separator) gives ``("file", None)``."""
+    name = str(text).strip().lower()
+    if re.fullmatch(r"\d+", name):
+        return "kfold", int(name)
+    if name in _CLI_FORMS:
+        return _CLI_FORMS[name], None
+    if name in PROTOCOLS:
+        return name, None
+    if is_fold_path(text):
+        return FOLD_FILE, None
     raise SedError(
-        f"--folds {text!r} is not understood; expected loso, an integer K (speaker-grouped folds), "
-        "holdout, session, paper or default"
+        f"--folds {name!r} is not understood; expected loso, an integer K (speaker-grouped folds), "
+        "holdout, session, paper, default or the path of a fold folder or CSV file"
     )
 
 
@@ -97,6 +106,8 @@ def make_folds(
         )
     parsed, parsed_k = parse_folds_arg(protocol)
     k = k if k is not None else parsed_k
+    if parsed == FOLD_FILE:
+        return listed_folds(utterances, protocol)
     if parsed == "default":
         if corpus is None:
             raise SedError("protocol 'default' needs the corpus (make_folds(..., corpus=corpus))")
@@ -122,6 +133,18 @@ def make_folds(
         ]
     else:
         raise SedError(f"protocol {protocol!r} is unknown; expected one of {', '.join(PROTOCOLS)}")
+    for fold in folds:
+        _check(fold, utterances)
+    return folds
+
+
+def listed_folds(utterances: Sequence[Utterance], path: str) -> list[Fold]:
+    """The folds of a fold file or folder (:mod:`sed_model.fold_files`): each tests exactly
+    its listed speakers and trains on every other speaker of ``utterances``."""
+    listed = read_fold_path(path)
+    check_against_corpus(listed, utterances)
+    speakers = [u.speaker for u in utterances]
+    folds = [_split_by_speakers(speakers, set(f.speakers), f.name) for f in listed]
     for fold in folds:
         _check(fold, utterances)
     return folds

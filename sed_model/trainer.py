@@ -72,6 +72,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import copy_atomic, load_checkpoint, save_checkpoint, write_json
 from .config import CONFIG_FILE, TrainConfig, changed_options, saved_config
+from .confounds import check_label_spread, label_spread
 from .data import Dataset, check_training_split, load_dataset, steps_per_epoch
 from .errors import SedError
 from .fold import FoldResult, evaluate_split, predict_split, train_fold
@@ -199,6 +200,7 @@ def prepare_run(config: TrainConfig, dataset: Dataset, out_dir: Path,
     """The run's configuration with its defaults resolved and its folds; writes (or, when
     resuming, checks) ``out_dir/config.json``."""
     config = with_validation_default(config, dataset)
+    check_label_spread(dataset.utterances, config.normalize, show=distributed.is_main())
     folds = dataset_folds(dataset, config.folds, config.folds_seed,
                           config.recipe.validation_speakers)
     # after the data checks: no folder for a bad run
@@ -277,6 +279,7 @@ def finish_run(config: TrainConfig, dataset: Dataset, results: list[FoldResult],
         "classes": list(dataset.classes),
         "n_utterances": len(dataset.utterances),
         "skipped_files": dataset.skipped,
+        "label_spread": label_spread(dataset.utterances, config.normalize).to_dict(),
         "headline": "selected" if config.recipe.validation_speakers else "final",
         "folds": [r.to_dict() for r in results],
         "summary": summarize(results, dataset.classes),

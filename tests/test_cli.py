@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from fixtures_corpora import make_csv_tree, write_wav
 
 from sed_model import baseline, cli, compare, evaluate, predict, train
 from sed_model.config import make_config
@@ -249,3 +250,89 @@ def test_augment_none_turns_the_small_recipes_augmentation_off():
     assert augment("--normalize", "speaker", "--set", "augment=none") == ()
     with pytest.raises(SedError, match="unknown augmentation 'warp'"):
         augment("--set", "augment=warp")
+
+
+def write_fold_csv(path, folds: list[list[str]]):
+    path.write_text("speaker,fold\n" + "".join(f"{s},{k}\n" for k, speakers in
+                                               enumerate(folds, start=1) for s in speakers))
+    return path
+
+
+@pytest.mark.slow
+def test_official_folds_on_train_resume_evaluate_and_baseline(corpus, tmp_path, capsys):
+    manifest, _ = corpus
+    listed = [["spk1", "spk3"], ["spk2", "spk4"]]
+    folds = str(write_fold_csv(tmp_path / "folds.csv", listed))
+    data = ["--corpus", "csv", "--data", str(manifest), "--folds", folds]
+    out = tmp_path / "run"
+    train.main([*data, *TINY, "--normalize", "speaker", "--out-dir", str(out)])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["config"]["folds"] == folds  # as given: --resume reads it back
+    assert [f["test_speakers"] for f in saved["folds"]] == listed
+    assert saved["label_spread"] == {"speakers": 4, "single_label_speakers": 0, "warned": False}
+    train.main(["--out-dir", str(out), "--resume", "--no-progress", "--workers", "1"])
+    assert "UAR" in capsys.readouterr().out
+
+    evaluate.main(["--checkpoint", str(out), "--corpus", "csv", "--data", str(manifest),
+                   "--folds", folds, "--json", "--workers", "1"])
+    scored = json.loads(capsys.readouterr().out)
+    assert [r["speakers"] for r in scored["per_fold"]] == listed
+    assert scored["n_from_training_speakers"] == 0 and scored["pooled"]["n"] == 32
+    fold_uars = [f["final"]["uar"] for f in saved["folds"]]  # no validation speakers here
+    assert [r["uar"] for r in scored["per_fold"]] == pytest.approx(fold_uars, abs=1e-9)
+
+    baseline.main([*data, "--workers", "1", "--no-progress", "--tune", "--inner-folds", "2",
+                   "--json", str(tmp_path / "svm.json")])
+    svm = json.loads((tmp_path / "svm.json").read_text())
+    assert svm["protocol"] == folds and [f["test_speakers"] for f in svm["folds"]] == listed
+    for fold in svm["folds"]:  # inner folds of the two training speakers only
+        inner = sorted(s for test in fold["C_selection"]["inner_test_speakers"] for s in test)
+        assert inner == sorted({"spk1", "spk2", "spk3", "spk4"} - set(fold["test_speakers"]))
+        assert fold["C"] == fold["C_selection"]["chosen"]
+        assert len(fold["C_selection"]["inner_uar"]) == len(svm["tuning"]["grid"])
+
+
+@pytest.mark.slow
+def test_a_bad_fold_file_exits_2_with_one_error_line(corpus, tmp_path, capsys):
+    manifest, _ = corpus
+    bad = tmp_path / "folds.csv"
+    bad.write_text("speaker,group\nspk1,1\n")
+    missing = write_fold_csv(tmp_path / "missing.csv", [["spk1"], ["spk9"]])
+    runs = [(train, [*TINY, "--out-dir", str(tmp_path / "r")]),
+            (baseline, ["--workers", "1", "--no-progress"])]
+    for module, options in runs:
+        for path, expected in ((bad, "no column fold"), (missing, "speaker 'spk9'")):
+            with pytest.raises(SystemExit) as exit_info:
+                module.main(["--corpus", "csv", "--data", str(manifest), "--folds", str(path),
+                             *options])
+            err = capsys.readouterr().err
+            assert exit_info.value.code == 2 and err.startswith("error: fold file "), err
+            assert expected in err and str(path) in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_the_label_spread_warning_where_most_speakers_have_one_label(corpus, tmp_path):
+    _, env = corpus
+    rows = []
+    for speaker, labels in {"ann": ["calm", "tense"], "ben": ["calm"] * 2, "cy": ["tense"] * 2,
+                            "dee": ["calm"] * 2}.items():
+        for i, label in enumerate(labels):
+            rows.append(f"audio/{speaker}_{i}.wav,{label},{speaker},")
+            write_wav(tmp_path / "audio" / f"{speaker}_{i}.wav", frequency=150 + 40 * i)
+    manifest = make_csv_tree(tmp_path, rows=rows)
+    command = [sys.executable, "-m", "sed_model.baseline", "--corpus", "csv", "--data",
+               str(manifest), "--folds", "2", "--workers", "1", "--no-progress"]
+    done = subprocess.run([*command, "--normalize", "speaker", "--json", str(tmp_path / "s.json")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "single label" in line]
+    assert warned == ["warning: 3 of 4 speakers have a single label; --normalize speaker "
+                      "z-scores every speaker with its own statistics, which removes the emotion "
+                      "together with the speaker (consider --normalize global)"]
+    saved = json.loads((tmp_path / "s.json").read_text())["label_spread"]
+    assert saved == {"speakers": 4, "single_label_speakers": 3, "warned": True}
+    quiet = subprocess.run([*command, "--json", str(tmp_path / "g.json")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "single label" not in quiet.stderr
+    assert json.loads((tmp_path / "g.json").read_text())["label_spread"]["warned"] is False

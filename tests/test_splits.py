@@ -1,5 +1,6 @@
 """Speaker-independent splits: disjoint speakers, every utterance tested once, the paper preset."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from sed_model.corpora import get_corpus, load_corpus
 from sed_model.corpora.base import Utterance
-from sed_model.errors import SedError
+from sed_model.errors import DataWarning, SedError
 from sed_model.splits import Fold, make_folds, parse_folds_arg
 
 ENTERFACE_CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
@@ -241,3 +242,151 @@ def test_no_speaker_is_ever_on_both_sides(counts, protocol, seed):
         assert len({utterances[i].label for i in fold.train}) >= 2
     if protocol != "holdout":
         assert_each_tested_once(folds, utterances)
+
+
+# ------------------------------------------------------------ official folds: --folds PATH
+RAVDESS_DATA = EMODB_DATA.parent / "ravdess"
+EMOBOX_FOLDS = RAVDESS_DATA / "emobox_folds"
+EMOBOX_TEST_ACTORS = [["01", "11", "20", "21"], ["04", "10", "12", "14"],
+                      ["08", "09", "19", "23"], ["03", "05", "07", "24"],
+                      ["02", "15", "16", "18"], ["06", "13", "17", "22"]]
+
+
+def named_corpus(speakers: list[str], per_speaker: int = 4) -> list[Utterance]:
+    """Files ``<speaker>_<i>.wav`` (unique names), labels cycling through a and b."""
+    return [Utterance(Path(f"/c/{s}/{s}_{i}.wav"), "ab"[i % 2], s)
+            for s in speakers for i in range(per_speaker)]
+
+
+def write_emobox(folder: Path, folds: list[list[str]], per_speaker: int = 4) -> Path:
+    """EmoBox-style lists: fold K's file holds a line per file of its speakers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, speakers in enumerate(folds, start=1):
+        lines = [json.dumps({"key": f"toy-{s}_{i}-{s}", "wav": f"downloads/toy/{s}/{s}_{i}.wav",
+                             "emo": "a"}) for s in speakers for i in range(per_speaker)]
+        (folder / f"toy_test_fold_{k}.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "README.md").write_text("not a fold\n")
+    return folder
+
+
+def speakers_tested(folds, utterances) -> list[list[str]]:
+    return [sorted({utterances[i].speaker for i in f.test}) for f in folds]
+
+
+def one_line_error(call, match: str) -> str:
+    with pytest.raises(SedError, match=match) as caught:
+        call()
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+@pytest.mark.skipif(not EMOBOX_FOLDS.is_dir(), reason=f"EmoBox folds not present at {EMOBOX_FOLDS}")
+def test_emobox_ravdess_folds_test_exactly_their_four_actors():
+    corpus, utterances = load_corpus("ravdess", RAVDESS_DATA)
+    assert parse_folds_arg(str(EMOBOX_FOLDS)) == ("file", None)
+    folds = make_folds(utterances, str(EMOBOX_FOLDS), corpus=corpus)
+    assert [f.name for f in folds] == [f"fold {k}" for k in range(1, 7)]
+    assert speakers_tested(folds, utterances) == EMOBOX_TEST_ACTORS
+    assert [len(f.test) for f in folds] == [240] * 6
+    assert_speaker_disjoint(folds, utterances)
+    assert_each_tested_once(folds, utterances)
+
+
+def test_a_generated_jsonl_folder_gives_its_folds_in_order_and_unlisted_speakers_train(tmp_path):
+    utterances = named_corpus(["s1", "s2", "s3", "s4", "s5"])
+    listed = [["s3"], ["s1", "s4"], ["s2"]]
+    folder = write_emobox(tmp_path / "folds", listed)
+    (folder / "toy_test_fold_10.jsonl").write_text(
+        json.dumps({"key": "toy-x-s5", "wav": "s5_0.wav"}) + "\n")  # K = 10 sorts after 3
+    folds = make_folds(utterances, str(folder))
+    assert speakers_tested(folds, utterances) == [*listed, ["s5"]]
+    assert [f.name for f in folds] == ["fold 1", "fold 2", "fold 3", "fold 10"]
+    for fold in folds:
+        untested = {u.speaker for u in utterances} - {utterances[i].speaker for i in fold.test}
+        assert {utterances[i].speaker for i in fold.train} == untested
+    assert_speaker_disjoint(folds, utterances)
+
+
+def test_a_speaker_fold_csv_gives_its_folds(tmp_path):
+    utterances = named_corpus(["a", "b", "c", "d"])
+    path = tmp_path / "folds.csv"
+    path.write_text("fold,speaker,note\n10,c,x\n2,a,\n2,b,\n\n")
+    folds = make_folds(utterances, str(path))
+    assert [f.name for f in folds] == ["fold 2", "fold 10"]  # numeric order
+    assert speakers_tested(folds, utterances) == [["a", "b"], ["c"]]
+    assert_speaker_disjoint(folds, utterances)
+    named = tmp_path / "named.csv"
+    named.write_text("speaker,fold\nd,test\nb,dev\n")
+    assert [f.name for f in make_folds(utterances, str(named))] == ["fold test", "fold dev"]
+
+
+def test_a_listed_speaker_missing_from_the_corpus_is_named(tmp_path):
+    utterances = named_corpus(["s1", "s2", "s3"])
+    folder = write_emobox(tmp_path / "folds", [["s1"], ["s2", "s9"]])
+    message = one_line_error(lambda: make_folds(utterances, str(folder)), r"speaker 's9'")
+    assert "toy_test_fold_2.jsonl" in message and "fold 2" in message
+    csv_path = tmp_path / "f.csv"
+    csv_path.write_text("speaker,fold\ns1,1\nghost,2\n")
+    one_line_error(lambda: make_folds(utterances, str(csv_path)), r"f\.csv.*'ghost'")
+
+
+@pytest.mark.parametrize("line, match", [
+    ("{not json", r"toy_test_fold_2\.jsonl:2: not a JSON line"),
+    ('["a list"]', r"toy_test_fold_2\.jsonl:2: a JSON list, not an object"),
+    ('{"wav": "s2_0.wav"}', r"toy_test_fold_2\.jsonl:2: no 'key'"),
+    ('{"key": "toy-s2_0-", "wav": "s2_0.wav"}', r"toy_test_fold_2\.jsonl:2: key .* without"),
+])
+def test_a_bad_jsonl_line_is_named_with_its_file_and_line(tmp_path, line, match):
+    folder = write_emobox(tmp_path / "folds", [["s1"], ["s2"]], per_speaker=1)
+    path = folder / "toy_test_fold_2.jsonl"
+    path.write_text(path.read_text() + line + "\n")
+    one_line_error(lambda: make_folds(named_corpus(["s1", "s2", "s3"]), str(folder)), match)
+
+
+def test_wrong_fold_files_each_get_a_one_line_error(tmp_path):
+    utterances = named_corpus(["s1", "s2", "s3"])
+    empty_folder = tmp_path / "none"
+    empty_folder.mkdir()
+    (empty_folder / "README.md").write_text("x")
+    one_line_error(lambda: make_folds(utterances, str(empty_folder)), r"no fold files")
+    one_line_error(lambda: make_folds(utterances, str(tmp_path / "absent.csv")),
+                   r"absent\.csv: no such file")
+    folder = write_emobox(tmp_path / "folds", [["s1"], ["s2"]])
+    (folder / "toy_test_fold_2.jsonl").write_text("\n\n")
+    one_line_error(lambda: make_folds(utterances, str(folder)),
+                   r"toy_test_fold_2\.jsonl: fold 2 is empty")
+    (folder / "toy_test_fold_2.jsonl").write_bytes(b"\xff\xfe\x00bad")
+    one_line_error(lambda: make_folds(utterances, str(folder)), r"cannot be read")
+    bad = {"cols.csv": ("speaker,group\ns1,1\n", r"cols\.csv: no column fold"),
+           "header.csv": ("speaker,fold\n", r"header\.csv: no folds"),
+           "blank.csv": ("", r"blank\.csv is empty"),
+           "cell.csv": ("speaker,fold\ns1,1\n,2\n", r"cell\.csv:3: no speaker"),
+           "twice.csv": ("speaker,fold\ns1,1\ns1,2\n", r"speaker s1 is listed in fold 1 and"),
+           "all.csv": ("speaker,fold\ns1,1\ns2,1\ns3,1\n", r"fold 1: the training side has no")}
+    for name, (text, match) in bad.items():
+        (tmp_path / name).write_text(text)
+        one_line_error(lambda: make_folds(utterances, str(tmp_path / name)), match)
+
+
+def test_a_listed_file_of_another_speaker_is_an_error_and_absent_files_a_warning(tmp_path):
+    utterances = named_corpus(["s1", "s2", "s3"])
+    folder = write_emobox(tmp_path / "folds", [["s1"], ["s2"]])
+    path = folder / "toy_test_fold_2.jsonl"
+    moved = json.dumps({"key": "toy-s1_0-s2", "wav": "x/s1_0.wav"})
+    path.write_text(path.read_text() + moved + "\n")
+    one_line_error(lambda: make_folds(utterances, str(folder)),
+                   r"toy_test_fold_2\.jsonl:5: s1_0\.wav is listed for speaker s2, but the "
+                   r"corpus loader gives it to speaker s1")
+    write_emobox(folder, [["s1"], ["s2"]])
+    kept = [u for u in utterances if u.path.name != "s2_3.wav"]  # e.g. skipped as unusable
+    with pytest.warns(DataWarning, match=r"1 file\(s\) listed .* s2_3\.wav"):
+        folds = make_folds(kept, str(folder))
+    assert speakers_tested(folds, kept) == [["s1"], ["s2"]]
+
+
+def test_a_fold_path_is_told_apart_from_the_protocols(tmp_path):
+    assert parse_folds_arg("folds.csv") == ("file", None)
+    assert parse_folds_arg("some/folder") == ("file", None)
+    assert parse_folds_arg("loso") == ("loso", None)
+    with pytest.raises(SedError, match=r"or the path of a fold folder or CSV file"):
+        parse_folds_arg("foldz")
