@@ -216,7 +216,8 @@ def compare(
 ) -> dict:
     """Train ``variants`` with ``config`` (its ``variant`` is ignored), ``seeds`` times each,
     into ``out_dir``, and the SVM on the same folds unless not ``baseline`` (with
-    ``svm_tune``, its C chosen on inner folds of each fold's training speakers).
+    ``svm_tune``, or when the recipe searches its settings per fold, the SVM's C is chosen on
+    inner folds of each fold's training speakers too: the same tuning budget for both).
 
     ``jobs > 1`` trains that many folds at once in worker processes (each with ``threads``
     torch threads, no progress bars; features come from the cache filled here first).
@@ -240,7 +241,8 @@ def compare(
     trained, svm = _train_all(
         runs, resume=resume, progress=progress, jobs=jobs, threads=threads, dataset=dataset,
         data_options=data_options,
-        meanwhile=lambda: _run_svm(config, svm_progress, data_options, svm_tune)
+        meanwhile=lambda: _run_svm(config, svm_progress, data_options,
+                                   svm_tune or config.recipe.search_trials > 0)
         if baseline else None)
     results = {v: [m for (c, _), m in zip(runs, trained) if c.variant == v] for v in variants}
     if seeds > 1:
@@ -367,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--svm-tune", action="store_true",
                         help="choose the SVM's C per fold on --inner-folds speaker-grouped "
                              "inner folds of the fold's training speakers (as sed_model."
-                             "baseline --tune); default: the fixed C")
+                             "baseline --tune); default: the fixed C, or tuned when the recipe "
+                             "searches its settings (--set search_trials=N)")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
                         help="also write the tables as markdown to FILE")
     return parser

@@ -125,7 +125,8 @@ class FoldResult:
     and ``selected`` (with validation speakers only, as ``n_validation`` and
     ``validation_speakers``) the step with the best validation UAR. ``augment`` is the
     augmentation the fold trained with; ``augment_selection`` (a nested selection only,
-    :class:`sed_model.selection.AugmentSelection` as a dict) how the inner folds chose it.
+    :class:`sed_model.selection.AugmentSelection` as a dict) how the inner folds chose it,
+    ``search`` (:class:`sed_model.search.SearchResult` as a dict) how they chose the recipe.
     """
 
     index: int
@@ -142,6 +143,7 @@ class FoldResult:
     selected: Evaluation | None = None
     augment: list[str] = field(default_factory=list)
     augment_selection: dict | None = None
+    search: dict | None = None
 
     def evaluation(self, which: str) -> Evaluation:
         """``final``, ``best`` or ``selected``."""
@@ -158,6 +160,8 @@ class FoldResult:
             d["augment"] = self.augment
         if self.augment_selection is not None:
             d["augment_selection"] = self.augment_selection
+        if self.search is not None:
+            d["search"] = self.search
         return d
 
     @classmethod
@@ -444,9 +448,11 @@ def train_fold(
     progress: bool = True,
     on_checkpoint: Callable[[Path, int], None] | None = None,
     augment_selection=None,
+    search=None,
 ) -> FoldResult:
     """Train one fold and return its result (also written to ``fold_dir/metrics.json``);
-    ``augment_selection`` (a :class:`sed_model.selection.AugmentSelection`) is recorded in it."""
+    ``augment_selection`` (a :class:`sed_model.selection.AugmentSelection`) and ``search``
+    (a :class:`sed_model.search.SearchResult`) are recorded in it."""
     run = FoldTraining(config, dataset, fold, fold_index, fold_count, fold_dir, on_checkpoint)
     if resume:
         run.resume()
@@ -471,6 +477,8 @@ def train_fold(
     result = run.result()
     if augment_selection is not None:
         result.augment_selection = augment_selection.to_dict()
+    if search is not None:
+        result.search = search.to_dict()
     if distributed.is_main():
         write_json(fold_dir / "metrics.json", result.to_dict())
     return result

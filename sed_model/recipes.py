@@ -43,6 +43,20 @@ from .errors import SedError
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 
+# Search spaces: each key is a recipe field, each value the choices (as --set writes them).
+# ``small`` is the search for the ``small`` recipe: the learning rate, the training length,
+# the LSTM widths, the dropout between layers and before the dense layer, and augmentation.
+SPACES: dict[str, dict[str, tuple[str, ...]]] = {
+    "small": {
+        "lr": ("2e-3", "4e-3", "8e-3"),
+        "epochs": ("20", "40", "60"),
+        "cells": ("64,64", "128,128"),
+        "layer_dropout": ("0.1", "0.2", "0.3"),
+        "head_dropout": ("0.1", "0.3", "0.5"),
+        "augment": ("none", "speed", "speed+shift"),
+    },
+}
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -56,7 +70,9 @@ class Recipe:
     UAR; None lets the trainer decide from the folds (1 when there are several folds and
     each keeps at least 4 training speakers, else 0). ``augment_candidates``: a nested
     selection of the augmentation on ``inner_folds`` speaker-grouped inner folds of each
-    fold's training speakers (:mod:`sed_model.selection`).
+    fold's training speakers (:mod:`sed_model.selection`). ``search_trials`` N > 0 chooses
+    the settings of :data:`SPACES` ``[search_space]`` per fold on those inner folds, N
+    settings tried (:mod:`sed_model.search`).
     """
 
     # the model
@@ -88,6 +104,9 @@ class Recipe:
     augment: tuple[str, ...] = ()
     augment_candidates: tuple[str, ...] | None = None
     inner_folds: int = 3
+    # per-fold selection of the recipe on inner folds of the training speakers
+    search_trials: int = 0
+    search_space: str = "small"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", check_augment(self.augment))  # canonical order
@@ -109,6 +128,9 @@ class Recipe:
             raise SedError(f"validation_speakers must be 0 or more; got {self.validation_speakers}")
         if self.inner_folds < 2:
             raise SedError(f"inner_folds must be at least 2; got {self.inner_folds}")
+        if self.search_trials < 0:
+            raise SedError(f"search_trials must be 0 (no search) or more; got "
+                           f"{self.search_trials}")
 
     def _check_rates(self) -> None:
         for name in ("input_dropout", "layer_dropout", "head_dropout", "label_smoothing", "warmup"):
@@ -139,11 +161,20 @@ class Recipe:
                                f"got {', '.join(candidates)}")
             if self.augment:
                 raise SedError("give augment or augment_candidates, not both")
+        if self.search_space not in SPACES:
+            raise SedError(f"search_space must be one of {', '.join(SPACES)}; "
+                           f"got {self.search_space!r}")
+        if self.search_trials and self.augment_candidates is not None:
+            raise SedError("give search_trials or augment_candidates, not both (the search "
+                           "chooses the augmentation too)")
 
     @property
     def speeds(self) -> tuple:
         """The perturbed speeds whose features training with this recipe reads."""
-        return needed_speeds(self.augment, self.augment_candidates)
+        candidates = self.augment_candidates
+        if self.search_trials:
+                candidates = SPACES[self.search_space].get("augment", ())
+        return needed_speeds(self.augment, candidates)
 
     @property
     def length(self) -> str:

@@ -79,6 +79,7 @@ from .fold import FoldResult, evaluate_split, predict_split, train_fold
 from .metrics import mean_and_std, report_from_confusion
 from .plots import plot_confusion, plot_curves
 from .runtime import check_backend, check_precision, resolve_device
+from .search import search_recipe
 from .selection import AugmentSelection, candidate_config, choose_augmentation, majority_candidate
 from .splits import Fold, make_folds, with_validation_speakers
 
@@ -161,6 +162,8 @@ def _fold_line(config: TrainConfig, fold: Fold, count: int, result: FoldResult,
     augmented = ""
     if result.augment_selection is not None:
         augmented = f"augment {result.augment_selection['chosen']}, "
+    if result.search is not None:
+        augmented = f"searched inner UAR {result.search['inner_uar']:.3f}, "
     return (f"{config.variant} seed {config.seed} fold {result.index + 1}/{count} ({fold.name}, "
             f"{result.n_test} "
             f"test utterances, {status}): {augmented}{selected}final UAR {result.final.uar:.3f}, "
@@ -181,14 +184,18 @@ def train_or_read_fold(config: TrainConfig, dataset: Dataset, folds: list[Fold],
     if finished is not None:
         result, status = finished, "done before, skipped"
     else:
-        fold_config, selection = config, None
+        fold_config, selection, search = config, None, None
         if config.recipe.augment_candidates:
             selection = choose_augmentation(config, dataset, fold, index, fold_dir,
                                             progress=progress)
             fold_config = candidate_config(config, selection.chosen)
+        if config.recipe.search_trials:
+            search = search_recipe(config, dataset, fold, config.folds_seed + index,
+                                   fold_dir / "search", progress=progress)
+            fold_config = search.config_for(config)
         result = train_fold(fold_config, dataset, fold, index, len(folds), fold_dir,
                             resume=resume, progress=progress, on_checkpoint=on_checkpoint,
-                            augment_selection=selection)
+                            augment_selection=selection, search=search)
         status = "trained"
     if distributed.is_main():
         tqdm.write(_fold_line(config, fold, len(folds), result, status))
@@ -317,13 +324,20 @@ def _train_final_model(config: TrainConfig, dataset: Dataset, folds: list[Fold],
                        results: list[FoldResult], out_dir: Path, *, resume: bool,
                        progress: bool, on_checkpoint) -> dict:
     """Train (or, resumed, continue or skip) the deployment model; write ``model.pt``."""
+    everyone = Fold("all speakers", train=tuple(range(len(dataset.utterances))), test=())
+    search = None
     if config.recipe.augment_candidates:
         selections = [AugmentSelection.from_dict(r.augment_selection) for r in results]
         config = candidate_config(config, majority_candidate(config, selections))
+    if config.recipe.search_trials:
+        search = search_recipe(config, dataset, everyone, config.folds_seed + len(folds),
+                               out_dir / FINAL_DIR / "search", progress=progress)
+        config = search.config_for(config)
     final_config, rule = final_model_steps(config, dataset, folds, results)
-    everyone = Fold("all speakers", train=tuple(range(len(dataset.utterances))), test=())
     info = {"file": MODEL_FILE, "n_train": len(everyone.train), "rule": rule,
             "augment": list(final_config.recipe.augment)}
+    if search is not None:
+        info["search"] = search.to_dict()
     if not (resume and (out_dir / MODEL_FILE).exists()):
         result = train_fold(final_config, dataset, everyone, len(folds), len(folds),
                             out_dir / FINAL_DIR, resume=resume, progress=progress,

@@ -1,0 +1,172 @@
+"""Per-corpus selection of the recipe: each fold's training speakers choose its settings.
+
+With ``search_trials`` N > 0 (``--set search_trials=12``) every outer fold, before it trains,
+searches the recipe's important settings on inner folds of its own training speakers:
+
+1. the training speakers are split into ``inner_folds`` speaker-grouped folds
+   (:func:`sed_model.selection.inner_folds`; the outer test and validation speakers are never
+   in them);
+2. Optuna proposes N settings from the search space ``search_space``
+   (:data:`sed_model.recipes.SPACES`): its TPE sampler, seeded by the fold, draws the first
+   ones at random and then models the scores so far. Each setting trains on the inner folds
+   one after the other with the run's recipe and the setting's changes; after each inner
+   fold it reports the inner UAR pooled so far, and Optuna's median pruner stops a setting
+   whose score is below the median of the earlier settings at the same inner fold (never
+   among the first :data:`STARTUP_TRIALS`);
+3. the setting with the best inner UAR (pooled over all inner test utterances) trains the
+   outer fold. Every setting tried, its inner score and whether it was pruned go into the
+   fold's ``metrics.json`` (``search``).
+
+Nothing about the outer test speakers enters the choice. The deployment model (``model.pt``)
+runs the same search on inner folds of all speakers and trains with its choice.
+
+The search is resumable: Optuna's journal (``fold-XX/search/journal.log``) keeps the finished
+settings, and each setting's inner runs live in ``fold-XX/search/<setting>/fold-J``, read
+back when finished. Its cost is at most ``N x inner_folds`` extra trainings on about
+``(K-1)/K`` of the fold's training utterances per outer fold (fewer with pruning), plus one
+search on all speakers for the deployment model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import distributed
+from .augment import candidate_augment
+from .config import TrainConfig
+from .data import Dataset
+from .errors import SedError
+from .fold import FoldResult, train_fold
+from .metrics import report_from_confusion
+from .recipes import SPACES, parse_value
+from .selection import inner_folds
+from .splits import Fold
+
+STARTUP_TRIALS = 4  # settings never pruned: the median needs a few scores first
+
+
+def space_choices(space: str, normalize: str) -> dict[str, tuple[str, ...]]:
+    """The choices of search space ``space`` that apply under ``normalize`` (the speaker
+    shift is the identity under ``speaker`` normalisation, so its candidates are left out)."""
+    choices = dict(SPACES[space])
+    if normalize == "speaker" and "augment" in choices:
+        choices["augment"] = tuple(c for c in choices["augment"] if "shift" not in c)
+    return choices
+
+
+def setting_recipe(setting: dict[str, str]) -> dict:
+    """A setting (field -> text as --set writes it) as typed recipe values."""
+    return {key: candidate_augment(text) if key == "augment" else parse_value(key, text)
+            for key, text in setting.items()}
+
+
+def setting_name(setting: dict[str, str]) -> str:
+    """A folder name for a setting: ``lr=4e-3_epochs=40_cells=64-64_...``."""
+    return "_".join(f"{k}={v.replace(',', '-')}" for k, v in setting.items())
+
+
+@dataclass
+class SearchResult:
+    """How the inner folds chose a fold's recipe: every setting tried (in order) with its
+    pooled inner UAR (None when pruned before its last inner fold) and the chosen one."""
+
+    space: str
+    inner_folds: int
+    trials: list[dict]
+    chosen: dict[str, str]
+    inner_uar: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"space": self.space, "inner_folds": self.inner_folds, "trials": self.trials,
+                "chosen": dict(self.chosen), "inner_uar": self.inner_uar,
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchResult:
+        return cls(d["space"], d["inner_folds"], list(d["trials"]), dict(d["chosen"]),
+                   d["inner_uar"], d["seconds"])
+
+    def config_for(self, config: TrainConfig) -> TrainConfig:
+        """``config`` with the chosen setting and no search of its own."""
+        return config.with_recipe(**setting_recipe(self.chosen), search_trials=0)
+
+
+def _objective(config: TrainConfig, dataset: Dataset, folds: list[Fold], search_dir: Path,
+               choices: dict, progress: bool):
+    import optuna
+
+    def objective(trial) -> float:
+        setting = {key: trial.suggest_categorical(key, values) for key, values in choices.items()}
+        trial_config = config.with_recipe(**setting_recipe(setting), search_trials=0)
+        confusion = np.zeros((len(dataset.classes),) * 2, dtype=np.int64)
+        uar = 0.0
+        for j, inner in enumerate(folds):
+            run_dir = search_dir / setting_name(setting) / f"fold-{j + 1}"
+            result = FoldResult.finished(run_dir) or train_fold(
+                trial_config, dataset, inner, j, len(folds), run_dir, resume=True,
+                progress=progress)
+            confusion += np.asarray(result.final.report["confusion"], dtype=np.int64)
+            uar = report_from_confusion(confusion, dataset.classes)["uar"]
+            trial.report(uar, j)
+            if j + 1 < len(folds) and trial.should_prune():
+                raise optuna.TrialPruned()
+        return uar
+
+    return objective
+
+
+def _study(search_dir: Path, seed: int):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search_dir.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(search_dir / "journal.log")))
+    return optuna.create_study(
+        study_name="search", storage=storage, load_if_exists=True, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=0))
+
+
+def _finished_trials(study) -> list:
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return [t for t in study.trials if t.state in done]
+
+
+def search_recipe(config: TrainConfig, dataset: Dataset, fold: Fold, seed: int,
+                  search_dir: Path, *, progress: bool = True) -> SearchResult:
+    """Search ``config``'s space on inner folds of ``fold``'s training speakers (see the
+    module docstring) and return the choice; resumes a search left in ``search_dir``."""
+    if distributed.world_size() > 1:
+        raise SedError("search_trials runs in one process: the processes of torchrun would "
+                       "each write the search's journal; search without torchrun")
+    recipe = config.recipe
+    folds = inner_folds(dataset, fold, recipe.inner_folds, seed=seed)
+    choices = space_choices(recipe.search_space, config.normalize)
+    started = time.time()
+    study = _study(search_dir, seed)
+    remaining = recipe.search_trials - len(_finished_trials(study))
+    if remaining > 0:
+        study.optimize(_objective(config, dataset, folds, search_dir, choices, progress),
+                       n_trials=remaining)
+    trials = [{"number": t.number, "setting": dict(t.params), "state": t.state.name.lower(),
+               "inner_uar": t.value, "inner_uar_by_fold": list(t.intermediate_values.values())}
+              for t in _finished_trials(study)][:recipe.search_trials]
+    best = max((t for t in trials if t["inner_uar"] is not None),
+               key=lambda t: t["inner_uar"])  # ties: the earlier setting
+    result = SearchResult(recipe.search_space, len(folds), trials, best["setting"],
+                          best["inner_uar"], round(time.time() - started, 1))
+    if distributed.is_main():
+        tqdm.write(f"{config.variant} seed {config.seed} {fold.name}: {len(trials)} settings "
+                   f"searched on {len(folds)} inner folds -> {setting_name(result.chosen)} "
+                   f"(inner UAR {result.inner_uar:.3f})")
+    return result

@@ -1,0 +1,95 @@
+"""Per-fold selection of the recipe on inner folds of the training speakers (sed_model.search)."""
+
+import json
+
+import numpy as np
+import pytest
+from test_trainer import random_dataset, tiny_config
+
+from sed_model import search
+from sed_model.config import make_config
+from sed_model.errors import SedError
+from sed_model.recipes import SPACES
+from sed_model.trainer import train
+
+SIX = ("s1", "s2", "s3", "s4", "s5", "s6")
+# a space small enough for a test: two rates and two lengths (in steps)
+TINY_SPACE = {"lr": ("1e-2", "3e-2"), "steps": ("3", "5")}
+
+
+@pytest.fixture(autouse=True)
+def _tiny_space(monkeypatch, one_torch_thread):
+    monkeypatch.setitem(SPACES, "tiny", TINY_SPACE)
+
+
+def searched_config(**changes):
+    return tiny_config(folds="2", inner_folds=2, search_trials=3, search_space="tiny",
+                       **changes)
+
+
+def pooled_uar(run_dirs) -> float:
+    confusion = sum(np.array(json.loads((d / "metrics.json").read_text())["final"]["confusion"])
+                    for d in run_dirs)
+    recall = np.diag(confusion) / confusion.sum(axis=1)
+    return float(np.nanmean(recall))
+
+
+def test_each_fold_trains_with_the_setting_its_inner_folds_scored_best(tmp_path):
+    dataset = random_dataset(speakers=SIX)
+    metrics = train(searched_config(), tmp_path, dataset=dataset, progress=False)
+    for index, fold in enumerate(metrics["folds"]):
+        found = fold["search"]
+        assert found["space"] == "tiny" and found["inner_folds"] == 2
+        assert len(found["trials"]) == 3
+        scored = [t for t in found["trials"] if t["inner_uar"] is not None]
+        assert found["inner_uar"] == max(t["inner_uar"] for t in scored)
+        assert found["chosen"] in [t["setting"] for t in scored]
+        assert fold["steps"] == int(found["chosen"]["steps"])  # trained with the choice
+        search_dir = tmp_path / f"fold-{index + 1:02d}" / "search"
+        for trial in scored:  # a setting's score is its inner runs' pooled UAR
+            runs = sorted((search_dir / search.setting_name(trial["setting"])).iterdir())
+            assert len(runs) == 2
+            assert trial["inner_uar"] == pytest.approx(pooled_uar(runs))
+        # the inner folds hold the outer fold's training speakers only
+        inner_speakers = {json.loads((d / "metrics.json").read_text())["test_speakers"][0]
+                          for d in search_dir.glob("*/fold-*")}
+        assert not inner_speakers & set(fold["test_speakers"])
+    final = metrics["final_model"]["search"]
+    assert len(final["trials"]) == 3 and metrics["final_model"]["steps"] == int(
+        final["chosen"]["steps"])
+
+
+def test_a_resumed_search_keeps_its_finished_settings(tmp_path, monkeypatch):
+    dataset = random_dataset(speakers=SIX)
+    config = searched_config()
+    first = train(config, tmp_path, dataset=dataset, progress=False, final_model=False)
+    (tmp_path / "fold-01" / "metrics.json").unlink()  # the outer training was lost
+    calls = []
+    real = search.train_fold
+    monkeypatch.setattr(search, "train_fold", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = train(config, tmp_path, dataset=dataset, progress=False, resume=True,
+                  final_model=False)
+    assert calls == []  # every inner run was read back
+    assert again["folds"][0]["search"]["chosen"] == first["folds"][0]["search"]["chosen"]
+    assert again["folds"][0]["final"] == first["folds"][0]["final"]
+
+
+def test_search_settings_are_checked():
+    with pytest.raises(SedError, match="search_space must be one of"):
+        make_config(search_trials=2, search_space="huge")
+    with pytest.raises(SedError, match="search_trials or augment_candidates"):
+        make_config(search_trials=2, augment_candidates=("none", "mask"))
+    with pytest.raises(SedError, match="search_trials must be 0"):
+        make_config(search_trials=-1)
+    # the small space's shift candidates apply under global normalisation only
+    assert "speed+shift" not in search.space_choices("small", "speaker")["augment"]
+    assert make_config(corpus="emodb", search_trials=4).recipe.speeds == (0.9, 1.1)
+
+
+def test_setting_values_are_typed_as_the_recipe_reads_them():
+    assert search.setting_recipe({"cells": "128,128", "augment": "speed+shift", "lr": "4e-3"}) == {
+        "cells": (128, 128), "augment": ("speed", "shift"), "lr": 4e-3}
+    for space in SPACES.values():  # every choice of every space is a valid recipe value
+        for key, values in space.items():
+            for value in values:
+                make_config(corpus="emodb", **search.setting_recipe({key: value}))
