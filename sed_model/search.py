@@ -12,7 +12,8 @@ searches the recipe's important settings on inner folds of its own training spea
    one after the other with the run's recipe and the setting's changes; after each inner
    fold it reports the inner UAR pooled so far, and Optuna's median pruner stops a setting
    whose score is below the median of the earlier settings at the same inner fold (never
-   among the first :data:`STARTUP_TRIALS`);
+   among the first :data:`STARTUP_TRIALS`). The recipe's own values are the first setting
+   tried, so the search reports what it gains on inner folds over the recipe as given;
 3. the setting with the best inner UAR (pooled over all inner test utterances) trains the
    outer fold. Every setting tried, its inner score and whether it was pruned go into the
    fold's ``metrics.json`` (``search``).
@@ -63,6 +64,17 @@ def setting_recipe(setting: dict[str, str]) -> dict:
     """A setting (field -> text as --set writes it) as typed recipe values."""
     return {key: candidate_augment(text) if key == "augment" else parse_value(key, text)
             for key, text in setting.items()}
+
+
+def recipe_setting(recipe, choices: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """The recipe's own values as a setting of ``choices`` (keys whose value is not among
+    the choices are left out)."""
+    setting = {}
+    for key, values in choices.items():
+        matching = [v for v in values if setting_recipe({key: v})[key] == getattr(recipe, key)]
+        if matching:
+            setting[key] = matching[0]
+    return setting
 
 
 def setting_name(setting: dict[str, str]) -> str:
@@ -154,6 +166,8 @@ def search_recipe(config: TrainConfig, dataset: Dataset, fold: Fold, seed: int,
     choices = space_choices(recipe.search_space, config.normalize)
     started = time.time()
     study = _study(search_dir, seed)
+    if not study.trials:  # the recipe as given is the first setting tried: the baseline
+        study.enqueue_trial(recipe_setting(recipe, choices))
     remaining = recipe.search_trials - len(_finished_trials(study))
     if remaining > 0:
         study.optimize(_objective(config, dataset, folds, search_dir, choices, progress),

@@ -41,6 +41,7 @@ def test_each_fold_trains_with_the_setting_its_inner_folds_scored_best(tmp_path)
         found = fold["search"]
         assert found["space"] == "tiny" and found["inner_folds"] == 2
         assert len(found["trials"]) == 3
+        assert found["trials"][0]["setting"]["lr"] == "1e-2"  # the recipe's own value first
         scored = [t for t in found["trials"] if t["inner_uar"] is not None]
         assert found["inner_uar"] == max(t["inner_uar"] for t in scored)
         assert found["chosen"] in [t["setting"] for t in scored]
@@ -84,6 +85,16 @@ def test_search_settings_are_checked():
     # the small space's shift candidates apply under global normalisation only
     assert "speed+shift" not in search.space_choices("small", "speaker")["augment"]
     assert make_config(corpus="emodb", search_trials=4).recipe.speeds == (0.9, 1.1)
+
+
+def test_the_recipe_as_given_is_the_first_setting():
+    recipe = make_config(corpus="emodb").recipe  # small, global
+    assert search.recipe_setting(recipe, search.space_choices("small", "global")) == {
+        "lr": "4e-3", "epochs": "40", "cells": "64,64", "layer_dropout": "0.2",
+        "head_dropout": "0.3", "augment": "speed+shift"}
+    speaker = make_config(corpus="emodb", normalize="speaker").recipe
+    assert search.recipe_setting(speaker, search.space_choices("small", "speaker"))[
+        "augment"] == "speed"
 
 
 def test_setting_values_are_typed_as_the_recipe_reads_them():
