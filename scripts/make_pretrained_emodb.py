@@ -36,6 +36,7 @@ from sed_model.config import TrainConfig, make_config
 from sed_model.model import VARIANTS
 from sed_model.pretrained import BUNDLED
 from sed_model.recipes import PRESETS, default_preset
+from sed_model.results import RunResult
 from sed_model.trainer import default_out_dir, format_summary, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,11 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = args.out_dir or default_out_dir("emodb", args.variant)
     commit = _commit()  # before the model file in sed_model/ is replaced
     started = time.time()
-    metrics = train(config, out_dir, workers=args.workers, progress=sys.stderr.isatty())
+    run = train(config, out_dir, workers=args.workers, progress=sys.stderr.isatty())
     wall = time.time() - started
-    print(format_summary(metrics))
+    print(format_summary(run))
     size = install_model(out_dir / "model.pt")
-    results = results_record(metrics, config, size, wall, argv, commit)
+    results = results_record(run, config, size, wall, argv, commit)
     write_json(RESULTS, results)
     update_readme(results)
     print(f"wrote {MODEL} ({size} bytes), {RESULTS} and the README model card; "
@@ -108,25 +109,24 @@ def _commit() -> str | None:
     return (commit + " with uncommitted changes to sed_model" if changed else commit) or None
 
 
-def results_record(metrics: dict, config: TrainConfig, size: int, wall: float,
+def results_record(run: RunResult, config: TrainConfig, size: int, wall: float,
                    argv: list[str] | None, commit: str | None) -> dict:
     """What the model card says, as data."""
-    headline = metrics["headline"]
-    summary = metrics["summary"][headline]
+    summary = run.headline_summary
     return {
         "model": "emodb",
         "file": str(MODEL.relative_to(ROOT)),
         "bytes": size,
         "sha256": hashlib.sha256(MODEL.read_bytes()).hexdigest(),
-        "classes": metrics["classes"],
-        "n_utterances": metrics["n_utterances"],
-        "speakers": sorted({s for f in metrics["folds"] for s in f["test_speakers"]}),
+        "classes": run.classes,
+        "n_utterances": run.n_utterances,
+        "speakers": sorted({s for f in run.folds for s in f.test_speakers}),
         "config": {k: v for k, v in config.flat().items() if k != "data"},
-        "final_model": metrics["final_model"],
-        "loso": {"headline": headline, "uar": summary["pooled"]["uar"],
-                 "wa": summary["pooled"]["wa"], "recall": summary["pooled"]["recall"],
-                 "uar_mean": summary["uar"]["mean"], "uar_std": summary["uar"]["std"],
-                 "best_during_training_uar": metrics["summary"]["best"]["pooled"]["uar"]},
+        "final_model": run.final_model,
+        "loso": {"headline": run.headline, "uar": summary.pooled["uar"],
+                 "wa": summary.pooled["wa"], "recall": summary.pooled["recall"],
+                 "uar_mean": summary.uar["mean"], "uar_std": summary.uar["std"],
+                 "best_during_training_uar": run.summary["best"].pooled["uar"]},
         "wall_seconds": round(wall),
         "command": "python scripts/make_pretrained_emodb.py " + " ".join(argv or sys.argv[1:]),
         "date": datetime.date.today().isoformat(),

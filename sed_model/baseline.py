@@ -45,7 +45,7 @@ from .corpora.base import Utterance
 from .errors import SedError
 from .features import extract_functionals
 from .metrics import classification_report, mean_and_std, report_from_confusion
-from .seeds import fold_uars
+from .results import RunResult
 from .splits import make_folds
 from .stats import PairedComparison, paired_comparison
 from .svm_tuning import CRITERION, INNER_FOLDS, TUNING_GRID, choose_C
@@ -259,9 +259,10 @@ def compare_with_run(svm: dict, run_dir: Path) -> PairedComparison:
         tested, uars = saved["summary"]["fold_test_speakers"], saved["summary"]["fold_uar"]
         label = f"{saved['variant']} ({len(saved['runs'])} seeds)"
     elif (run_dir / "metrics.json").exists():
-        saved = read_json(run_dir / "metrics.json")
-        tested = [f["test_speakers"] for f in saved["folds"]]
-        uars, label = fold_uars(saved), saved["variant"]
+        run = RunResult.read(run_dir)
+        saved = {"config": run.config.to_json()}
+        tested = [list(f.test_speakers) for f in run.folds]
+        uars, label = run.fold_uars(), run.variant
     else:
         raise SedError(f"--against {run_dir}: no seeds.json or metrics.json there")
     svm_tested = [f["test_speakers"] for f in svm["folds"]]

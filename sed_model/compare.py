@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -48,6 +49,7 @@ from .errors import SedError
 from .fold import FoldResult
 from .model import VARIANTS
 from .plots import plot_curves
+from .results import RESULTS_SCHEMA, RunResult
 from .runtime import keep_freed_memory
 from .seeds import SeedSummary, seed_configs, seed_dir, summarize_seeds, write_seed_summary
 from .stats import PairedComparison, paired_comparison
@@ -58,14 +60,14 @@ TABLE_LABELS = {"lstm": "LSTM", "general": "General", "time": "Time", "feature":
                 "svm": "SVM (functionals)"}
 
 
-def _report_run(metrics: dict, seconds: float | None = None) -> None:
+def _report_run(result: RunResult, seconds: float | None = None) -> None:
     """The line printed when a variant's run (one seed, every fold) is complete."""
-    s = metrics["summary"]
-    selected = (f"{s['selected']['pooled']['uar']:.3f} (selected on validation), "
+    s = result.summary
+    selected = (f"{s['selected'].pooled['uar']:.3f} (selected on validation), "
                 if "selected" in s else "")
     took = "" if seconds is None else f", {seconds:.0f} s"
-    print(f"{metrics['variant']}: UAR {selected}{s['final']['pooled']['uar']:.3f} (final), "
-          f"{s['best']['pooled']['uar']:.3f} (best during training){took}", flush=True)
+    print(f"{result.variant}: UAR {selected}{s['final'].pooled['uar']:.3f} (final), "
+          f"{s['best'].pooled['uar']:.3f} (best during training){took}", flush=True)
 
 
 def _resumes(run_dir: Path, resume: bool) -> bool:
@@ -75,14 +77,14 @@ def _resumes(run_dir: Path, resume: bool) -> bool:
 
 
 def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, progress: bool,
-                   dataset, data_options: dict) -> dict:
+                   dataset, data_options: dict) -> RunResult:
     """Train one variant's run, every fold, in this process."""
     started = time.perf_counter()
-    metrics = train(config, out_dir, dataset=dataset,
-                    resume=_resumes(out_dir, resume), progress=progress,
-                    final_model=False, **data_options)  # compare measures; train deploys
-    _report_run(metrics, time.perf_counter() - started)
-    return metrics
+    result = train(config, out_dir, dataset=dataset,
+                   resume=_resumes(out_dir, resume), progress=progress,
+                   final_model=False, **data_options)  # compare measures; train deploys
+    _report_run(result, time.perf_counter() - started)
+    return result
 
 
 def _run_dir(out_dir: Path, config: TrainConfig, seeds: int) -> Path:
@@ -109,9 +111,9 @@ def _train_fold_in_worker(config: TrainConfig, folds: list, index: int, out_dir:
 
 def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, jobs: int,
                       threads: int | None, dataset: Dataset, data_options: dict,
-                      meanwhile: Callable[[], object]) -> tuple[list[dict], object]:
+                      meanwhile: Callable[[], object]) -> tuple[list[RunResult], object]:
     """Every fold of every run, ``jobs`` folds at a time in worker processes, and
-    ``meanwhile()`` run here while they train; the runs' metrics and what it returned.
+    ``meanwhile()`` run here while they train; the runs' results and what it returned.
 
     The unit of work is one fold, not one run: with runs of 10 folds on 2 workers the last
     run would otherwise train alone while the other core waits (a sixth of the EmoDB table's
@@ -144,7 +146,7 @@ def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, job
 
 def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, progress: bool,
                jobs: int, threads: int | None, dataset, data_options: dict,
-               meanwhile: Callable[[], object]) -> tuple[list[dict], object]:
+               meanwhile: Callable[[], object]) -> tuple[list[RunResult], object]:
     """Every (configuration, folder) trained, in this process or with ``jobs > 1`` fold by
     fold in worker processes, and ``meanwhile()`` (the SVM): after the runs in this process,
     during them with workers (its cost then hides behind theirs)."""
@@ -175,27 +177,80 @@ def _svm_summary(svm: dict, folds: list[list[str]]) -> SeedSummary:
     if [f["test_speakers"] for f in svm["folds"]] != folds:
         raise SedError("the SVM's folds differ from the models' (a file usable for one feature "
                        "kind and not the other?); compare them with --no-baseline")
-    return summarize_seeds([svm])
+    pooled = svm["summary"]["final"]["pooled"]
+    return SeedSummary(seeds=[None], headline="final", pooled_uar=[pooled["uar"]],
+                       pooled_wa=[pooled["wa"]], recall=pooled["recall"],
+                       fold_names=[f["name"] for f in svm["folds"]], fold_test_speakers=folds,
+                       fold_uar=[f["final"]["uar"] for f in svm["folds"]])
 
 
-def augment_choices(runs: list[dict]) -> dict[str, int] | None:
+def augment_choices(runs: list[RunResult]) -> dict[str, int] | None:
     """How often the inner folds chose each augmentation candidate, over the folds of
-    ``runs`` (one variant's metrics, every seed); None when the runs chose none."""
-    picks = [f["augment_selection"]["chosen"] for m in runs for f in m["folds"]
-             if f.get("augment_selection")]
+    ``runs`` (one variant's results, every seed); None when the runs chose none."""
+    picks = [f.augment_selection["chosen"] for run in runs for f in run.folds
+             if f.augment_selection]
     if not picks:
         return None
-    candidates = TrainConfig.from_json(runs[0]["config"]).recipe.augment_candidates
-    return {c: picks.count(c) for c in candidates}
+    return {c: picks.count(c) for c in runs[0].config.recipe.augment_candidates}
 
 
-def _paired(summaries: dict[str, SeedSummary]) -> list[dict]:
+def _paired(summaries: dict[str, SeedSummary]) -> list[PairedComparison]:
     """Every variant against the SVM, and feature against the other variants."""
     pairs = [(v, "svm") for v in summaries if v != "svm" and "svm" in summaries]
     if "feature" in summaries:
         pairs += [("feature", v) for v in summaries if v not in ("feature", "svm")]
     return [paired_comparison(TABLE_LABELS[a], summaries[a].fold_uar, TABLE_LABELS[b],
-                              summaries[b].fold_uar).to_dict() for a, b in pairs]
+                              summaries[b].fold_uar) for a, b in pairs]
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` measured (its ``comparison.json``): every variant's (and the
+    SVM's) results over seeds, their paired comparisons, and with one seed the runs."""
+
+    corpus: str
+    classes: list[str]
+    n_utterances: int
+    n_folds: int
+    seeds: int
+    normalize: str
+    headline: str
+    config: dict  # the configuration every variant shares (TrainConfig JSON, variant None)
+    summaries: dict[str, SeedSummary]
+    paired: list[PairedComparison]
+    augment_choices: dict | None = None  # variant -> candidate -> folds that chose it
+    svm_tuning: dict | None = None  # None: the SVM's fixed C (or no SVM)
+    single_runs: dict[str, RunResult] | None = None  # with one seed
+
+    @classmethod
+    def of(cls, dataset, config: TrainConfig, seeds: int, results: dict[str, list[RunResult]],
+           summaries: dict[str, SeedSummary], svm: dict | None) -> Comparison:
+        first = next(iter(results))
+        choices = {v: augment_choices(runs) for v, runs in results.items()}
+        return cls(dataset.corpus, list(dataset.classes), len(dataset.utterances),
+                   len(summaries[first].fold_uar), seeds, config.normalize,
+                   summaries[first].headline, {**config.to_json(), "variant": None}, summaries,
+                   _paired(summaries), {v: c for v, c in choices.items() if c is not None} or None,
+                   svm and svm["tuning"],
+                   {v: runs[0] for v, runs in results.items()} if seeds == 1 else None)
+
+    def to_json(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {"schema": RESULTS_SCHEMA, **d,
+                "summaries": {v: s.to_dict() for v, s in self.summaries.items()},
+                "paired": [p.to_dict() for p in self.paired],
+                "single_runs": self.single_runs and {v: r.to_json()
+                                                     for v, r in self.single_runs.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Comparison:
+        d = {k: v for k, v in d.items() if k != "schema"}
+        singles = d.pop("single_runs", None)
+        return cls(**{**d, "summaries": {v: SeedSummary.from_dict(s)
+                                         for v, s in d["summaries"].items()},
+                      "paired": [PairedComparison(**p) for p in d["paired"]],
+                      "single_runs": singles and {v: RunResult.from_json(r)
+                                                  for v, r in singles.items()}})
 
 
 def compare(
@@ -213,7 +268,7 @@ def compare(
     strict: bool = False,
     cache_dir: str | Path | None = None,
     svm_tune: bool = False,
-) -> dict:
+) -> Comparison:
     """Train ``variants`` with ``config`` (its ``variant`` is ignored), ``seeds`` times each,
     into ``out_dir``, and the SVM on the same folds unless not ``baseline`` (with
     ``svm_tune``, or when the recipe searches its settings per fold, the SVM's C is chosen on
@@ -221,8 +276,8 @@ def compare(
 
     ``jobs > 1`` trains that many folds at once in worker processes (each with ``threads``
     torch threads, no progress bars; features come from the cache filled here first).
-    Returns the content of ``comparison.json`` (``summaries``, ``paired``, ...) and writes it,
-    ``table.md`` and ``curves.png`` into ``out_dir``.
+    Returns the :class:`Comparison` and writes it (``comparison.json``), ``table.md`` and
+    ``curves.png`` into ``out_dir``.
     """
     out_dir = Path(out_dir)
     shared = {**config.to_json(), "variant": None}  # what every variant's run has in common
@@ -246,32 +301,17 @@ def compare(
         if baseline else None)
     results = {v: [m for (c, _), m in zip(runs, trained) if c.variant == v] for v in variants}
     if seeds > 1:
-        for v, metrics in results.items():
-            write_seed_summary(out_dir / v, metrics)
+        for v, runs_of_v in results.items():
+            write_seed_summary(out_dir / v, runs_of_v)
     summaries = {v: summarize_seeds(m) for v, m in results.items()}
     if svm is not None:
         summaries["svm"] = _svm_summary(svm, summaries[variants[0]].fold_test_speakers)
         write_json(out_dir / "baseline.json", svm)
-    choices = {v: augment_choices(m) for v, m in results.items()}
-    comparison = {
-        "corpus": dataset.corpus,
-        "classes": list(dataset.classes),
-        "n_utterances": len(dataset.utterances),
-        "n_folds": len(summaries[variants[0]].fold_uar),
-        "seeds": seeds,
-        "normalize": config.normalize,
-        "headline": summaries[variants[0]].headline,
-        "config": shared,
-        "summaries": {v: s.to_dict() for v, s in summaries.items()},
-        "paired": _paired(summaries),
-        "augment_choices": {v: c for v, c in choices.items() if c is not None} or None,
-        "svm_tuning": svm and svm["tuning"],  # None: the fixed C (or no SVM)
-        "single_runs": {v: m[0] for v, m in results.items()} if seeds == 1 else None,
-    }
-    write_json(out_dir / "comparison.json", comparison)
+    comparison = Comparison.of(dataset, config, seeds, results, summaries, svm)
+    write_json(out_dir / "comparison.json", comparison.to_json())
     (out_dir / "table.md").write_text(format_tables(comparison, markdown=True) + "\n")
-    plot_curves({TABLE_LABELS[v]: [f["history"] for m in ms for f in m["folds"]]
-                 for v, ms in results.items()}, out_dir / "curves.png",
+    plot_curves({TABLE_LABELS[v]: [f.history for run in runs for f in run.folds]
+                 for v, runs in results.items()}, out_dir / "curves.png",
                 title=f"{dataset.corpus}: held-out UAR during training (mean over folds, seeds)")
     return comparison
 
@@ -286,58 +326,57 @@ def _recall_cells(recall: dict, classes: list[str]) -> list[str]:
     return [f"{recall[c]:.2f}" if recall[c] is not None else "-" for c in classes]
 
 
-def format_summary_table(comparison: dict, *, markdown: bool = False) -> str:
+def format_summary_table(comparison: Comparison, *, markdown: bool = False) -> str:
     """One row per variant (and the SVM): per-class recall, UAR mean +- std over seeds."""
-    classes = comparison["classes"]
+    classes = comparison.classes
     header = ["Model", *class_headers(classes), "UAR", "WA", "UAR per fold (mean)"]
     rows = []
-    for name, s in comparison["summaries"].items():
-        spread = f" +- {s['uar_std']:.3f}" if len(s["pooled_uar"]) > 1 else ""
-        rows.append([TABLE_LABELS[name], *_recall_cells(s["recall"], classes),
-                     f"{s['uar_mean']:.3f}{spread}", f"{s['wa_mean']:.3f}",
-                     f"{sum(s['fold_uar']) / len(s['fold_uar']):.3f}"])
+    for name, s in comparison.summaries.items():
+        spread = f" +- {s.uar_std:.3f}" if len(s.pooled_uar) > 1 else ""
+        rows.append([TABLE_LABELS[name], *_recall_cells(s.recall, classes),
+                     f"{s.uar_mean:.3f}{spread}", f"{s.wa_mean:.3f}",
+                     f"{sum(s.fold_uar) / len(s.fold_uar):.3f}"])
     return render_table(header, rows, markdown=markdown)
 
 
-def format_table(run_metrics: dict[str, dict], classes: list[str], which: str, *,
+def format_table(runs: dict[str, RunResult], classes: list[str], which: str, *,
                  markdown: bool = False) -> str:
     """Table 2/3 layout of single runs: per-class recall and UAR (pooled over folds)."""
     header = ["Model", *class_headers(classes), "UAR", "WA", "UAR mean+-std over folds"]
     rows = []
-    for variant, metrics in run_metrics.items():
-        s = metrics["summary"][which]
-        rows.append([TABLE_LABELS[variant], *_recall_cells(s["pooled"]["recall"], classes),
-                     f"{s['pooled']['uar']:.3f}", f"{s['pooled']['wa']:.3f}",
-                     f"{s['uar']['mean']:.3f} +- {s['uar']['std']:.3f}"])
+    for variant, run in runs.items():
+        s = run.summary[which]
+        rows.append([TABLE_LABELS[variant], *_recall_cells(s.pooled["recall"], classes),
+                     f"{s.pooled['uar']:.3f}", f"{s.pooled['wa']:.3f}",
+                     f"{s.uar['mean']:.3f} +- {s.uar['std']:.3f}"])
     return render_table(header, rows, markdown=markdown)
 
 
-def format_tables(comparison: dict, *, markdown: bool = False) -> str:
+def format_tables(comparison: Comparison, *, markdown: bool = False) -> str:
     """The headline table with its paired comparisons, then (one seed) the single runs'
     final-model and best-during-training tables, each with a title saying what it shows."""
-    n, seeds = comparison["n_folds"], comparison["seeds"]
+    n, seeds = comparison.n_folds, comparison.seeds
     pooled = f"pooled over {n} folds" if n > 1 else "held-out fold"
-    what = ("checkpoints selected on validation speakers" if comparison["headline"] == "selected"
+    what = ("checkpoints selected on validation speakers" if comparison.headline == "selected"
             else "final models")
     over = f"; UAR mean +- std over {seeds} seeds" if seeds > 1 else ""
-    titles = [(f"Headline: {what} ({pooled}{over}; normalize {comparison['normalize']}; "
+    titles = [(f"Headline: {what} ({pooled}{over}; normalize {comparison.normalize}; "
                "nothing selected on test data)", format_summary_table(comparison,
                                                                       markdown=markdown))]
-    singles = comparison.get("single_runs")
-    if singles:
-        titles.append((f"Final models of each run ({pooled})",
-                       format_table(singles, comparison["classes"], "final", markdown=markdown)))
-        titles.append((f"Best held-out UAR during training ({pooled}; the paper's 'optimal "
-                       "recognition results' protocol, optimistic)",
-                       format_table(singles, comparison["classes"], "best", markdown=markdown)))
+    if comparison.single_runs:
+        for which, title in (("final", f"Final models of each run ({pooled})"),
+                             ("best", f"Best held-out UAR during training ({pooled}; the paper's "
+                                      "'optimal recognition results' protocol, optimistic)")):
+            titles.append((title, format_table(comparison.single_runs, comparison.classes,
+                                               which, markdown=markdown)))
     parts = []
     for index, (title, table) in enumerate(titles):
         parts += [f"**{title}**" if markdown else title, "", table, ""]
-        if index == 0 and comparison["paired"]:
-            lines = [PairedComparison(**p).line() for p in comparison["paired"]]
+        if index == 0 and comparison.paired:
+            lines = [p.line() for p in comparison.paired]
             parts += [("- " if markdown else "  ") + line for line in lines] + [""]
-        if index == 0 and comparison.get("augment_choices"):
-            parts += [_augment_choices_line(comparison["augment_choices"]), ""]
+        if index == 0 and comparison.augment_choices:
+            parts += [_augment_choices_line(comparison.augment_choices), ""]
     return "\n".join(parts).rstrip()
 
 

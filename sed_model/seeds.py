@@ -18,6 +18,7 @@ import numpy as np
 
 from .checkpoint import write_json
 from .config import TrainConfig
+from .results import RunResult
 
 
 def seed_configs(config: TrainConfig, n: int) -> list[TrainConfig]:
@@ -28,11 +29,6 @@ def seed_configs(config: TrainConfig, n: int) -> list[TrainConfig]:
 
 def seed_dir(out_dir: Path, config: TrainConfig) -> Path:
     return Path(out_dir) / f"seed-{config.seed}"
-
-
-def fold_uars(metrics: dict) -> list[float]:
-    """The headline UAR of every fold of one run (``selected`` or ``final``)."""
-    return [fold[metrics["headline"]]["uar"] for fold in metrics["folds"]]
 
 
 @dataclass(frozen=True)
@@ -56,35 +52,43 @@ class SeedSummary:
     def uar_std(self) -> float:
         return float(np.std(self.pooled_uar))
 
+    @property
+    def wa_mean(self) -> float:
+        return float(np.mean(self.pooled_wa))
+
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "uar_mean": self.uar_mean, "uar_std": self.uar_std,
-                "wa_mean": float(np.mean(self.pooled_wa))}
+                "wa_mean": self.wa_mean}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SeedSummary:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def summarize_seeds(runs: list[dict]) -> SeedSummary:
-    """Pool the runs (metrics dicts of :func:`sed_model.trainer.train`) of one configuration."""
-    headline = runs[0]["headline"]
-    pooled = [run["summary"][headline]["pooled"] for run in runs]
-    classes = runs[0]["classes"]
+def summarize_seeds(runs: list[RunResult]) -> SeedSummary:
+    """Pool the runs (of :func:`sed_model.trainer.train`) of one configuration."""
+    headline = runs[0].headline
+    pooled = [run.summary[headline].pooled for run in runs]
     recall = {}
-    for c in classes:
+    for c in runs[0].classes:
         values = [p["recall"][c] for p in pooled if p["recall"][c] is not None]
         recall[c] = float(np.mean(values)) if values else None
     return SeedSummary(
-        seeds=[run["config"]["seed"] for run in runs], headline=headline,
+        seeds=[run.config.seed for run in runs], headline=headline,
         pooled_uar=[p["uar"] for p in pooled], pooled_wa=[p["wa"] for p in pooled],
-        recall=recall, fold_names=[f["name"] for f in runs[0]["folds"]],
-        fold_test_speakers=[list(f["test_speakers"]) for f in runs[0]["folds"]],
-        fold_uar=np.mean([fold_uars(run) for run in runs], axis=0).tolist(),
+        recall=recall, fold_names=[f.name for f in runs[0].folds],
+        fold_test_speakers=[list(f.test_speakers) for f in runs[0].folds],
+        fold_uar=np.mean([run.fold_uars() for run in runs], axis=0).tolist(),
     )
 
 
-def write_seed_summary(out_dir: Path, runs: list[dict]) -> SeedSummary:
+def write_seed_summary(out_dir: Path, runs: list[RunResult]) -> SeedSummary:
     """``seeds.json`` in ``out_dir``: the summary and each seed's run folder."""
     summary = summarize_seeds(runs)
     write_json(Path(out_dir) / "seeds.json", {
-        "corpus": runs[0]["corpus"], "variant": runs[0]["variant"],
-        "config": {**runs[0]["config"], "seed": None}, "summary": summary.to_dict(),
-        "runs": [f"seed-{run['config']['seed']}" for run in runs],
+        "corpus": runs[0].corpus, "variant": runs[0].variant,
+        "config": {**runs[0].config.to_json(), "seed": None}, "summary": summary.to_dict(),
+        "runs": [f"seed-{run.config.seed}" for run in runs],
     })
     return summary

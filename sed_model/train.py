@@ -71,7 +71,7 @@ def _train_command(argv: list[str] | None) -> None:
         if args.seeds > 1:
             _train_seeds(config, out_dir, args.seeds, args.resume, options)
             return
-        metrics = train(config, out_dir, resume=args.resume, **options)
+        result = train(config, out_dir, resume=args.resume, **options)
     except KeyboardInterrupt:
         if main_process:
             print(f"\ninterrupted; continue with: python -m sed_model.train --resume "
@@ -80,8 +80,8 @@ def _train_command(argv: list[str] | None) -> None:
     finally:
         distributed.teardown()
     if main_process:
-        print(format_summary(metrics))
-        deployed = "model.pt, " if metrics["final_model"] else ""
+        print(format_summary(result))
+        deployed = "model.pt, " if result.final_model else ""
         print(f"wrote {out_dir}/{deployed}best.pt, metrics.json, curves.png, confusion.png")
 
 

@@ -76,15 +76,15 @@ from .confounds import check_label_spread, label_spread
 from .data import Dataset, check_training_split, load_dataset, steps_per_epoch
 from .errors import SedError
 from .fold import FoldResult, evaluate_split, predict_split, train_fold
-from .metrics import mean_and_std, report_from_confusion
 from .plots import plot_confusion, plot_curves
+from .results import RunResult
 from .runtime import check_backend, check_precision, resolve_device
 from .search import search_recipe
 from .selection import AugmentSelection, candidate_config, choose_augmentation, majority_candidate
 from .splits import Fold, make_folds, with_validation_speakers
 
 __all__ = ["TrainConfig", "evaluate_split", "finish_run", "format_summary", "predict_split",
-           "prepare_run", "summarize", "train", "train_fold", "train_or_read_fold"]
+           "prepare_run", "train", "train_fold", "train_or_read_fold"]
 
 
 def dataset_folds(dataset: Dataset, folds_arg: str | None, seed: int,
@@ -118,22 +118,6 @@ def with_validation_default(config: TrainConfig, dataset: Dataset) -> TrainConfi
 
 
 # ------------------------------------------------------------------------------- a run
-def summarize(fold_results: list[FoldResult], class_names) -> dict:
-    """Pooled (confusion matrices summed over folds) and mean/std results: final, best and,
-    when the folds had validation speakers, selected."""
-    summary = {}
-    validated = fold_results[0].selected is not None
-    for which in ("selected", "final", "best") if validated else ("final", "best"):
-        evaluations = [r.evaluation(which).report for r in fold_results]
-        pooled = np.sum([e["confusion"] for e in evaluations], axis=0)
-        summary[which] = {
-            "pooled": report_from_confusion(pooled, class_names),
-            "uar": mean_and_std([e["uar"] for e in evaluations]),
-            "wa": mean_and_std([e["wa"] for e in evaluations]),
-        }
-    return summary
-
-
 def default_out_dir(corpus: str, variant: str) -> Path:
     return Path("runs") / f"{corpus}-{variant}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -215,17 +199,17 @@ def prepare_run(config: TrainConfig, dataset: Dataset, out_dir: Path,
     return config, folds
 
 
-def _write_run_files(out_dir: Path, metrics: dict, results: list[FoldResult]) -> None:
+def _write_run_files(out_dir: Path, result: RunResult) -> None:
     """metrics.json, the top-level best.pt (fold 1's headline checkpoint) and the figures."""
-    write_json(out_dir / "metrics.json", metrics)
-    headline_checkpoint = "selected.pt" if metrics["headline"] == "selected" else "best.pt"
+    write_json(out_dir / "metrics.json", result.to_json())
+    headline_checkpoint = "selected.pt" if result.headline == "selected" else "best.pt"
     copy_atomic(out_dir / "fold-01" / headline_checkpoint, out_dir / "best.pt")
-    corpus, variant = metrics["corpus"], metrics["variant"]
-    plot_curves({variant: [r.history for r in results]}, out_dir / "curves.png",
+    corpus, variant = result.corpus, result.variant
+    plot_curves({variant: [r.history for r in result.folds]}, out_dir / "curves.png",
                 title=f"{corpus}: held-out UAR during training")
-    plot_confusion(metrics["summary"][metrics["headline"]]["pooled"]["confusion"],
-                   metrics["classes"], out_dir / "confusion.png",
-                   title=f"{corpus} {variant}: {metrics['headline']} models, pooled over folds")
+    plot_confusion(result.headline_summary.pooled["confusion"], result.classes,
+                   out_dir / "confusion.png",
+                   title=f"{corpus} {variant}: {result.headline} models, pooled over folds")
 
 
 def train(
@@ -240,11 +224,11 @@ def train(
     cache_dir: str | Path | None = None,
     on_checkpoint: Callable[[Path, int], None] | None = None,
     final_model: bool = True,
-) -> dict:
-    """Train ``config`` on every fold; write the run folder; return the metrics dict.
+) -> RunResult:
+    """Train ``config`` on every fold; write the run folder; return its :class:`RunResult`.
 
     Then, with ``final_model``, train the deployment model on all utterances and write it as
-    ``model.pt`` (see the module docstring; ``metrics["final_model"]`` says how long it
+    ``model.pt`` (see the module docstring; the result's ``final_model`` says how long it
     trained; ``resume`` continues or skips it like a fold).
 
     ``dataset`` may be passed to reuse extracted features (``compare`` trains four
@@ -277,25 +261,14 @@ def train(
 
 
 def finish_run(config: TrainConfig, dataset: Dataset, results: list[FoldResult], out_dir: Path,
-               final: dict | None = None) -> dict:
-    """The run's metrics from its fold results, written with the run's figures (rank 0)."""
-    metrics = {
-        "corpus": dataset.corpus,
-        "variant": config.variant,
-        "config": config.to_json(),
-        "classes": list(dataset.classes),
-        "n_utterances": len(dataset.utterances),
-        "skipped_files": dataset.skipped,
-        "label_spread": label_spread(dataset.utterances, config.normalize).to_dict(),
-        "headline": "selected" if config.recipe.validation_speakers else "final",
-        "folds": [r.to_dict() for r in results],
-        "summary": summarize(results, dataset.classes),
-        "final_model": final,
-    }
+               final: dict | None = None) -> RunResult:
+    """The run's result from its fold results, written with the run's figures (rank 0)."""
+    spread = label_spread(dataset.utterances, config.normalize).to_dict()
+    result = RunResult.of(config, dataset, results, final, spread)
     distributed.barrier()
     if distributed.is_main():  # rank 0 writes the run's files
-        _write_run_files(out_dir, metrics, results)
-    return metrics
+        _write_run_files(out_dir, result)
+    return result
 
 
 # --------------------------------------------------------------- the deployment model
@@ -355,28 +328,23 @@ def _train_final_model(config: TrainConfig, dataset: Dataset, folds: list[Fold],
     return info
 
 
-def format_summary(metrics: dict) -> str:
+def format_summary(result: RunResult) -> str:
     """A few lines for the terminal: headline UAR and WA (selected on validation speakers, or
     final), the final-model UAR and the best-during-training UAR."""
-    s = metrics["summary"]
-    headline = metrics["headline"]
-    n = len(metrics["folds"])
+    s, headline, n = result.summary, result.headline, len(result.folds)
     over = f"pooled over {n} folds" if n > 1 else "held-out fold"
     what = ("checkpoints selected on validation speakers" if headline == "selected"
             else "final models")
-    lines = [
-        f"{metrics['corpus']} / {metrics['variant']}: "
-        f"UAR {s[headline]['pooled']['uar']:.3f}, WA {s[headline]['pooled']['wa']:.3f} "
-        f"({what}, {over})",
-    ]
+    pooled = s[headline].pooled
+    lines = [f"{result.corpus} / {result.variant}: UAR {pooled['uar']:.3f}, WA {pooled['wa']:.3f} "
+             f"({what}, {over})"]
     if n > 1:
-        lines.append(f"  mean over folds: UAR {s[headline]['uar']['mean']:.3f} "
-                     f"+- {s[headline]['uar']['std']:.3f}")
+        lines.append(f"  mean over folds: UAR {s[headline].uar['mean']:.3f} "
+                     f"+- {s[headline].uar['std']:.3f}")
     if headline == "selected":
-        lines.append(f"  final models: UAR {s['final']['pooled']['uar']:.3f}")
+        lines.append(f"  final models: UAR {s['final'].pooled['uar']:.3f}")
     lines.append(f"  best held-out UAR during training (paper's protocol, optimistic): "
-                 f"{s['best']['pooled']['uar']:.3f}")
-    recall = s[headline]["pooled"]["recall"]
+                 f"{s['best'].pooled['uar']:.3f}")
     lines.append("  per-class recall: " + ", ".join(
-        f"{c} {r:.2f}" if r is not None else f"{c} -" for c, r in recall.items()))
+        f"{c} {r:.2f}" if r is not None else f"{c} -" for c, r in pooled["recall"].items()))
     return "\n".join(lines)

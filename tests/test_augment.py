@@ -4,6 +4,7 @@ folds."""
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -157,10 +158,10 @@ def test_augmented_training_differs_and_is_reproducible(tmp_path, names):
     runs = [train(tiny_config(augment=augment_names, steps=4), tmp_path / f"run{i}",
                   dataset=dataset, progress=False, final_model=False)
             for i, augment_names in enumerate([(), names, names])]
-    losses = [[p["train_loss"] for p in run["folds"][0]["history"]] for run in runs]
+    losses = [[p["train_loss"] for p in run.folds[0].history] for run in runs]
     assert losses[1] == losses[2]  # the same seed augments the same way
     assert losses[0] != losses[1]
-    assert runs[1]["folds"][0]["augment"] == list(names)
+    assert runs[1].folds[0].augment == list(names)
 
 
 # ------------------------------------------------------------------------- mixup
@@ -297,7 +298,7 @@ def test_nested_selection_chooses_the_best_inner_candidate_and_resumes(tmp_path,
     dataset = random_dataset(speakers=("s1", "s2", "s3", "s4", "s5", "s6"))
     config = tiny_config(folds="2", steps=4, augment_candidates=("none", "mask+crop"),
                          inner_folds=2)
-    metrics = train(config, tmp_path, dataset=dataset, progress=False)
+    metrics = train(config, tmp_path, dataset=dataset, progress=False).to_json()
     chosen = []
     for index, fold in enumerate(metrics["folds"]):
         picked = fold["augment_selection"]
@@ -322,7 +323,7 @@ def test_nested_selection_chooses_the_best_inner_candidate_and_resumes(tmp_path,
     real_train_fold = selection.train_fold
     monkeypatch.setattr(selection, "train_fold",
                         lambda *a, **k: calls.append(a) or real_train_fold(*a, **k))
-    again = train(config, tmp_path, dataset=dataset, progress=False, resume=True)
+    again = train(config, tmp_path, dataset=dataset, progress=False, resume=True).to_json()
     assert calls == []
     assert again["folds"][1]["augment_selection"] == metrics["folds"][1]["augment_selection"]
     assert again["summary"] == metrics["summary"]
@@ -331,11 +332,14 @@ def test_nested_selection_chooses_the_best_inner_candidate_and_resumes(tmp_path,
 def test_compare_counts_the_inner_folds_choices():
     from sed_model.compare import _augment_choices_line, augment_choices
 
-    def run(*chosen):
-        return {"config": {"augment_candidates": ["none", "mask+crop"]},
-                "folds": [{"augment_selection": {"chosen": c}} for c in chosen]}
+    config = make_config(augment_candidates=("none", "mask+crop"))
 
-    assert augment_choices([{"config": {}, "folds": [{}]}]) is None
+    def run(*chosen):  # what augment_choices reads of a RunResult
+        return SimpleNamespace(config=config, folds=[
+            SimpleNamespace(augment_selection={"chosen": c}) for c in chosen])
+
+    assert augment_choices([SimpleNamespace(config=make_config(), folds=[
+        SimpleNamespace(augment_selection=None)])]) is None
     counts = augment_choices([run("none", "mask+crop"), run("none", "none")])
     assert counts == {"none": 3, "mask+crop": 1}
     assert _augment_choices_line({"feature": counts}).endswith(
@@ -400,7 +404,7 @@ def test_speed_augmented_training_uses_the_perturbed_versions(tmp_path):
     assert augment.needed_speeds(("mask",), ("none", "crop")) == ()
     runs = [train(tiny_config(augment=names, steps=4), tmp_path / f"r{i}", dataset=dataset,
                   progress=False, final_model=False) for i, names in enumerate([(), ("speed",)])]
-    losses = [[p["train_loss"] for p in r["folds"][0]["history"]] for r in runs]
+    losses = [[p["train_loss"] for p in r.folds[0].history] for r in runs]
     assert losses[0] != losses[1]
     with pytest.raises(SedError, match="speed"):
         train(tiny_config(augment=("speed",), steps=2), tmp_path / "none",

@@ -35,7 +35,7 @@ def trained(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     config = make_config(corpus="csv", data=str(manifest), variant="feature", folds="2",
                          steps=3, eval_every=3, cells=(8, 8), device="cpu")
-    return out, train_run(config, out, progress=False, workers=1)
+    return out, train_run(config, out, progress=False, workers=1).to_json()
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ def _one_thread(one_torch_thread):
 def run(tmp_path_factory):
     """A 2-fold run with its deployment model."""
     out = tmp_path_factory.mktemp("run")
-    return out, train(tiny_config(), out, dataset=random_dataset(), progress=False)
+    return out, train(tiny_config(), out, dataset=random_dataset(), progress=False).to_json()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_the_run_trains_a_deployment_model_on_every_utterance(run):
 
 def test_no_final_model(tmp_path):
     metrics = train(tiny_config(), tmp_path, dataset=random_dataset(), progress=False,
-                    final_model=False)
+                    final_model=False).to_json()
     assert metrics["final_model"] is None and not (tmp_path / "model.pt").exists()
     with pytest.raises(SedError, match="no model.pt .*--ensemble"):
         sed_model.load_model(tmp_path)
@@ -72,7 +72,7 @@ def test_no_final_model(tmp_path):
 def test_with_validation_speakers_the_final_length_is_the_median_selected_epoch(tmp_path):
     dataset = random_dataset()
     metrics = train(tiny_config(folds="loso", validation_speakers=1), tmp_path, dataset=dataset,
-                    progress=False)
+                    progress=False).to_json()
     # each fold trains on 2 of the 4 speakers (18 utterances, 3 steps per epoch of 8)
     epochs = [f["selected"]["step"] / 3 for f in metrics["folds"]]
     expected = max(1, round(float(np.median(epochs)) * 5))  # 36 utterances: 5 steps per epoch

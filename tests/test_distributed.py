@@ -42,7 +42,7 @@ def test_two_gloo_processes_match_one_process_and_resume_its_run(
 ):
     manifest, env = corpus
     single = train(make_config(data=str(manifest), **OPTIONS), tmp_path / "single",
-                   progress=False, workers=1)
+                   progress=False, workers=1).to_json()
     with pytest.raises(Killed):  # a single-process run stopped in fold 1, resumed by 2 ranks
         train(make_config(data=str(manifest), **OPTIONS), tmp_path / "resumed", progress=False,
               workers=1, on_checkpoint=kill_at("fold-01", 2))

@@ -100,7 +100,7 @@ def test_small_recipe_run_keeps_the_ema_weights_and_speaker_statistics(tmp_path)
     dataset = random_dataset()
     config = tiny_config(preset="small", normalize="speaker", augment=("none",), steps=6,
                          eval_every=3)
-    metrics = train(config, tmp_path, dataset=dataset, progress=False)
+    metrics = train(config, tmp_path, dataset=dataset, progress=False).to_json()
     saved = load_checkpoint(tmp_path / "fold-01" / "last.pt")
     assert saved["ema_updates"] == 6
     differs = [not torch.equal(saved["model"][k], saved["trained_model"][k])
@@ -123,12 +123,11 @@ def test_seeds_share_the_folds_and_summaries_average_them(tmp_path):
     dataset = random_dataset()
     runs = [train(dataclasses.replace(c, folds="2"), tmp_path / str(c.seed), dataset=dataset,
                   progress=False) for c in configs[:2]]
-    assert [f["test_speakers"] for f in runs[0]["folds"]] == \
-        [f["test_speakers"] for f in runs[1]["folds"]]
+    assert [f.test_speakers for f in runs[0].folds] == [f.test_speakers for f in runs[1].folds]
     summary = summarize_seeds(runs)
     assert summary.seeds == [5, 6]
-    assert summary.pooled_uar == [r["summary"]["final"]["pooled"]["uar"] for r in runs]
-    expected = np.mean([[f["final"]["uar"] for f in r["folds"]] for r in runs], axis=0)
+    assert summary.pooled_uar == [r.summary["final"].pooled["uar"] for r in runs]
+    expected = np.mean([[f.final.uar for f in r.folds] for r in runs], axis=0)
     np.testing.assert_allclose(summary.fold_uar, expected)
 
 

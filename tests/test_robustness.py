@@ -107,7 +107,7 @@ def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_torch_th
         tmp_path / "reference",
         progress=False,
         workers=1,
-    )
+    ).to_json()
 
     run = tmp_path / "killed"
     args = [*ARGS, "--data", str(manifest), *QUIET, "--out-dir", str(run)]
@@ -173,7 +173,7 @@ def test_bf16_training_on_the_cpu(corpus, tmp_path, one_torch_thread):
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
     metrics = train(
         make_config(precision="bf16", **options), tmp_path / "bf16", progress=False, workers=1
-    )
+    ).to_json()
     assert metrics["config"]["precision"] == "bf16"
     assert [p["step"] for p in metrics["folds"][0]["history"]] == [0, 2, 4]
     assert all(

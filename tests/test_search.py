@@ -36,7 +36,7 @@ def pooled_uar(run_dirs) -> float:
 
 def test_each_fold_trains_with_the_setting_its_inner_folds_scored_best(tmp_path):
     dataset = random_dataset(speakers=SIX)
-    metrics = train(searched_config(), tmp_path, dataset=dataset, progress=False)
+    metrics = train(searched_config(), tmp_path, dataset=dataset, progress=False).to_json()
     for index, fold in enumerate(metrics["folds"]):
         found = fold["search"]
         assert found["space"] == "tiny" and found["inner_folds"] == 2
@@ -63,13 +63,13 @@ def test_each_fold_trains_with_the_setting_its_inner_folds_scored_best(tmp_path)
 def test_a_resumed_search_keeps_its_finished_settings(tmp_path, monkeypatch):
     dataset = random_dataset(speakers=SIX)
     config = searched_config()
-    first = train(config, tmp_path, dataset=dataset, progress=False, final_model=False)
+    first = train(config, tmp_path, dataset=dataset, progress=False, final_model=False).to_json()
     (tmp_path / "fold-01" / "metrics.json").unlink()  # the outer training was lost
     calls = []
     real = search.train_fold
     monkeypatch.setattr(search, "train_fold", lambda *a, **k: calls.append(a) or real(*a, **k))
     again = train(config, tmp_path, dataset=dataset, progress=False, resume=True,
-                  final_model=False)
+                  final_model=False).to_json()
     assert calls == []  # every inner run was read back
     assert again["folds"][0]["search"]["chosen"] == first["folds"][0]["search"]["chosen"]
     assert again["folds"][0]["final"] == first["folds"][0]["final"]

@@ -129,7 +129,7 @@ def test_resumed_config_is_the_saved_one_with_the_options_given(tmp_path):
 # ---------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip(tmp_path):
     metrics = train(tiny_config(steps=2), tmp_path / "run", dataset=random_dataset(),
-                    progress=False)
+                    progress=False).to_json()
     checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
     assert checkpoint["class_names"] == list(CLASSES)
     assert checkpoint["config"] == metrics["config"]
@@ -167,7 +167,7 @@ def test_write_json_replaces_atomically(tmp_path):
 
 # --------------------------------------------------------------------------------- runs
 def test_run_folder_and_metrics(tmp_path):
-    metrics = train(tiny_config(), tmp_path, dataset=random_dataset(), progress=False)
+    metrics = train(tiny_config(), tmp_path, dataset=random_dataset(), progress=False).to_json()
     for name in ("config.json", "metrics.json", "best.pt", "curves.png", "confusion.png",
                  "fold-01/best.pt", "fold-01/last.pt", "fold-02/metrics.json"):
         assert (tmp_path / name).is_file(), name
@@ -187,7 +187,7 @@ def test_run_folder_and_metrics(tmp_path):
 
 def test_the_model_learns_a_separable_task(tmp_path):
     metrics = train(tiny_config(steps=30, eval_every=30, cells=(16,)), tmp_path,
-                    dataset=random_dataset(per_class=6), progress=False)
+                    dataset=random_dataset(per_class=6), progress=False).to_json()
     assert metrics["summary"]["final"]["pooled"]["uar"] > 0.8
 
 
@@ -213,7 +213,7 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, kill, reci
     """Also with the small recipe: dropout's RNG, the schedule and the weight EMA resume."""
     dataset = random_dataset()
     config = tiny_config(**RECIPES[recipe])
-    reference = train(config, tmp_path / "a", dataset=dataset, progress=False)
+    reference = train(config, tmp_path / "a", dataset=dataset, progress=False).to_json()
 
     with pytest.raises(Killed):
         train(config, tmp_path / "b", dataset=dataset, progress=False,
@@ -222,6 +222,7 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, kill, reci
     seen = []
     resumed = train(config, tmp_path / "b", dataset=dataset, progress=False, resume=True,
                     on_checkpoint=lambda path, step: seen.append((path.parent.name, step)))
+    resumed = resumed.to_json()
 
     if kill[0] == "fold-02":  # fold 1 was complete: skipped, not retrained
         assert all(name in ("fold-02", "final") for name, _ in seen)
@@ -270,7 +271,7 @@ def test_resume_accepts_the_corpus_folder_by_another_path(tmp_path, monkeypatch)
         train(tiny_config(data=str(other)), out, dataset=dataset, progress=False, resume=True)
     monkeypatch.chdir(tmp_path)
     resumed = train(tiny_config(data="link"), out, dataset=dataset, progress=False,
-                    resume=True)
+                    resume=True).to_json()
     reference = train(tiny_config(data=str(corpus)), tmp_path / "uninterrupted",
-                      dataset=dataset, progress=False)
+                      dataset=dataset, progress=False).to_json()
     assert resumed["folds"] == reference["folds"]
