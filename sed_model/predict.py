@@ -33,7 +33,6 @@ from pathlib import Path
 from . import pretrained
 from .api import Prediction, load_model
 from .cli import positive_float, run_main
-from .plots import plot_attention, plot_timeline
 from .windows import check_window
 
 
@@ -149,9 +148,13 @@ def _write_outputs(args: argparse.Namespace, results: list[Prediction], classes)
         write_csv(args.csv, results, classes)
         written.append(args.csv)
     if args.plot_timeline is not None and results:
+        from .plots import plot_timeline  # matplotlib only when plotting
+
         plot_timeline(results, args.plot_timeline)
         written.append(args.plot_timeline)
     if args.plot_attention is not None and results:
+        from .plots import plot_attention
+
         plot_attention([{"name": Path(r.file).name, "label": r.label, **r.attention}
                         for r in results], args.plot_attention)
         written.append(args.plot_attention)
