@@ -137,8 +137,12 @@ class WebrtcDetector(SignalDetector):
     def __init__(self, mode: int = WEBRTC_MODE) -> None:
         import webrtcvad
 
-        self._vad, self.mode = webrtcvad.Vad(mode), mode
+        self._webrtcvad, self.mode = webrtcvad, mode
         super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        self._vad = self._webrtcvad.Vad(self.mode)  # its state is per recording
 
     def decide(self, x: np.ndarray) -> list[bool]:
         pcm = (np.clip(x, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
