@@ -56,7 +56,16 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
     ]
 
 
-@torch.compiler.assume_constant_result
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo``, which
+    costs seconds of start-up in every process that only runs a model: that decorator sets
+    this one attribute, which dynamo reads when it traces a call (tests/test_lean_predict.py
+    checks that it still does just that)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The concrete backend for ``backend`` (a name or ``"auto"``) on ``device``.
 
@@ -67,17 +76,17 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     source = "backend"
     if backend == "auto" and os.environ.get(ENV_VAR):
         backend, source = os.environ[ENV_VAR], f"{ENV_VAR} (environment)"
-    usable = available_backends(device)
-    if backend == "auto":
-        return next(name for name in _AUTO_ORDER.get(device.type, ("reference",)) if name in usable)
+    if backend == "auto":  # the first usable in order: later ones are never imported
+        order = _AUTO_ORDER.get(device.type, ("reference",))
+        return next(name for name in order if _usable(name, device.type))
     if backend not in BACKEND_NAMES:
         raise ValueError(
             f"{source} is {backend!r}; expected 'auto' or one of {', '.join(BACKEND_NAMES)}"
         )
-    if backend not in usable:
+    if not _usable(backend, device.type):
         raise ValueError(
             f"{source} {backend!r} is not usable for {device.type} tensors in this process; "
-            f"usable: {', '.join(usable)}"
+            f"usable: {', '.join(available_backends(device))}"
         )
     return backend
 

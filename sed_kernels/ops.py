@@ -16,6 +16,11 @@ float64 inputs) and the public function rounds it to the input dtype: the backwa
 that cancellation would lose all digits of ``dq``. ``feature_attention_fwd`` returns what a
 backend keeps for its backward (``saved``; empty for the backends that recompute).
 
+Inference on plain tensors (nothing requires a gradient, nothing is being traced or compiled)
+calls the backend's forward directly, the same function the custom op runs: the custom op's
+dispatch wraps every backend call in ``torch._dynamo.disable``, whose first call imports
+``torch._dynamo`` (seconds of start-up in a process that only classifies a file).
+
 Under ``torch.autocast`` the floating inputs are cast to the autocast dtype first (the ops
 then run in bf16/fp16 with fp32 accumulation), as PyTorch's own matmul-like ops do.
 """
@@ -47,14 +52,30 @@ def _autocast(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(t.to(dtype) if floating(t) else t for t in tensors)
 
 
+def _plain_inference(*tensors: Tensor) -> bool:
+    """Whether the custom op's dispatch can be skipped (module docstring): plain tensors or
+    parameters (no fake or functional tensors of a tracer), no graph being compiled, and no
+    gradient to record."""
+    if torch.compiler.is_compiling():
+        return False
+    if any(type(t) not in (Tensor, torch.nn.Parameter) for t in tensors):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
 # --------------------------------------------------------------------------- time attention
+
+
+def _time_attention_forward(h: Tensor, q: Tensor, lengths: Tensor,
+                            backend: str) -> tuple[Tensor, Tensor]:
+    return kernels(backend, "time_attention").forward(h, q, lengths)
 
 
 @torch.library.custom_op("sed_kernels::time_attention_fwd", mutates_args=())
 def _time_attention_fwd(
     h: Tensor, q: Tensor, lengths: Tensor, backend: str
 ) -> tuple[Tensor, Tensor]:
-    return kernels(backend, "time_attention").forward(h, q, lengths)
+    return _time_attention_forward(h, q, lengths, backend)
 
 
 @_time_attention_fwd.register_fake
@@ -117,7 +138,8 @@ def time_attention(h: Tensor, q: Tensor, lengths: Tensor, *, backend: str = "aut
         return reference.time_attention(h, q, lengths)
     if h.shape[0] == 0:
         return h.sum(dim=1)  # (0, H), still attached to the autograd graph
-    out, _ = _time_attention_fwd(h, q.contiguous(), lengths.to(torch.int64).contiguous(), name)
+    forward = _time_attention_forward if _plain_inference(h, q) else _time_attention_fwd
+    out, _ = forward(h, q.contiguous(), lengths.to(torch.int64).contiguous(), name)
     return out.to(h.dtype)
 
 
@@ -131,14 +153,19 @@ def _saves_intermediates(module) -> bool:
     return hasattr(module, "forward_for_backward")
 
 
-@torch.library.custom_op("sed_kernels::feature_attention_fwd", mutates_args=())
-def _feature_attention_fwd(
-    h: Tensor, W: Tensor, V: Tensor, lengths: Tensor, backend: str
-) -> tuple[Tensor, Tensor]:
+def _feature_attention_forward(h: Tensor, W: Tensor, V: Tensor, lengths: Tensor,
+                               backend: str) -> tuple[Tensor, Tensor]:
     module = kernels(backend, "feature_attention")
     if _saves_intermediates(module):
         return module.forward_for_backward(h, W, V, lengths)
     return module.forward(h, W, V, lengths), h.new_empty(0, dtype=accumulator_dtype(h.dtype))
+
+
+@torch.library.custom_op("sed_kernels::feature_attention_fwd", mutates_args=())
+def _feature_attention_fwd(
+    h: Tensor, W: Tensor, V: Tensor, lengths: Tensor, backend: str
+) -> tuple[Tensor, Tensor]:
+    return _feature_attention_forward(h, W, V, lengths, backend)
 
 
 @_feature_attention_fwd.register_fake
@@ -207,7 +234,6 @@ def feature_attention(
         return reference.feature_attention(h, W, V, lengths)
     if h.shape[0] == 0:
         return h.sum(dim=1)  # (0, H), still attached to the autograd graph
-    out, _ = _feature_attention_fwd(
-        h, W.contiguous(), V.contiguous(), lengths.to(torch.int64).contiguous(), name
-    )
+    forward = _feature_attention_forward if _plain_inference(h, W, V) else _feature_attention_fwd
+    out, _ = forward(h, W.contiguous(), V.contiguous(), lengths.to(torch.int64).contiguous(), name)
     return out

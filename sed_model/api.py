@@ -30,6 +30,14 @@ Windows (``window``, ``hop`` in seconds; hop defaults to half the window): each 
 openSMILE extraction and one model input, as a training utterance was; see
 :mod:`sed_model.windows` for where the windows fall. The audio is decoded in blocks, so an
 hour-long file needs memory for a window and a block, not for the hour.
+
+Speech activity (``vad``, see :mod:`sed_model.vad`): a window, or a whole file, in which the
+detector finds no speech gets no emotion (``label`` None, no probabilities) and is not run
+through the model; every Segment and Prediction says its share of speech (``speech``), and a
+file's probabilities are the mean over its windows with speech. ``vad="none"`` classifies
+everything. Each file also reports its clipping (share of samples at full scale) and, as
+``warnings`` (also issued as :class:`~sed_model.errors.DataWarning`), float samples far
+outside [-1, 1], clipping and no speech found.
 """
 
 from __future__ import annotations
@@ -45,33 +53,37 @@ import torch
 from tqdm.auto import tqdm
 
 from . import pretrained
-from .audio import open_audio
+from .audio import SignalReport, open_audio
 from .checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
 from .errors import AudioError, DataWarning, SedError
 from .features import Normalizer, extract_frames, load_audio
 from .model import VARIANTS_WITH_ATTENTION
 from .runtime import check_backend, resolve_device
+from .vad import FrameRule, SignalDetector, SpeechTrack, make_detector
 from .windows import Envelope, RunningStats, check_window, count_windows, iter_windows
 
 MODEL_FILE = "model.pt"  # the deployment model of a run folder
 STATS_CHUNK_SECONDS = 60.0  # chunk length of the statistics pass over a windowed recording
 WINDOW_BATCH = 16  # windows per model call
 LONG_FILE_SECONDS = 60.0  # a whole file longer than this gets a hint about --window
+DEFAULT_VAD = "opensmile"  # the speech detector predict uses unless told (sed_model.vad)
 
 
 @dataclass
 class Segment:
     """One window of a recording: ``start``/``end`` in seconds, the most likely class and
-    every class's probability."""
+    every class's probability; ``speech``: its share of speech frames (None without a speech
+    detector). A window without speech has ``label`` None and no probabilities."""
 
     start: float
     end: float
-    label: str
+    label: str | None
     probabilities: dict[str, float]
+    speech: float | None = None
 
     def to_dict(self) -> dict:
         return {"start": self.start, "end": self.end, "label": self.label,
-                "probabilities": self.probabilities}
+                "probabilities": self.probabilities, "speech": self.speech}
 
 
 @dataclass
@@ -79,9 +91,12 @@ class Prediction:
     """The result for one file.
 
     ``label`` and ``probabilities`` are the whole file's: its own prediction, or with windows
-    the mean of the windows' probabilities (and ``segments`` lists the windows). A file that
-    could not be classified (``errors="report"``) has ``error`` (one line naming the file and
-    why) and no label. ``attention`` and ``envelope`` are for the plots only.
+    the mean of the probabilities of the windows with speech (and ``segments`` lists the
+    windows). No speech found: ``label`` None, no probabilities. ``speech``: the file's share
+    of speech frames (None without a speech detector); ``clipping``: its share of samples at
+    full scale; ``warnings``: one line per problem with the audio. A file that could not be
+    classified (``errors="report"``) has ``error`` (one line naming the file and why) and no
+    label. ``attention`` and ``envelope`` are for the plots only.
     """
 
     file: str
@@ -90,15 +105,19 @@ class Prediction:
     duration: float | None = None
     segments: list[Segment] | None = None
     error: str | None = None
+    speech: float | None = None
+    clipping: float | None = None
+    warnings: list[str] = field(default_factory=list)
     attention: dict | None = field(default=None, repr=False, compare=False)
     envelope: Envelope | None = field(default=None, repr=False, compare=False)
 
     @property
     def shares(self) -> dict[str, float] | None:
-        """With windows: the fraction of the windows given each class (all classes listed)."""
+        """With windows: the fraction of the windows with speech given each class (all classes
+        listed; empty when no window has speech)."""
         if self.segments is None:
             return None
-        labels = [s.label for s in self.segments]
+        labels = [s.label for s in self.segments if s.label is not None]
         return {c: labels.count(c) / len(labels) for c in self.probabilities}
 
     def to_dict(self) -> dict:
@@ -106,7 +125,8 @@ class Prediction:
         if self.error is not None:
             return {"file": self.file, "error": self.error}
         d = {"file": self.file, "label": self.label, "probabilities": self.probabilities,
-             "duration": self.duration}
+             "duration": self.duration, "speech": self.speech, "clipping": self.clipping,
+             "warnings": self.warnings}
         if self.segments is not None:
             d.update(segments=[s.to_dict() for s in self.segments], shares=self.shares)
         return d
@@ -185,6 +205,7 @@ class EmotionModel:
                  device: torch.device) -> None:
         self.members, self.class_names = members, class_names
         self.description, self.device = description, device
+        self._detectors: dict[str, SignalDetector | FrameRule | None] = {}
 
     @property
     def variant(self) -> str:
@@ -196,7 +217,7 @@ class EmotionModel:
     def predict(self, paths: str | Path | Sequence[str | Path], *, window: float | None = None,
                 hop: float | None = None, same_speaker: bool = False, errors: str = "raise",
                 progress: bool = False, with_attention: bool = False,
-                with_waveform: bool = False) -> list[Prediction]:
+                with_waveform: bool = False, vad: str = DEFAULT_VAD) -> list[Prediction]:
         """One :class:`Prediction` per file, in order.
 
         ``window``/``hop`` (seconds): classify overlapping windows; ``segments`` then lists
@@ -206,7 +227,8 @@ class EmotionModel:
         file a Prediction with ``error`` and goes on. ``progress``: a bar per windowed file.
         ``with_attention`` (whole files, one model): attention weights for
         :func:`sed_model.plots.plot_attention`; ``with_waveform`` (windows): the waveform
-        envelope for :func:`sed_model.plots.plot_timeline`.
+        envelope for :func:`sed_model.plots.plot_timeline`. ``vad``: the speech detector
+        (:mod:`sed_model.vad`: ``opensmile``, ``silero``, ``webrtc``) or ``"none"``.
         """
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         window, hop = check_window(window, hop)
@@ -214,6 +236,9 @@ class EmotionModel:
             raise SedError(f"errors must be 'raise' or 'report'; got {errors!r}")
         if with_attention:
             self._check_attention(window)
+        if vad not in self._detectors:
+            self._detectors[vad] = make_detector(vad)
+        self.detector = self._detectors[vad]
         if window is None:
             return self._predict_whole(paths, same_speaker, errors, with_attention)
         return self._predict_windowed(paths, window, hop, same_speaker, errors, progress,
@@ -236,14 +261,42 @@ class EmotionModel:
         for group in groups:
             decoded = [_guard(lambda p=p: _decode_whole(p), p, errors) for p in group]
             usable = [d for d in decoded if not isinstance(d, Prediction)]
-            outputs = iter(self._probabilities([d["frames"] for d in usable], None))
+            for d in usable:
+                d["track"] = self._whole_speech(d)
+            speaking = [d for d in usable if d["track"] is None or d["track"].has_speech()]
+            outputs = iter(self._probabilities([d["frames"] for d in speaking], None))
             for path, d in zip(group, decoded):
                 if not isinstance(d, Prediction):
                     attention = self._attention(d) if with_attention else None
-                    d = self._prediction(path, next(outputs), d["duration"])
-                    d.attention = attention
+                    spoken = d["track"] is None or d["track"].has_speech()
+                    result = self._prediction(path, next(outputs) if spoken else None,
+                                              d["duration"])
+                    d, d.attention = self._audio_notes(result, d["track"], d["report"]), attention
                 results.append(d)
         return results
+
+    def _whole_speech(self, decoded: dict) -> SpeechTrack | None:
+        """The speech frames of a whole decoded file (None without a detector)."""
+        if self.detector is None:
+            return None
+        track = SpeechTrack(self.detector)
+        track.add_block(decoded["signal"], decoded["rate"])
+        track.add_frames(0.0, decoded["frames"])
+        return track
+
+    @staticmethod
+    def _audio_notes(result: Prediction, track: SpeechTrack | None,
+                     report: SignalReport) -> Prediction:
+        """``result`` with its speech share, clipping and warnings (each also issued)."""
+        result.speech = None if track is None else round(track.fraction(), 4)
+        result.clipping = round(report.clipping, 6)
+        result.warnings = report.warnings(result.file)
+        if track is not None and result.label is None:
+            result.warnings.append(f"{result.file}: no speech found (speech detector "
+                                   f"{_detector_name(track.detector)}); no emotion given")
+        for line in result.warnings:
+            warnings.warn(line, DataWarning, stacklevel=3)
+        return result
 
     def _attention(self, decoded: dict) -> dict:
         member = self.members[0]
@@ -255,8 +308,11 @@ class EmotionModel:
         return {"signal": decoded["signal"], "sample_rate": decoded["rate"],
                 "variant": self.variant, "weights": [w[0].cpu().numpy() for w in weights]}
 
-    def _prediction(self, path, probabilities: np.ndarray, duration: float | None,
+    def _prediction(self, path, probabilities: np.ndarray | None, duration: float | None,
                     segments: list[Segment] | None = None) -> Prediction:
+        """None probabilities: no speech, no label."""
+        if probabilities is None:
+            return Prediction(str(path), None, {}, duration, segments)
         return Prediction(str(path), self.class_names[int(np.argmax(probabilities))],
                           self._named(probabilities), duration, segments)
 
@@ -307,41 +363,65 @@ class EmotionModel:
         if needs_stats and recording is None:
             recording = recording_statistics([stream])
         envelope = Envelope(stream.sample_rate) if with_waveform else None
-        counter = _Counter()
-        blocks = counter.tap(stream.blocks(), envelope)
-        windows = iter_windows(blocks, stream.sample_rate, window, hop)
+        track = None if self.detector is None else SpeechTrack(self.detector)
+        counter = _Counter(stream.sample_rate, envelope, track)
+        windows = iter_windows(counter.tap(stream.blocks()), stream.sample_rate, window, hop)
         total = count_windows(stream.n_samples, stream.sample_rate, window, hop)
         segments = []
         with tqdm(total=total, unit="window", desc=stream.path.name, leave=False,
                   disable=not progress) as bar:
             while batch := list(islice(windows, WINDOW_BATCH)):
                 frames = [_frames(stream.path, samples, stream.sample_rate) for _, samples in batch]
-                for (start, samples), p in zip(batch, self._probabilities(frames, recording)):
-                    begin = start / stream.sample_rate
-                    segments.append(Segment(round(begin, 4),
-                                            round(begin + len(samples) / stream.sample_rate, 4),
-                                            self.class_names[int(np.argmax(p))], self._named(p)))
+                spans = [(start / stream.sample_rate, (start + len(samples)) / stream.sample_rate)
+                         for start, samples in batch]
+                spoken = [self._span_has_speech(track, span, f) for span, f in zip(spans, frames)]
+                outputs = iter(self._probabilities([f for f, s in zip(frames, spoken) if s],
+                                                   recording))
+                segments += [self._segment(span, next(outputs) if s else None, track)
+                             for span, s in zip(spans, spoken)]
                 bar.update(len(batch))
         if not segments:
             raise AudioError(f"{stream.path}: empty audio (0 samples)")
-        mean = np.mean([[s.probabilities[c] for c in self.class_names] for s in segments], axis=0)
-        result = self._prediction(stream.path, mean, counter.samples / stream.sample_rate,
-                                  segments)
+        heard = [[s.probabilities[c] for c in self.class_names] for s in segments if s.label]
+        result = self._prediction(stream.path, np.mean(heard, axis=0) if heard else None,
+                                  counter.samples / stream.sample_rate, segments)
         result.envelope = envelope
-        return result
+        return self._audio_notes(result, track, counter.report)
+
+    @staticmethod
+    def _span_has_speech(track: SpeechTrack | None, span: tuple[float, float],
+                         frames: np.ndarray) -> bool:
+        if track is None:
+            return True
+        track.add_frames(span[0], frames)  # the opensmile rule reads the window's frames
+        return track.has_speech(*span)
+
+    def _segment(self, span: tuple[float, float], probabilities: np.ndarray | None,
+                 track: SpeechTrack | None) -> Segment:
+        speech = None if track is None else round(track.fraction(*span), 4)
+        if probabilities is None:
+            return Segment(round(span[0], 4), round(span[1], 4), None, {}, speech)
+        return Segment(round(span[0], 4), round(span[1], 4),
+                       self.class_names[int(np.argmax(probabilities))],
+                       self._named(probabilities), speech)
 
 
 class _Counter:
-    """Counts the samples that pass through (and feeds an envelope)."""
+    """Counts the samples that pass through, measures their level (``report``) and feeds an
+    envelope and a speech track."""
 
-    def __init__(self) -> None:
-        self.samples = 0
+    def __init__(self, rate: int, envelope: Envelope | None, track: SpeechTrack | None) -> None:
+        self.samples, self.rate, self.report = 0, rate, SignalReport()
+        self.envelope, self.track = envelope, track
 
-    def tap(self, blocks: Iterable[np.ndarray], envelope: Envelope | None) -> Iterator[np.ndarray]:
+    def tap(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for block in blocks:
             self.samples += len(block)
-            if envelope is not None:
-                envelope.add(block)
+            self.report.add(block)
+            if self.envelope is not None:
+                self.envelope.add(block)
+            if self.track is not None:
+                self.track.add_block(block, self.rate)
             yield block
 
 
@@ -374,8 +454,15 @@ def _decode_whole(path) -> dict:
         warnings.warn(f"{path} is {duration:.0f} s long and is classified as one utterance; "
                       "a window (predict --window SECONDS) gives a timeline", DataWarning,
                       stacklevel=2)
+    report = SignalReport()
+    report.add(signal)
     return {"frames": _frames(Path(path), signal, rate), "signal": signal, "rate": rate,
-            "duration": duration}
+            "duration": duration, "report": report}
+
+
+def _detector_name(detector) -> str:
+    return {FrameRule: "opensmile"}.get(type(detector), type(detector).__name__
+                                        .removesuffix("Detector").lower())
 
 
 def _guard(make, path, errors: str):

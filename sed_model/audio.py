@@ -13,6 +13,10 @@ Choices recorded here:
 - Long files. :func:`open_audio` returns an :class:`AudioStream` whose :meth:`~AudioStream.blocks`
   yields the signal in blocks of a few seconds, so memory does not grow with the file's length
   (``predict --window`` on an hour-long recording). :func:`load_audio` is the whole signal.
+- Bad samples. A file with NaN or infinite samples (float formats can hold them) is refused:
+  an AudioError naming the file and how many of its samples are not finite (the rest of the
+  file is still decoded, to count them). Peak level and clipping are measured, not refused:
+  :class:`SignalReport` gathers them block by block for ``predict``'s per-file warnings.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from sed_model.errors import AudioError
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".m4v", ".mkv", ".mov", ".webm", ".mpg", ".mpeg"})
 PYAV_SUFFIXES = VIDEO_SUFFIXES | {".mp3", ".m4a", ".aac", ".wma", ".mp2", ".amr", ".3gp", ".opus"}
 BLOCK_SECONDS = 10.0  # default block length of AudioStream.blocks
+FULL_SCALE = 32767 / 32768  # a sample at or beyond this magnitude is clipped (16-bit full scale)
+CLIPPING_SHARE = 0.001  # a file with more of its samples at full scale is said to be clipped
+LOUD_PEAK = 2.0  # float samples beyond this magnitude are far outside [-1, 1]
 
 
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -63,8 +70,8 @@ class AudioStream:
         shorter); AudioError naming the file if decoding fails part way."""
         size = max(1, int(round(seconds * self.sample_rate)))
         if self.decoder == "soundfile":
-            return self._soundfile_blocks(size)
-        return _rebatch(_pyav_blocks(self.path), size)
+            return _finite(self._soundfile_blocks(size), self.path)
+        return _finite(_rebatch(_pyav_blocks(self.path), size), self.path)
 
     def _soundfile_blocks(self, size: int) -> Iterator[np.ndarray]:
         try:
@@ -73,6 +80,53 @@ class AudioStream:
                     yield _mixdown(block.T)  # block: (n, channels)
         except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
             raise AudioError(f"cannot decode {self.path}: {error}") from None
+
+
+def _finite(blocks: Iterator[np.ndarray], path: Path) -> Iterator[np.ndarray]:
+    """The blocks, until one holds a NaN or infinite sample: then the rest is decoded to count
+    them and an AudioError names the file and the count."""
+    bad = total = 0
+    for block in blocks:
+        total += len(block)
+        bad += len(block) - int(np.count_nonzero(np.isfinite(block)))
+        if not bad:
+            yield block
+    if bad:
+        raise AudioError(f"{path}: {bad} of {total} samples are NaN or infinite; expected "
+                         "finite audio samples")
+
+
+@dataclass
+class SignalReport:
+    """Peak magnitude and the samples at full scale of a signal given block by block."""
+
+    samples: int = 0
+    peak: float = 0.0
+    full_scale: int = 0
+
+    def add(self, block: np.ndarray) -> None:
+        magnitude = np.abs(block)
+        self.samples += len(block)
+        if len(block):
+            self.peak = max(self.peak, float(magnitude.max()))
+        self.full_scale += int(np.count_nonzero(magnitude >= FULL_SCALE))
+
+    @property
+    def clipping(self) -> float:
+        """Share of the samples at or beyond full scale."""
+        return self.full_scale / self.samples if self.samples else 0.0
+
+    def warnings(self, path) -> list[str]:
+        """One line per problem found: float samples far beyond full scale, clipping."""
+        lines = []
+        if self.peak > LOUD_PEAK:
+            lines.append(f"{path}: peak amplitude {self.peak:.4g}, far outside [-1, 1] (float "
+                         "samples are expected within full scale); the samples beyond it are "
+                         "clipped to it before feature extraction")
+        elif self.clipping > CLIPPING_SHARE:
+            lines.append(f"{path}: clipped: {self.clipping:.1%} of the samples are at full "
+                         "scale; the emotion may be misjudged")
+        return lines
 
 
 def open_audio(path: str | Path) -> AudioStream:

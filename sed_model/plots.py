@@ -135,11 +135,25 @@ def plot_attention(entries: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def shade_silence(segments: Sequence, axes: Sequence) -> int:
+    """Shade, on each of ``axes``, the windows without speech (label None): one hop wide
+    around each one's centre (the whole window when there is one). Returns how many."""
+    centres = [(s.start + s.end) / 2 for s in segments]
+    hop = centres[1] - centres[0] if len(centres) > 1 else segments[0].end - segments[0].start
+    silent = [c for c, s in zip(centres, segments) if s.label is None]
+    for ax in axes:
+        for index, centre in enumerate(silent):
+            ax.axvspan(centre - hop / 2, centre + hop / 2, color="0.85", zorder=0, linewidth=0,
+                       label="no speech" if index == 0 and ax is axes[-1] else None)
+    return len(silent)
+
+
 def plot_timeline(results: Sequence, path: Path) -> None:
     """Per file (a :class:`sed_model.api.Prediction` with ``segments`` and ``envelope``): the
     waveform on top (its min/max envelope, downsampled for long files) and the class
     probabilities of the windows below (stacked, drawn at each window's centre), on a shared
-    time axis."""
+    time axis. Windows without speech (no label) are shaded grey on both, one hop wide around
+    their centre, and have no probabilities."""
     fig, axes = plt.subplots(2 * len(results), 1, figsize=(10, 4.2 * len(results)),
                              squeeze=False, gridspec_kw={"height_ratios": [1, 2] * len(results)})
     for index, r in enumerate(results):
@@ -149,17 +163,21 @@ def plot_timeline(results: Sequence, path: Path) -> None:
             t, low, high = r.envelope.arrays()
             wave.fill_between(t, low, high, color="0.55", linewidth=0)
         wave.set_ylabel("amplitude")
-        wave.set_title(f"{Path(r.file).name}: {r.label} overall (mean of {len(r.segments)} "
-                       "windows)", fontsize=10)
+        spoken = sum(s.label is not None for s in r.segments)
+        wave.set_title(f"{Path(r.file).name}: {r.label or 'no speech'} overall (mean of "
+                       f"{spoken} windows with speech of {len(r.segments)})", fontsize=10)
         wave.tick_params(labelbottom=False)
-        classes = list(r.probabilities)
+        classes = list(r.probabilities) or next(
+            (list(s.probabilities) for s in r.segments if s.probabilities), [])
         centres = [(s.start + s.end) / 2 for s in r.segments]
-        stacked = np.array([[s.probabilities[c] for s in r.segments] for c in classes])
+        stacked = np.array([[s.probabilities.get(c, 0.0) for s in r.segments] for c in classes])
+        shade_silence(r.segments, (wave, probs))
         if len(centres) == 1:  # one window: a flat band over it
             centres = [r.segments[0].start, r.segments[0].end]
             stacked = np.repeat(stacked, 2, axis=1)
-        probs.stackplot(centres, stacked, labels=classes,
-                        colors=plt.cm.tab10.colors[:len(classes)], alpha=0.85)
+        if classes:  # (none when no window has speech)
+            probs.stackplot(centres, stacked, labels=classes,
+                            colors=plt.cm.tab10.colors[:len(classes)], alpha=0.85)
         probs.set_ylim(0, 1)
         probs.set_xlim(0, r.duration)
         probs.set_ylabel("class probability")

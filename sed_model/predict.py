@@ -11,8 +11,14 @@ A thin layer over :meth:`sed_model.api.EmotionModel.predict` (see :mod:`sed_mode
 what is loaded, how new recordings are normalised and where the windows fall). Every file is
 decoded (wav, flac, ogg, mp3, m4a, the audio track of video files; any rate, channels mixed
 down), turned into ComParE_2016 frames, normalised and classified. A file that cannot be
-read gives one ``error: ...`` line naming it and why; the other files are still classified
-and the exit status is then 2.
+read gives one ``error: ...`` line naming it and why (NaN or infinite samples included);
+the other files are still classified and the exit status is then 2.
+
+Speech activity (``--vad``, default ``opensmile``; see :mod:`sed_model.vad`): a file or a
+window without speech gets no emotion (label ``null`` in JSON, empty in CSV, ``no speech`` in
+text); every file and window says its share of speech. Float samples far outside [-1, 1],
+clipping and no speech found are said per file in a ``warning: ...`` line and in the JSON
+(``clipping``, ``speech``, ``warnings``).
 
 ``--plot-attention`` draws, for every file, the attention over its waveform: the
 time-attention weight of every 10 ms frame (``time`` variant), or, for the ``feature``
@@ -31,9 +37,9 @@ import sys
 from pathlib import Path
 
 from . import pretrained
-from .api import Prediction, load_model
-from .cli import positive_float, run_main
-from .plots import plot_attention, plot_timeline
+from .api import DEFAULT_VAD, Prediction, load_model
+from .cli import non_negative_int, positive_float, run_main
+from .vad import NAMES as VAD_NAMES
 from .windows import check_window
 
 
@@ -97,10 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "variant: weight per 10 ms frame; feature variant: per-step focus "
                              "= 1 - normalised entropy over features, plus a heatmap of the top "
                              "layer's feature weights); lstm/general have no attention")
+    parser.add_argument("--vad", choices=(*VAD_NAMES, "none"), default=DEFAULT_VAD,
+                        help="speech detector: windows and files without speech get no "
+                             f"emotion (default {DEFAULT_VAD}: a rule on the openSMILE frames "
+                             "the model reads, no extra cost; silero needs the [vad] extra "
+                             "and is the better one with music; webrtc the [webrtc] extra; "
+                             "none: classify everything); measured in benchmarks/RESULTS.md")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar for windowed files")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: cuda if available)")
+    parser.add_argument("--threads", type=non_negative_int, default=1, metavar="N",
+                        help="torch threads for the model (default 1: the model is small, and "
+                             "on a busy machine a second thread waiting for a core made one "
+                             "2-second file take seconds instead of 0.02 s; 0: torch's default)")
     parser.add_argument("--backend", default=None,
                         help="attention kernel backend (default: the one saved in the checkpoint)")
     return parser
@@ -116,6 +132,10 @@ def _predict_command(argv: list[str] | None) -> None:
     args = parser.parse_args(argv)
     if args.plot_timeline is not None and args.window is None:
         parser.error("--plot-timeline needs --window SECONDS")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     name = args.checkpoint
     if name is None:
         name = pretrained.DEFAULT
@@ -126,7 +146,7 @@ def _predict_command(argv: list[str] | None) -> None:
                             same_speaker=args.same_speaker, errors="report",
                             progress=not args.no_progress and not args.json,
                             with_attention=args.plot_attention is not None,
-                            with_waveform=args.plot_timeline is not None)
+                            with_waveform=args.plot_timeline is not None, vad=args.vad)
     failed = [r for r in results if r.error is not None]
     good = [r for r in results if r.error is None]
     for r in failed:
@@ -149,9 +169,13 @@ def _write_outputs(args: argparse.Namespace, results: list[Prediction], classes)
         write_csv(args.csv, results, classes)
         written.append(args.csv)
     if args.plot_timeline is not None and results:
+        from .plots import plot_timeline  # matplotlib only when plotting
+
         plot_timeline(results, args.plot_timeline)
         written.append(args.plot_timeline)
     if args.plot_attention is not None and results:
+        from .plots import plot_attention
+
         plot_attention([{"name": Path(r.file).name, "label": r.label, **r.attention}
                         for r in results], args.plot_attention)
         written.append(args.plot_attention)
@@ -160,30 +184,41 @@ def _write_outputs(args: argparse.Namespace, results: list[Prediction], classes)
 
 
 def format_prediction(result: Prediction, window: float | None, hop: float | None) -> str:
-    """The file's label and ranked probabilities; with windows one line per segment."""
+    """The file's label and ranked probabilities (``no speech`` without a label) and its share
+    of speech; with windows one line per segment."""
     ranked = sorted(result.probabilities.items(), key=lambda kv: -kv[1])
-    line = f"{result.file}: {result.label}  ({', '.join(f'{c} {p:.2f}' for c, p in ranked)})"
+    line = f"{result.file}: " + (
+        "no speech" if result.label is None
+        else f"{result.label}  ({', '.join(f'{c} {p:.2f}' for c, p in ranked)})")
+    if result.speech is not None:
+        line += f"  speech {result.speech:.0%}"
     if result.segments is None:
         return line
-    lines = [line + f"  mean of {len(result.segments)} windows of {window:g} s every {hop:g} s "
-             f"over {result.duration:.1f} s"]
+    spoken = sum(s.label is not None for s in result.segments)
+    lines = [line + f"  mean of {spoken} windows with speech of {len(result.segments)} windows "
+             f"of {window:g} s every {hop:g} s over {result.duration:.1f} s"]
     for s in result.segments:
-        lines.append(f"  {s.start:8.2f}-{s.end:8.2f} s  {s.label} {s.probabilities[s.label]:.2f}")
+        said = "no speech" if s.label is None else f"{s.label} {s.probabilities[s.label]:.2f}"
+        lines.append(f"  {s.start:8.2f}-{s.end:8.2f} s  {said}")
     return "\n".join(lines)
 
 
 def write_csv(path: Path, results: list[Prediction], classes) -> None:
-    """One row per segment (per file without windows); probabilities in class order."""
+    """One row per segment (per file without windows): label (empty without speech), share of
+    speech (empty without a detector), probabilities in class order (empty without speech)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "start", "end", "label", *classes])
+        writer.writerow(["file", "start", "end", "label", "speech", *classes])
         for r in results:
             rows = r.segments or [None]
             for s in rows:
                 start, end = (0.0, r.duration) if s is None else (s.start, s.end)
                 chosen = r if s is None else s
-                writer.writerow([r.file, f"{start:.3f}", f"{end:.3f}", chosen.label,
-                                 *(f"{chosen.probabilities[c]:.6f}" for c in classes)])
+                probabilities = chosen.probabilities
+                writer.writerow([r.file, f"{start:.3f}", f"{end:.3f}", chosen.label or "",
+                                 "" if chosen.speech is None else f"{chosen.speech:.4f}",
+                                 *(f"{probabilities[c]:.6f}" if probabilities else ""
+                                   for c in classes)])
 
 
 if __name__ == "__main__":

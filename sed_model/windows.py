@@ -10,7 +10,7 @@ samples of the window being filled are held (:func:`iter_windows`), never the re
 
 Statistics. ``speaker`` normalisation of one long recording needs the mean and std of all its
 frames before any window is normalised: :class:`RunningStats` accumulates them chunk by chunk
-(scikit-learn's ``StandardScaler.partial_fit``, float64, the arithmetic of
+(:class:`sed_model.features.normalization.RunningMoments`, float64, the arithmetic of
 :meth:`sed_model.features.Normalizer.new_speaker`) in a first pass over the file.
 """
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from sklearn.preprocessing import StandardScaler
 
 from sed_model.errors import SedError
 from sed_model.features import Normalizer
+from sed_model.features.normalization import RunningMoments
 
 
 def check_window(window: float | None, hop: float | None) -> tuple[float | None, float | None]:
@@ -80,12 +80,12 @@ class RunningStats:
     """Mean and std of frames given chunk by chunk; :meth:`normalizer` applies them."""
 
     def __init__(self) -> None:
-        self._scaler = StandardScaler()
+        self._moments = RunningMoments()
         self.frames = 0
 
     def add(self, frames: np.ndarray) -> None:
         """Add (T, D) frames."""
-        self._scaler.partial_fit(np.asarray(frames, dtype=np.float64))
+        self._moments.add(frames)
         self.frames += len(frames)
 
     def normalizer(self) -> Normalizer:
@@ -93,9 +93,9 @@ class RunningStats:
         as in ``Normalizer.new_speaker``)."""
         if not self.frames:
             raise SedError("no frames to compute normalisation statistics from")
-        std = np.sqrt(self._scaler.var_)
+        std = np.sqrt(self._moments.var)
         std = np.where(std < Normalizer.MIN_STD, 1.0, std)
-        return Normalizer("global", self._scaler.mean_, std)
+        return Normalizer("global", self._moments.mean, std)
 
 
 class Envelope:

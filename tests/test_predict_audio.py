@@ -146,7 +146,7 @@ def test_a_60_second_file_gives_a_timeline_csv_and_plot_in_bounded_memory(run, t
                   "--no-progress"])
     rows = list(csv.DictReader(open(tmp_path / "s.csv")))
     assert len(rows) == 5 and rows[-1]["end"] == "20.000"
-    assert set(rows[0]) == {"file", "start", "end", "label", *model.class_names}
+    assert set(rows[0]) == {"file", "start", "end", "label", "speech", *model.class_names}
     assert out.stat().st_size > 10_000
 
 

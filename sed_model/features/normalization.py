@@ -1,9 +1,11 @@
 """z-score normalisation of frame features: ``global`` (pooled training statistics) or
 ``speaker`` (each speaker's own statistics).
 
-The statistics are scikit-learn's :class:`~sklearn.preprocessing.StandardScaler`, fed one
-utterance at a time (``partial_fit``: frame-weighted mean and population std over all frames,
-in float64). :class:`Normalizer` adds what StandardScaler does not do:
+The statistics are those of scikit-learn's :class:`~sklearn.preprocessing.StandardScaler` fed
+one utterance at a time (``partial_fit``: frame-weighted mean and population std over all
+frames, in float64), computed by :class:`RunningMoments` with the same arithmetic, so that
+``predict`` runs without importing scikit-learn. :class:`Normalizer` adds what StandardScaler
+does not do:
 
 - ``mode="speaker"``: every speaker is z-scored with the mean/std of that speaker's own frames,
   the test speakers too. A test speaker's statistics come from its unlabelled audio
@@ -25,21 +27,58 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.preprocessing import StandardScaler
 
 from sed_model.errors import SedError
 
 MODES = ("global", "speaker")
 
 
+class RunningMoments:
+    """Frame-weighted mean and population variance (D,) of finite (T, D) arrays given one at
+    a time, in float64.
+
+    The arithmetic is that of ``StandardScaler.partial_fit`` (scikit-learn's
+    ``_incremental_mean_and_var``: each array's sums and its corrected two-pass variance,
+    merged with the running ones by Chan, Golub and LeVeque's update), operation for
+    operation, so the results are bit for bit the same (tests/test_lean_predict.py checks it).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0  # frames so far
+        self.mean: np.ndarray | float = 0.0
+        self.var: np.ndarray | float = 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        """Add the rows of ``x`` (T, D)."""
+        x = np.asarray(x, dtype=np.float64)
+        x = x.reshape(-1, x.shape[-1])
+        last_count = np.full(x.shape[1], self.count, dtype=np.int64)
+        last_sum = self.mean * last_count
+        new_sum = np.sum(x, axis=0)
+        new_count = np.full(x.shape[1], float(x.shape[0]))  # float64, as sklearn's
+        count = last_count + new_count
+        temp = x - new_sum / new_count
+        correction = np.sum(temp, axis=0)
+        temp **= 2
+        new_unnormalized = np.sum(temp, axis=0)
+        new_unnormalized -= correction**2 / new_count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            last_over_new = last_count / new_count
+            unnormalized = (self.var * last_count + new_unnormalized
+                            + last_over_new / count * (last_sum / last_over_new - new_sum) ** 2)
+        first = last_count == 0
+        unnormalized[first] = new_unnormalized[first]
+        self.mean, self.var = (last_sum + new_sum) / count, unnormalized / count
+        self.count += x.shape[0]
+
+
 def _mean_std(features: Sequence[np.ndarray], min_std: float) -> tuple[np.ndarray, np.ndarray]:
     """Frame-weighted mean and std (D,) of (T_i, D) arrays; std < ``min_std`` becomes 1."""
-    scaler = StandardScaler()
+    moments = RunningMoments()
     for x in features:
-        x = np.asarray(x, dtype=np.float64)
-        scaler.partial_fit(x.reshape(-1, x.shape[-1]))  # (T, D)
-    std = np.sqrt(scaler.var_)
-    return scaler.mean_, np.where(std < min_std, 1.0, std)
+        moments.add(x)
+    std = np.sqrt(moments.var)
+    return moments.mean, np.where(std < min_std, 1.0, std)
 
 
 def speaker_statistics(features: Sequence[np.ndarray], speakers: Sequence[str]) -> dict:

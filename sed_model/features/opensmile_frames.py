@@ -89,6 +89,7 @@ def _smile(feature_set: str, level: str, sampling_rate: int | None):
     one-pass LLD + delta configuration."""
     import opensmile
 
+    _skip_distribution_scan()
     resampling = {"sampling_rate": sampling_rate, "resample": sampling_rate is not None}
     if level == FRAMES_LEVEL:
         config_root = Path(opensmile.__file__).parent / "core" / "config"
@@ -97,6 +98,24 @@ def _smile(feature_set: str, level: str, sampling_rate: int | None):
                                options={"lldconf": str(lld_config)}, **resampling)
     return opensmile.Smile(feature_set=opensmile.FeatureSet[feature_set],
                            feature_level=opensmile.FeatureLevel[level], **resampling)
+
+
+def _skip_distribution_scan() -> None:
+    """Spare ``opensmile.Smile()`` a scan of every installed distribution (about a second).
+
+    Smile's constructor names its class through audobject, which asks
+    ``importlib.metadata.packages_distributions()`` which distribution provides the top-level
+    module ``opensmile``, unless audobject's cache of that answer already holds it. The answer
+    is ``["opensmile"]`` (the module is its own distribution); putting it in the cache first
+    changes nothing but the time. A newer audobject without the cache is left alone.
+    """
+    try:
+        from audobject.core import utils
+    except ImportError:
+        return
+    cache = getattr(utils, "PACKAGES_DISTRIBUTIONS", None)
+    if isinstance(cache, dict) and not cache:
+        cache["opensmile"] = ["opensmile"]
 
 
 def _process(config: FeatureConfig, level: str, signal: np.ndarray,
