@@ -56,6 +56,7 @@ from .windows import Envelope, RunningStats, check_window, count_windows, iter_w
 MODEL_FILE = "model.pt"  # the deployment model of a run folder
 STATS_CHUNK_SECONDS = 60.0  # chunk length of the statistics pass over a windowed recording
 WINDOW_BATCH = 16  # windows per model call
+FILE_BATCH = 16  # whole files decoded at a time and per model call
 LONG_FILE_SECONDS = 60.0  # a whole file longer than this gets a hint about --window
 
 
@@ -122,6 +123,33 @@ class Member:
     config: dict
     fold: dict
 
+    def probabilities(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """(B, classes) class probabilities of normalised frames ``features`` (B, T, D),
+        padded, with ``lengths`` (B,)."""
+        device = next(self.model.parameters()).device
+        x = torch.from_numpy(features).to(device)
+        with torch.no_grad():
+            logits = self.model(x, torch.from_numpy(lengths).to(device)).float()
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+
+@dataclass
+class OnnxMember(Member):
+    """A model exported by :mod:`sed_model.export`, run with onnxruntime (CPU);
+    ``model`` is a :class:`sed_model.onnx_model.OnnxNet`."""
+
+    def probabilities(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self.model.probabilities(features, lengths)
+
+
+def load_onnx(path: Path) -> tuple[OnnxMember, list[str]]:
+    """The member of an ONNX file and its class names (from the file's metadata)."""
+    from .onnx_model import OnnxNet
+
+    net = OnnxNet(path)
+    normalizer = Normalizer(**net.metadata["normalizer"])
+    return OnnxMember(net, normalizer, Path(path), {}, {}), net.class_names
+
 
 def resolve_checkpoints(name_or_path: str | Path, ensemble: bool = False) -> tuple[list[Path], str]:
     """The checkpoint files behind a bundled name, a run folder or a file, and a description."""
@@ -166,6 +194,10 @@ def load_model(name_or_path: str | Path = pretrained.DEFAULT, *, ensemble: bool 
         check_backend(backend, target)
     members, class_names = [], None
     for path in paths:
+        if path.suffix.lower() == ".onnx":
+            member, class_names = load_onnx(path)
+            members.append(member)
+            continue
         checkpoint = load_checkpoint(path)
         if class_names is not None and list(checkpoint["class_names"]) != class_names:
             raise SedError(f"{path} has other classes than {paths[0]}; cannot ensemble them")
@@ -224,6 +256,9 @@ class EmotionModel:
             raise SedError("attention is drawn for whole files; leave out the window")
         if len(self.members) > 1:
             raise SedError("attention needs one model, not an ensemble")
+        if isinstance(self.members[0], OnnxMember):
+            raise SedError(f"attention is drawn from a PyTorch checkpoint, not from the ONNX "
+                           f"file {self.members[0].path}")
         if self.variant not in VARIANTS_WITH_ATTENTION:
             raise SedError(f"the checkpoint's variant {self.variant!r} has no attention to plot "
                            f"(only {' and '.join(VARIANTS_WITH_ATTENTION)} have)")
@@ -231,12 +266,17 @@ class EmotionModel:
     # ------------------------------------------------------------------ whole files
     def _predict_whole(self, paths: list, same_speaker: bool, errors: str,
                        with_attention: bool) -> list[Prediction]:
-        groups = [paths] if same_speaker else [[p] for p in paths]  # one speaker each
+        """Files decoded ``FILE_BATCH`` at a time (all at once when they are one speaker), their
+        frames through the model in padded batches; each file its own speaker unless
+        ``same_speaker``."""
+        size = max(1, len(paths)) if same_speaker else FILE_BATCH
         results = []
-        for group in groups:
+        for first in range(0, len(paths), size):
+            group = paths[first:first + size]
             decoded = [_guard(lambda p=p: _decode_whole(p), p, errors) for p in group]
             usable = [d for d in decoded if not isinstance(d, Prediction)]
-            outputs = iter(self._probabilities([d["frames"] for d in usable], None))
+            speakers = [0] * len(usable) if same_speaker else range(len(usable))
+            outputs = iter(self._probabilities([d["frames"] for d in usable], None, speakers))
             for path, d in zip(group, decoded):
                 if not isinstance(d, Prediction):
                     attention = self._attention(d) if with_attention else None
@@ -263,23 +303,23 @@ class EmotionModel:
     def _named(self, probabilities: np.ndarray) -> dict[str, float]:
         return {c: float(p) for c, p in zip(self.class_names, probabilities)}
 
-    def _probabilities(self, frames: list[np.ndarray],
-                       recording: Normalizer | None) -> np.ndarray:
-        """(N, classes): the members' mean class probabilities of N frame arrays of one
-        speaker (``recording``: that speaker's statistics, computed beforehand)."""
+    def _probabilities(self, frames: list[np.ndarray], recording: Normalizer | None,
+                       speakers: Sequence[int] | None = None) -> np.ndarray:
+        """(N, classes): the members' mean class probabilities of N frame arrays.
+
+        ``speakers``: a speaker index per array (default: all one speaker); a ``speaker``
+        model normalises each speaker's arrays with their pooled statistics, or with
+        ``recording`` (that speaker's statistics, computed beforehand) when given. The arrays
+        go through the model in padded batches of similar lengths (:data:`WINDOW_BATCH`)."""
         total = np.zeros((len(frames), len(self.class_names)))
+        speakers = [0] * len(frames) if speakers is None else list(speakers)
+        order = sorted(range(len(frames)), key=lambda i: -len(frames[i]))
         for member in self.members if frames else []:
-            if recording is not None and member.normalizer.mode == "speaker":
-                normalised = [recording(x) for x in frames]
-            else:  # global: training statistics; speaker: those of these frames
-                normalised = member.normalizer.new_speaker(frames)
-            for first in range(0, len(frames), WINDOW_BATCH):
-                rows = [torch.from_numpy(x) for x in normalised[first:first + WINDOW_BATCH]]
-                x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(self.device)
-                lengths = torch.tensor([len(r) for r in rows], device=self.device)
-                with torch.no_grad():
-                    logits = member.model(x, lengths).float()
-                total[first:first + len(rows)] += torch.softmax(logits, dim=1).cpu().numpy()
+            normalised = _normalise(member.normalizer, frames, speakers, recording)
+            for first in range(0, len(order), WINDOW_BATCH):
+                rows = order[first:first + WINDOW_BATCH]
+                x, lengths = pad_batch([normalised[i] for i in rows])
+                total[rows] += member.probabilities(x, lengths)
         return total / len(self.members)
 
     # ----------------------------------------------------------------------- windows
@@ -358,6 +398,29 @@ def recording_statistics(streams) -> Normalizer:
                     continue
                 raise AudioError(f"{stream.path}: too short or empty for openSMILE") from None
     return stats.normalizer()
+
+
+def _normalise(normalizer: Normalizer, frames: list[np.ndarray], speakers: list[int],
+               recording: Normalizer | None) -> list[np.ndarray]:
+    """``frames`` normalised: ``global``: training statistics; ``speaker``: ``recording``'s,
+    else the pooled statistics of the arrays of each speaker index."""
+    if recording is not None and normalizer.mode == "speaker":
+        return [recording(x) for x in frames]
+    normalised: list = [None] * len(frames)
+    for speaker in dict.fromkeys(speakers):
+        chosen = [i for i, s in enumerate(speakers) if s == speaker]
+        for i, x in zip(chosen, normalizer.new_speaker([frames[i] for i in chosen])):
+            normalised[i] = x
+    return normalised
+
+
+def pad_batch(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T_max, D) float32 zero-padded along T, and the lengths (B,) int64."""
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    batch = np.zeros((len(arrays), int(lengths.max()), arrays[0].shape[1]), dtype=np.float32)
+    for row, a in enumerate(arrays):
+        batch[row, :len(a)] = a
+    return batch, lengths
 
 
 def _frames(path: Path, samples: np.ndarray, rate: int) -> np.ndarray:
