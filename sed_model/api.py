@@ -51,7 +51,14 @@ from .errors import AudioError, DataWarning, SedError
 from .features import Normalizer, extract_frames, load_audio
 from .model import VARIANTS_WITH_ATTENTION
 from .runtime import check_backend, resolve_device
-from .windows import Envelope, RunningStats, check_window, count_windows, iter_windows
+from .windows import (
+    Envelope,
+    FrameWindows,
+    RunningStats,
+    check_window,
+    count_windows,
+    iter_frame_windows,
+)
 
 MODEL_FILE = "model.pt"  # the deployment model of a run folder
 STATS_CHUNK_SECONDS = 60.0  # chunk length of the statistics pass over a windowed recording
@@ -251,6 +258,31 @@ class EmotionModel:
         return self._predict_windowed(paths, window, hop, same_speaker, errors, progress,
                                       with_waveform)
 
+    def stream(self, chunks: Iterable[np.ndarray], sample_rate: int, *, window: float = 2.0,
+               hop: float | None = None, name: str = "stream") -> Iterator[Segment]:
+        """The timeline of audio arriving in ``chunks`` (1-D float arrays at ``sample_rate``,
+        any lengths): each window's :class:`Segment` as soon as the frames it needs are
+        extracted, the same segments as :meth:`predict` with this window and hop on the
+        same audio (:class:`sed_model.windows.FrameWindows`). A window is complete once the
+        audio reaches :data:`sed_model.windows.CONTEXT_AFTER` frames past the extraction
+        segment holding its end. Needs a ``global`` model: a ``speaker`` model's statistics
+        are those of the whole recording. ``name`` names the input in errors."""
+        window, hop = check_window(window, hop)
+        if any(m.normalizer.mode == "speaker" for m in self.members):
+            raise SedError("streaming needs a model with global normalisation; this one "
+                           "normalises each recording with its own statistics, known only at "
+                           "its end (predict the recorded file instead)")
+        cutter = FrameWindows(sample_rate, window, hop,
+                              lambda samples: _frames(name, samples, sample_rate))
+        for chunk in chunks:
+            chunk = np.asarray(chunk, dtype=np.float32)
+            if chunk.ndim != 1:
+                raise SedError(f"{name}: chunks must be 1-D arrays of samples; got shape "
+                               f"{chunk.shape}")
+            if ready := cutter.push(chunk):
+                yield from self._segments(ready, sample_rate, None)
+        yield from self._segments(cutter.finish(), sample_rate, None)
+
     def _check_attention(self, window: float | None) -> None:
         if window is not None:
             raise SedError("attention is drawn for whole files; leave out the window")
@@ -349,18 +381,15 @@ class EmotionModel:
         envelope = Envelope(stream.sample_rate) if with_waveform else None
         counter = _Counter()
         blocks = counter.tap(stream.blocks(), envelope)
-        windows = iter_windows(blocks, stream.sample_rate, window, hop)
+        windows = iter_frame_windows(blocks, stream.sample_rate, window, hop,
+                                     lambda samples: _frames(stream.path, samples,
+                                                             stream.sample_rate))
         total = count_windows(stream.n_samples, stream.sample_rate, window, hop)
         segments = []
         with tqdm(total=total, unit="window", desc=stream.path.name, leave=False,
                   disable=not progress) as bar:
             while batch := list(islice(windows, WINDOW_BATCH)):
-                frames = [_frames(stream.path, samples, stream.sample_rate) for _, samples in batch]
-                for (start, samples), p in zip(batch, self._probabilities(frames, recording)):
-                    begin = start / stream.sample_rate
-                    segments.append(Segment(round(begin, 4),
-                                            round(begin + len(samples) / stream.sample_rate, 4),
-                                            self.class_names[int(np.argmax(p))], self._named(p)))
+                segments += self._segments(batch, stream.sample_rate, recording)
                 bar.update(len(batch))
         if not segments:
             raise AudioError(f"{stream.path}: empty audio (0 samples)")
@@ -369,6 +398,15 @@ class EmotionModel:
                                   segments)
         result.envelope = envelope
         return result
+
+
+    def _segments(self, windows: list[tuple[int, int, np.ndarray]], rate: int,
+                  recording: Normalizer | None) -> list[Segment]:
+        """A :class:`Segment` for each ``(first_sample, n_samples, frames)`` window."""
+        probabilities = self._probabilities([frames for _, _, frames in windows], recording)
+        return [Segment(round(start / rate, 4), round((start + n) / rate, 4),
+                        self.class_names[int(np.argmax(p))], self._named(p))
+                for (start, n, _), p in zip(windows, probabilities)]
 
 
 class _Counter:
@@ -423,7 +461,7 @@ def pad_batch(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return batch, lengths
 
 
-def _frames(path: Path, samples: np.ndarray, rate: int) -> np.ndarray:
+def _frames(path: Path | str, samples: np.ndarray, rate: int) -> np.ndarray:
     try:
         return extract_frames(samples, rate)
     except SedError as exc:

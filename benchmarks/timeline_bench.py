@@ -1,0 +1,161 @@
+"""One-pass timelines against per-window extraction, and against openSMILE's own pass.
+
+    python benchmarks/timeline_bench.py [--minutes 10] [--window 2] [--hop 1] [--rounds 3]
+
+Makes a recording of real speech (EmoDB clips of ../shared/data joined one after another,
+16 kHz; with --ravdess, RAVDESS clips at 48 kHz) in a temporary folder and measures, in one
+run, side by side:
+
+- ``opensmile``: openSMILE's own single pass over the file
+  (``opensmile.Smile(ComParE_2016, LowLevelDescriptors).process_file``);
+- ``timeline``: ``EmotionModel.predict(file, window, hop)`` with the bundled ``emodb`` model
+  (decoding, one-pass frames, model), the model loaded beforehand;
+- ``per-window``: the same timeline with every window extracted on its own (each second
+  extracted window/hop times), the way timelines were computed before the one-pass frames.
+
+Each is timed ``--rounds`` times (median; round-robin so that the load of other processes
+hits all alike). Then the two timelines are compared window by window: the largest absolute
+feature difference (raw, and in units of the model's normalisation std) and the share of
+windows given the same label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from itertools import cycle
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_recording(path: Path, seconds: float, corpus: str = "emodb") -> Path:
+    """``seconds`` of the corpus' clips joined end to end (sorted names, cycled), as a wav."""
+    if corpus == "emodb":
+        clips = sorted((SHARED_DATA / "emodb").glob("*.wav"))
+    else:
+        clips = sorted((SHARED_DATA / "ravdess").glob("Actor_*/*.wav"))
+    if not clips:
+        raise FileNotFoundError(f"no {corpus} clips under {SHARED_DATA}")
+    parts, total, rate = [], 0, None
+    for clip in cycle(clips):
+        signal, clip_rate = soundfile.read(clip, dtype="float32", always_2d=True)
+        rate = rate or clip_rate
+        if clip_rate != rate:
+            continue
+        parts.append(signal.mean(axis=1))
+        total += len(parts[-1])
+        if total >= seconds * rate:
+            break
+    soundfile.write(path, np.concatenate(parts)[:int(seconds * rate)], rate, subtype="PCM_16")
+    return path
+
+
+@dataclass
+class Comparison:
+    windows: int
+    agreement: float  # share of windows with the same label
+    max_difference: float  # largest |feature difference|
+    max_difference_std: float  # the same in units of the model's normalisation std
+    max_probability_difference: float
+
+
+def per_window_frames(path: Path, window: float, hop: float) -> list[np.ndarray]:
+    """Every window of ``path`` extracted on its own (:func:`sed_model.windows.iter_windows`)."""
+    from sed_model.audio import open_audio
+    from sed_model.features import extract_frames
+    from sed_model.windows import iter_windows
+
+    stream = open_audio(path)
+    return [extract_frames(samples, stream.sample_rate)
+            for _, samples in iter_windows(stream.blocks(), stream.sample_rate, window, hop)]
+
+
+def one_pass_frames(path: Path, window: float, hop: float) -> list[np.ndarray]:
+    """Every window's frames cut from the one-pass extraction."""
+    from sed_model.audio import open_audio
+    from sed_model.features import extract_frames
+    from sed_model.windows import iter_frame_windows
+
+    stream = open_audio(path)
+    rate = stream.sample_rate
+    return [frames for _, _, frames in iter_frame_windows(
+        stream.blocks(), rate, window, hop, lambda s: extract_frames(s, rate))]
+
+
+def compare(model, path: Path, window: float, hop: float) -> Comparison:
+    """One-pass against per-window frames of the same windows, through ``model``."""
+    old, new = per_window_frames(path, window, hop), one_pass_frames(path, window, hop)
+    assert [len(x) for x in old] == [len(x) for x in new], "window frame counts differ"
+    differences = [np.abs(a - b).max(axis=0) for a, b in zip(old, new)]
+    std = model.members[0].normalizer.std
+    p_old, p_new = model._probabilities(old, None), model._probabilities(new, None)
+    return Comparison(len(old), float(np.mean(p_old.argmax(1) == p_new.argmax(1))),
+                      float(np.max(differences)), float(np.max(np.array(differences) / std)),
+                      float(np.abs(p_old - p_new).max()))
+
+
+def per_window_timeline(model, path: Path, window: float, hop: float) -> np.ndarray:
+    return model._probabilities(per_window_frames(path, window, hop), None)
+
+
+def opensmile_pass(path: Path) -> None:
+    import opensmile
+
+    opensmile.Smile(opensmile.FeatureSet.ComParE_2016,
+                    opensmile.FeatureLevel.LowLevelDescriptors).process_file(str(path))
+
+
+def timed(cases: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each case, the rounds interleaved."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, run in cases.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--window", type=float, default=2.0)
+    parser.add_argument("--hop", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ravdess", action="store_true", help="RAVDESS clips (48 kHz)")
+    args = parser.parse_args()
+    import torch
+
+    import sed_model
+
+    torch.set_num_threads(1)
+    model = sed_model.load_model("emodb", device="cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = "ravdess" if args.ravdess else "emodb"
+        path = make_recording(Path(folder) / "recording.wav", args.minutes * 60, corpus)
+        model.predict(path, window=args.window, hop=args.hop)  # warm-up (openSMILE set-up)
+        cases = {
+            "opensmile": lambda: opensmile_pass(path),
+            "timeline": lambda: model.predict(path, window=args.window, hop=args.hop),
+            "per-window": lambda: per_window_timeline(model, path, args.window, args.hop),
+        }
+        seconds = timed(cases, args.rounds)
+        result = compare(model, path, args.window, args.hop)
+    print(f"{corpus} recording of {args.minutes:g} min, window {args.window:g} s, hop "
+          f"{args.hop:g} s, median of {args.rounds} rounds, torch threads 1")
+    for name, s in seconds.items():
+        print(f"  {name:11s} {s:7.2f} s  {s / seconds['opensmile']:.2f}x openSMILE's pass")
+    print(f"  windows {result.windows}; labels agree {result.agreement:.2%}; largest feature "
+          f"difference {result.max_difference:.3g} ({result.max_difference_std:.3g} std); "
+          f"largest probability difference {result.max_probability_difference:.3f}")
+
+
+if __name__ == "__main__":
+    main()
