@@ -27,9 +27,16 @@ those of the whole recording, accumulated in a first pass over it in 60-second c
 their frames are pooled into one set of statistics.
 
 Windows (``window``, ``hop`` in seconds; hop defaults to half the window): each window is one
-openSMILE extraction and one model input, as a training utterance was; see
-:mod:`sed_model.windows` for where the windows fall. The audio is decoded in blocks, so an
-hour-long file needs memory for a window and a block, not for the hour.
+model input, with as many frames as a training utterance of its length; the recording's
+frames are extracted once and cut into the windows (:class:`sed_model.windows.FrameWindows`,
+which also says where the windows fall). The audio is decoded in blocks, so an hour-long
+file needs memory for a window and an extraction segment, not for the hour.
+:meth:`EmotionModel.stream` gives the same segments for audio arriving in chunks.
+
+Batches. Windows, and whole files (:data:`FILE_BATCH` decoded at a time), go through the
+model in padded batches of similar lengths with their lengths; the LSTM layers are
+unidirectional and the attention reads only valid steps, so a padded row gives its own
+result. An ONNX file written by :mod:`sed_model.export` loads as an :class:`OnnxMember`.
 """
 
 from __future__ import annotations

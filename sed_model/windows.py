@@ -110,9 +110,8 @@ class FrameWindows:
     Segments. The frame grid is openSMILE's grid over the whole recording: frame ``f``
     starts at sample ``f * step`` (:func:`frame_step`). It is extracted in segments of ``F``
     frames (:data:`SEGMENT_SECONDS`, or the hop when longer): segment ``k`` keeps frames
-    ``[kF, (k+1)F)``
-    of an extraction of the samples from frame ``kF - CONTEXT_BEFORE`` to frame
-    ``(k+1)F + CONTEXT_AFTER``, so its first frames have the history of the smoothing,
+    ``[kF, (k+1)F)`` of an extraction of the samples from frame ``kF - CONTEXT_BEFORE`` to
+    frame ``(k+1)F + CONTEXT_AFTER``, so its first frames have the history of the smoothing,
     delta and filter stages and its last frames the look-ahead of the 60 ms frames, the
     smoothing, the deltas and the pitch tracker. The first segment whose context runs past
     the end of the recording takes the rest of it (its last frames are the recording's last
