@@ -18,14 +18,13 @@ than real time), and each segment's latency is computed as it would be live:
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile
-from timeline_bench import make_recording
+from timeline_bench import arguments_and_model, make_recording
 
 
 def measure(model, signal: np.ndarray, rate: int, window: float, hop: float,
@@ -49,18 +48,8 @@ def measure(model, signal: np.ndarray, rate: int, window: float, hop: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=2.0)
-    parser.add_argument("--window", type=float, default=2.0)
-    parser.add_argument("--hop", type=float, default=1.0)
-    parser.add_argument("--chunk", type=float, default=0.1)
-    args = parser.parse_args()
-    import torch
-
-    import sed_model
-
-    torch.set_num_threads(1)
-    model = sed_model.load_model("emodb", device="cpu")
+    args, model = arguments_and_model(__doc__, 2.0, lambda parser: parser.add_argument(
+        "--chunk", type=float, default=0.1, help="seconds of audio per chunk"))
     with tempfile.TemporaryDirectory() as folder:
         path = make_recording(Path(folder) / "recording.wav", args.minutes * 60)
         signal, rate = soundfile.read(path, dtype="float32")

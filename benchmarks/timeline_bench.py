@@ -3,7 +3,7 @@
     python benchmarks/timeline_bench.py [--minutes 10] [--window 2] [--hop 1] [--rounds 3]
 
 Makes a recording of real speech (EmoDB clips of ../shared/data joined one after another,
-16 kHz; with --ravdess, RAVDESS clips at 48 kHz) in a temporary folder and measures, in one
+at their 22.05 kHz; with --ravdess, RAVDESS clips) in a temporary folder and measures, in one
 run, side by side:
 
 - ``opensmile``: openSMILE's own single pass over the file
@@ -159,20 +159,31 @@ def timed(cases: dict, rounds: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+def arguments_and_model(doc: str, minutes: float, add_options) -> tuple:
+    """The command line (--minutes, --window, --hop and ``add_options(parser)``'s) and the
+    bundled ``emodb`` model on the CPU, torch on one thread."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=minutes)
     parser.add_argument("--window", type=float, default=2.0)
     parser.add_argument("--hop", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--ravdess", action="store_true", help="RAVDESS clips (48 kHz)")
+    add_options(parser)
     args = parser.parse_args()
     import torch
 
     import sed_model
 
     torch.set_num_threads(1)
-    model = sed_model.load_model("emodb", device="cpu")
+    return args, sed_model.load_model("emodb", device="cpu")
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ravdess", action="store_true",
+                        help="RAVDESS clips instead of EmoDB's")
+
+
+def main() -> None:
+    args, model = arguments_and_model(__doc__, 10.0, _options)
     with tempfile.TemporaryDirectory() as folder:
         corpus = "ravdess" if args.ravdess else "emodb"
         path = make_recording(Path(folder) / "recording.wav", args.minutes * 60, corpus)
