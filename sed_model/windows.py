@@ -30,7 +30,7 @@ from sed_model.features import Normalizer
 
 FRAME_RATE = 100  # openSMILE ComParE frames per second (10 ms step, see frame_step)
 EDGE_FRAMES = 4  # frames a signal extracted alone lacks against its 10 ms steps
-SEGMENT_SECONDS = 2.0  # shortest extraction segment of a one-pass timeline
+SEGMENT_SECONDS = 1.0  # shortest extraction segment of a one-pass timeline
 CONTEXT_BEFORE = 20  # frames of history extracted before a segment (0.2 s)
 CONTEXT_AFTER = 16  # frames of look-ahead after a segment (60 ms frames + smoothing, deltas)
 MIN_WINDOW_SECONDS = 0.06  # openSMILE's ComParE_2016 needs 60 ms for finite frames
@@ -108,16 +108,19 @@ class FrameWindows:
     extractor (:func:`sed_model.features.extract_frames`).
 
     Segments. The frame grid is openSMILE's grid over the whole recording: frame ``f``
-    starts at sample ``f * step`` (:func:`frame_step`). It is extracted in segments of ``F``
-    frames (:data:`SEGMENT_SECONDS`, or the hop when longer): segment ``k`` keeps frames
-    ``[kF, (k+1)F)`` of an extraction of the samples from frame ``kF - CONTEXT_BEFORE`` to
-    frame ``(k+1)F + CONTEXT_AFTER``, so its first frames have the history of the smoothing,
-    delta and filter stages and its last frames the look-ahead of the 60 ms frames, the
-    smoothing, the deltas and the pitch tracker. The first segment whose context runs past
-    the end of the recording takes the rest of it (its last frames are the recording's last
-    frames, as in a whole-file extraction). Which samples each segment reads depends only on
-    the recording's length, never on how the blocks arrive: ``EmotionModel.stream`` with any
-    chunks gives the same frames as the offline timeline.
+    starts at sample ``f * step`` (:func:`frame_step`). It is extracted in segments of ``G``
+    hops (the fewest that last :data:`SEGMENT_SECONDS`) that end where a window's frames end:
+    segment ``k`` holds the frames ``[B_k, B_{k+1})``, ``B_0 = 0`` and ``B_{k+1}`` the end of
+    the frames of window ``(k+1)G - 1``; it keeps them from an extraction of the samples from
+    frame ``B_k - CONTEXT_BEFORE`` to frame ``B_{k+1} + CONTEXT_AFTER``, so its first frames
+    have the history of the smoothing, delta and filter stages and its last frames the
+    look-ahead of the 60 ms frames, the smoothing, the deltas and the pitch tracker. A
+    window is therefore complete ``CONTEXT_AFTER`` frames after its end (within a segment of
+    several hops, after the end of the segment's last window). The first segment whose
+    context runs past the end of the recording takes the rest of it (its last frames are
+    the recording's last frames, as in a whole-file extraction). Which samples each segment
+    reads depends only on the recording's length, never on how the blocks arrive:
+    ``EmotionModel.stream`` with any chunks gives the same frames as the offline timeline.
 
     Windows. A window ``[s, s + w)`` gets the ``frames_of(w)`` frames from frame
     ``round(s / step)`` (as many as the window extracted alone has, as the model was
@@ -135,7 +138,7 @@ class FrameWindows:
             raise SedError(f"a window of {window:g} s is too short for openSMILE's ComParE "
                            f"frames; expected at least {MIN_WINDOW_SECONDS:g} s")
         self.step = frame_step(rate)
-        self.segment = round(max(hop, SEGMENT_SECONDS) * rate / self.step)
+        self.hops_per_segment = max(1, int(np.ceil(SEGMENT_SECONDS / hop - 1e-9)))
         self._audio, self._audio_from, self.received = np.zeros(0, np.float32), 0, 0
         self._next_segment = 0
         self._frames, self._frames_from = np.zeros((0, 0), np.float32), 0
@@ -147,11 +150,15 @@ class FrameWindows:
     def _frame(self, sample: int) -> int:
         return int(round(sample / self.step))
 
+    def _segment_end(self, k: int) -> int:
+        """``B_{k+1}``: the end of the frames of the last window of segment ``k``."""
+        return self._frame(((k + 1) * self.hops_per_segment - 1) * self.h) + self.m
+
     def push(self, block: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
         """Add the next samples; the windows they complete."""
         self._audio = np.concatenate([self._audio, np.asarray(block, np.float32)])
         self.received += len(block)
-        while self._sample((self._next_segment + 1) * self.segment + CONTEXT_AFTER) \
+        while self._sample(self._segment_end(self._next_segment) + CONTEXT_AFTER) \
                 <= self.received:
             self._extract_segment(final=False)
         return self._complete_windows(final=False)
@@ -162,16 +169,18 @@ class FrameWindows:
         return self._complete_windows(final=True)
 
     def _extract_segment(self, final: bool) -> None:
-        first = self._next_segment * self.segment
+        k = self._next_segment
+        first = self._segment_end(k - 1) if k else 0
+        stop = self._segment_end(k)
         source = max(0, first - CONTEXT_BEFORE)
-        end = self.received if final else self._sample(first + self.segment + CONTEXT_AFTER)
+        end = self.received if final else self._sample(stop + CONTEXT_AFTER)
         offset = self._sample(source) - self._audio_from
         x = self.extract(self._audio[offset:end - self._audio_from])
-        kept = x[first - source:] if final else x[first - source:first - source + self.segment]
+        kept = x[first - source:] if final else x[first - source:stop - source]
         held = self._frames if len(self._frames) else np.zeros((0, x.shape[1]), np.float32)
         self._frames = np.concatenate([held, kept])
         self._next_segment += 1
-        keep_from = self._sample(max(0, self._next_segment * self.segment - CONTEXT_BEFORE))
+        keep_from = self._sample(max(0, stop - CONTEXT_BEFORE))
         self._audio = self._audio[keep_from - self._audio_from:]
         self._audio_from = keep_from
 
