@@ -59,6 +59,7 @@ from .features import Normalizer, extract_frames, load_audio
 from .model import VARIANTS_WITH_ATTENTION
 from .runtime import check_backend, resolve_device
 from .windows import (
+    SEGMENT_SECONDS,
     Envelope,
     FrameWindows,
     RunningStats,
@@ -266,21 +267,25 @@ class EmotionModel:
                                       with_waveform)
 
     def stream(self, chunks: Iterable[np.ndarray], sample_rate: int, *, window: float = 2.0,
-               hop: float | None = None, name: str = "stream") -> Iterator[Segment]:
+               hop: float | None = None, segment: float = SEGMENT_SECONDS,
+               name: str = "stream") -> Iterator[Segment]:
         """The timeline of audio arriving in ``chunks`` (1-D float arrays at ``sample_rate``,
         any lengths): each window's :class:`Segment` as soon as the frames it needs are
-        extracted, the same segments as :meth:`predict` with this window and hop on the
-        same audio (:class:`sed_model.windows.FrameWindows`). A window is complete once the
-        audio reaches :data:`sed_model.windows.CONTEXT_AFTER` frames past the extraction
-        segment holding its end. Needs a ``global`` model: a ``speaker`` model's statistics
-        are those of the whole recording. ``name`` names the input in errors."""
+        extracted (:class:`sed_model.windows.FrameWindows`), with the default ``segment`` the
+        same segments as :meth:`predict` with this window and hop on the same audio. A
+        window is yielded once the audio reaches :data:`sed_model.windows.CONTEXT_AFTER`
+        frames (0.16 s) past the end of the extraction segment holding it: its own end when
+        ``segment`` is at most the hop (lowest latency; the frames then come from other
+        extraction boundaries than :meth:`predict`'s), else the end of the segment's last
+        window. Needs a ``global`` model: a ``speaker`` model's statistics are those of the
+        whole recording. ``name`` names the input in errors."""
         window, hop = check_window(window, hop)
         if any(m.normalizer.mode == "speaker" for m in self.members):
             raise SedError("streaming needs a model with global normalisation; this one "
                            "normalises each recording with its own statistics, known only at "
                            "its end (predict the recorded file instead)")
         cutter = FrameWindows(sample_rate, window, hop,
-                              lambda samples: _frames(name, samples, sample_rate))
+                              lambda samples: _frames(name, samples, sample_rate), segment)
         for chunk in chunks:
             chunk = np.asarray(chunk, dtype=np.float32)
             if chunk.ndim != 1:

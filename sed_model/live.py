@@ -16,6 +16,8 @@ from .errors import SedError
 
 LIVE_RATE = 16_000  # Hz asked of the microphone (EmoDB's rate class; any rate works)
 BLOCK_SECONDS = 0.1  # audio per callback of the input stream
+LIVE_SEGMENT_SECONDS = 1.0  # extraction segments of --live: a window out 0.16 s after its end
+                            # for hops of 1 s and more (EmotionModel.stream's ``segment``)
 INSTALL_HINT = "pip install 'sed-dense-lstm[live]' (sounddevice, with the PortAudio library)"
 
 

@@ -163,7 +163,7 @@ def _predict_command(argv: list[str] | None) -> None:
 
 def _live(model, args: argparse.Namespace) -> None:
     """--live: the microphone's segments, one line each as soon as it is complete."""
-    from .live import LIVE_RATE, microphone_chunks
+    from .live import LIVE_RATE, LIVE_SEGMENT_SECONDS, microphone_chunks
 
     device = args.input_device
     if device is not None and device.isdigit():
@@ -174,7 +174,7 @@ def _live(model, args: argparse.Namespace) -> None:
           file=sys.stderr)
     try:
         for s in model.stream(chunks, LIVE_RATE, window=window, hop=args.hop,
-                              name="microphone"):
+                              segment=LIVE_SEGMENT_SECONDS, name="microphone"):
             if args.json:
                 print(json.dumps(s.to_dict()), flush=True)
             else:

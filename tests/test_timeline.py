@@ -16,6 +16,7 @@ import sed_model
 from sed_model import predict
 from sed_model.errors import SedError
 from sed_model.features import Normalizer, extract_frames
+from sed_model.live import LIVE_SEGMENT_SECONDS
 from sed_model.windows import (
     CONTEXT_AFTER,
     SEGMENT_SECONDS,
@@ -88,14 +89,15 @@ def test_frames_of_is_openSMILE_s_frame_count(rate):
 
 @pytest.mark.parametrize("n_seconds, window, hop", [
     (0.5, 2.0, 1.0), (2.0, 2.0, 1.0), (7.3, 2.0, 1.0), (13.0, 2.0, 0.5), (9.97, 1.0, 3.0)])
-@pytest.mark.parametrize("rate", [16_000, 22_050])
+@pytest.mark.parametrize("rate, segment", [(16_000, SEGMENT_SECONDS), (22_050, 0.5)])
 def test_windows_take_the_frames_of_the_recording_grid_wherever_the_chunks_end(
-        n_seconds, window, hop, rate):
+        n_seconds, window, hop, rate, segment):
     n = int(n_seconds * rate)
     signal = np.arange(n, dtype=np.float64)
     step = frame_step(rate)
     blocks = [signal[i:i + rate * 10] for i in range(0, n, rate * 10)]
-    offline = list(iter_frame_windows(blocks, rate, window, hop, index_extractor(step)))
+    offline = list(iter_frame_windows(blocks, rate, window, hop, index_extractor(step),
+                                      segment))
     expected = list(iter_windows([signal], rate, window, hop))
     assert [(s, n_) for s, n_, _ in offline] == [(s, len(x)) for s, x in expected]
     assert len(offline) == count_windows(n, rate, window, hop)
@@ -106,7 +108,7 @@ def test_windows_take_the_frames_of_the_recording_grid_wherever_the_chunks_end(
         first = frames[0, 0] / step
         assert first == int(first) and abs(first - start / step) <= 1.5  # on the grid
         np.testing.assert_array_equal(np.diff(frames[:, 0]), step)  # consecutive frames
-    live = FrameWindows(rate, window, hop, index_extractor(step))
+    live = FrameWindows(rate, window, hop, index_extractor(step), segment)
     streamed = [w for chunk in chunked(signal, np.random.default_rng(1), rate=rate)
                 for w in live.push(chunk)] + live.finish()
     assert len(streamed) == len(offline)
@@ -191,6 +193,26 @@ def test_stream_yields_the_offline_timeline_as_soon_as_each_window_is_complete(m
     assert_same_segments(streamed, offline)
 
 
+def test_with_one_hop_segments_every_window_comes_just_after_its_end(model):
+    rate, hop = 16_000, 1.0
+    signal = varied_signal(9.0, rate, seed=3)
+    heard = [0]
+
+    def chunks():
+        for start in range(0, len(signal), 1600):  # 0.1 s
+            heard[0] = min(len(signal), start + 1600)
+            yield signal[start:start + 1600]
+
+    streamed = []
+    for segment in model.stream(chunks(), rate, window=2.0, hop=hop, segment=hop):
+        streamed.append(segment)
+        if heard[0] < len(signal):
+            assert heard[0] / rate - segment.end <= CONTEXT_AFTER * 0.01 + 0.1 + 1e-9
+    offline = list(model.stream([signal], rate, window=2.0, hop=hop, segment=hop))
+    assert_same_segments(streamed, offline)
+    assert len(streamed) == count_windows(len(signal), rate, 2.0, hop)
+
+
 def test_a_speaker_model_cannot_stream(model, monkeypatch):
     monkeypatch.setattr(model.members[0], "normalizer",
                         Normalizer("speaker", np.zeros(130), np.ones(130)))
@@ -224,7 +246,7 @@ def fake_sounddevice(signal: np.ndarray, blocks: list[int]):
     return types.SimpleNamespace(InputStream=InputStream)
 
 
-def test_live_prints_each_window_of_the_microphone(model, monkeypatch, capsys, tmp_path):
+def test_live_prints_each_window_of_the_microphone(model, monkeypatch, capsys):
     rate = 16_000
     signal = varied_signal(7.0, rate, seed=5)
     blocks = [1600] * (len(signal) // 1600)
@@ -232,11 +254,9 @@ def test_live_prints_each_window_of_the_microphone(model, monkeypatch, capsys, t
     predict.main(["--live", "--seconds", "7", "--window", "2", "--hop", "1", "--json"])
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.strip().splitlines()]
-    path = tmp_path / "heard.wav"
-    soundfile.write(path, signal, rate, subtype="FLOAT")
-    offline = model.predict(path, window=2.0, hop=1.0)[0].segments
+    expected = model.stream([signal], rate, window=2.0, hop=1.0, segment=LIVE_SEGMENT_SECONDS)
     assert [(d["start"], d["end"], d["label"]) for d in lines] == [
-        (s.start, s.end, s.label) for s in offline]
+        (s.start, s.end, s.label) for s in expected]
     assert "listening at 16000 Hz" in captured.err
 
 
