@@ -71,7 +71,8 @@ from .windows import (
 MODEL_FILE = "model.pt"  # the deployment model of a run folder
 STATS_CHUNK_SECONDS = 60.0  # chunk length of the statistics pass over a windowed recording
 WINDOW_BATCH = 16  # windows per model call
-FILE_BATCH = 16  # whole files decoded at a time and per model call
+FILE_BATCH = 16  # whole files decoded at a time and classified together
+FILE_BATCH_FRAMES = 60_000  # ... unless they reach 10 minutes of frames first
 LONG_FILE_SECONDS = 60.0  # a whole file longer than this gets a hint about --window
 
 
@@ -310,23 +311,32 @@ class EmotionModel:
     # ------------------------------------------------------------------ whole files
     def _predict_whole(self, paths: list, same_speaker: bool, errors: str,
                        with_attention: bool) -> list[Prediction]:
-        """Files decoded ``FILE_BATCH`` at a time (all at once when they are one speaker), their
-        frames through the model in padded batches; each file its own speaker unless
-        ``same_speaker``."""
-        size = max(1, len(paths)) if same_speaker else FILE_BATCH
+        """Each file its own speaker (unless ``same_speaker``: all decoded, then classified
+        together); files are decoded into groups of at most ``FILE_BATCH`` files and
+        ``FILE_BATCH_FRAMES`` frames, each group's frames through the model in batches."""
+        results, group, frames = [], [], 0
+        for path in paths:
+            decoded = _guard(lambda p=path: _decode_whole(p), path, errors)
+            group.append((path, decoded))
+            frames += 0 if isinstance(decoded, Prediction) else len(decoded["frames"])
+            if not same_speaker and (len(group) == FILE_BATCH or frames >= FILE_BATCH_FRAMES):
+                results += self._classify_files(group, same_speaker, with_attention)
+                group, frames = [], 0
+        return results + self._classify_files(group, same_speaker, with_attention)
+
+    def _classify_files(self, group: list[tuple], same_speaker: bool,
+                        with_attention: bool) -> list[Prediction]:
+        """Predictions of decoded files (a file that failed is its Prediction already)."""
+        usable = [d for _, d in group if not isinstance(d, Prediction)]
+        speakers = [0] * len(usable) if same_speaker else range(len(usable))
+        outputs = iter(self._probabilities([d["frames"] for d in usable], None, speakers))
         results = []
-        for first in range(0, len(paths), size):
-            group = paths[first:first + size]
-            decoded = [_guard(lambda p=p: _decode_whole(p), p, errors) for p in group]
-            usable = [d for d in decoded if not isinstance(d, Prediction)]
-            speakers = [0] * len(usable) if same_speaker else range(len(usable))
-            outputs = iter(self._probabilities([d["frames"] for d in usable], None, speakers))
-            for path, d in zip(group, decoded):
-                if not isinstance(d, Prediction):
-                    attention = self._attention(d) if with_attention else None
-                    d = self._prediction(path, next(outputs), d["duration"])
-                    d.attention = attention
-                results.append(d)
+        for path, d in group:
+            if not isinstance(d, Prediction):
+                attention = self._attention(d) if with_attention else None
+                d = self._prediction(path, next(outputs), d["duration"])
+                d.attention = attention
+            results.append(d)
         return results
 
     def _attention(self, decoded: dict) -> dict:

@@ -133,7 +133,7 @@ def test_one_pass_labels_agree_with_per_window_extraction_on_real_speech(model, 
 
 
 # ---------------------------------------------------------------------------- batches
-def test_batches_give_the_one_by_one_probabilities(model, tmp_path):
+def test_batches_give_the_one_by_one_probabilities(model, tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     frames = [rng.normal(size=(int(t), 130)).astype(np.float32) for t in (5, 300, 37, 1, 120)]
     batched = model._probabilities(frames, None)
@@ -152,11 +152,16 @@ def test_batches_give_the_one_by_one_probabilities(model, tmp_path):
     for i, seconds in enumerate((1.0, 2.5, 0.4)):
         paths.append(tmp_path / f"{i}.wav")
         soundfile.write(paths[-1], varied_signal(seconds, 16_000, seed=i), 16_000)
-    together = model.predict(paths)
-    for path, p in zip(paths, together):
-        np.testing.assert_allclose(list(p.probabilities.values()),
-                                   list(model.predict(path)[0].probabilities.values()),
-                                   atol=1e-5)
+    alone = [model.predict(path)[0] for path in paths]
+    for limits in [(16, 60_000), (2, 60_000), (16, 150)]:  # files, frames per group
+        monkeypatch.setattr(sed_model.api, "FILE_BATCH", limits[0])
+        monkeypatch.setattr(sed_model.api, "FILE_BATCH_FRAMES", limits[1])
+        together = model.predict([*paths, tmp_path / "missing.wav"], errors="report")
+        assert [p.file for p in together] == list(map(str, [*paths, tmp_path / "missing.wav"]))
+        assert together[-1].error is not None
+        for p, a in zip(together, alone):
+            np.testing.assert_allclose(list(p.probabilities.values()),
+                                       list(a.probabilities.values()), atol=1e-5)
 
 
 # -------------------------------------------------------------------------- streaming
