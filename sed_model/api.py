@@ -27,6 +27,17 @@ those of the whole recording, accumulated in a first pass over it in 60-second c
 their frames are pooled into one set of statistics.
 
 Windows (``window``, ``hop`` in seconds; hop defaults to half the window): each window is one
+model input, with as many frames as a training utterance of its length; the recording's
+frames are extracted once and cut into the windows (:class:`sed_model.windows.FrameWindows`,
+which also says where the windows fall). The audio is decoded in blocks, so an hour-long
+file needs memory for a window and an extraction segment, not for the hour.
+:meth:`EmotionModel.stream` gives the same segments for audio arriving in chunks.
+
+Batches. Windows, and whole files (:data:`FILE_BATCH` decoded at a time), go through the
+model in padded batches of similar lengths with their lengths; the LSTM layers are
+unidirectional and the attention reads only valid steps, so a padded row gives its own
+result. An ONNX file written by :mod:`sed_model.export` loads as an :class:`OnnxMember`.
+
 openSMILE extraction and one model input, as a training utterance was; see
 :mod:`sed_model.windows` for where the windows fall. The audio is decoded in blocks, so an
 hour-long file needs memory for a window and a block, not for the hour.
@@ -60,11 +71,21 @@ from .features import Normalizer, extract_frames, load_audio
 from .model import VARIANTS_WITH_ATTENTION
 from .runtime import check_backend, resolve_device
 from .vad import FrameRule, SignalDetector, SpeechTrack, make_detector
-from .windows import Envelope, RunningStats, check_window, count_windows, iter_windows
+from .windows import (
+    SEGMENT_SECONDS,
+    Envelope,
+    FrameWindows,
+    RunningStats,
+    check_window,
+    count_windows,
+    iter_frame_windows,
+)
 
 MODEL_FILE = "model.pt"  # the deployment model of a run folder
 STATS_CHUNK_SECONDS = 60.0  # chunk length of the statistics pass over a windowed recording
 WINDOW_BATCH = 16  # windows per model call
+FILE_BATCH = 16  # whole files decoded at a time and classified together
+FILE_BATCH_FRAMES = 60_000  # ... unless they reach 10 minutes of frames first
 LONG_FILE_SECONDS = 60.0  # a whole file longer than this gets a hint about --window
 DEFAULT_VAD = "opensmile"  # the speech detector predict uses unless told (sed_model.vad)
 
@@ -142,6 +163,33 @@ class Member:
     config: dict
     fold: dict
 
+    def probabilities(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """(B, classes) class probabilities of normalised frames ``features`` (B, T, D),
+        padded, with ``lengths`` (B,)."""
+        device = next(self.model.parameters()).device
+        x = torch.from_numpy(features).to(device)
+        with torch.no_grad():
+            logits = self.model(x, torch.from_numpy(lengths).to(device)).float()
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+
+@dataclass
+class OnnxMember(Member):
+    """A model exported by :mod:`sed_model.export`, run with onnxruntime (CPU);
+    ``model`` is a :class:`sed_model.onnx_model.OnnxNet`."""
+
+    def probabilities(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self.model.probabilities(features, lengths)
+
+
+def load_onnx(path: Path) -> tuple[OnnxMember, list[str]]:
+    """The member of an ONNX file and its class names (from the file's metadata)."""
+    from .onnx_model import OnnxNet
+
+    net = OnnxNet(path)
+    normalizer = Normalizer(**net.metadata["normalizer"])
+    return OnnxMember(net, normalizer, Path(path), {}, {}), net.class_names
+
 
 def resolve_checkpoints(name_or_path: str | Path, ensemble: bool = False) -> tuple[list[Path], str]:
     """The checkpoint files behind a bundled name, a run folder or a file, and a description."""
@@ -186,6 +234,10 @@ def load_model(name_or_path: str | Path = pretrained.DEFAULT, *, ensemble: bool 
         check_backend(backend, target)
     members, class_names = [], None
     for path in paths:
+        if path.suffix.lower() == ".onnx":
+            member, class_names = load_onnx(path)
+            members.append(member)
+            continue
         checkpoint = load_checkpoint(path)
         if class_names is not None and list(checkpoint["class_names"]) != class_names:
             raise SedError(f"{path} has other classes than {paths[0]}; cannot ensemble them")
@@ -236,19 +288,60 @@ class EmotionModel:
             raise SedError(f"errors must be 'raise' or 'report'; got {errors!r}")
         if with_attention:
             self._check_attention(window)
-        if vad not in self._detectors:
-            self._detectors[vad] = make_detector(vad)
-        self.detector = self._detectors[vad]
+        self.detector = self._detector(vad)
         if window is None:
             return self._predict_whole(paths, same_speaker, errors, with_attention)
         return self._predict_windowed(paths, window, hop, same_speaker, errors, progress,
                                       with_waveform)
+
+    def stream(self, chunks: Iterable[np.ndarray], sample_rate: int, *, window: float = 2.0,
+               hop: float | None = None, segment: float = SEGMENT_SECONDS,
+               name: str = "stream", vad: str = DEFAULT_VAD) -> Iterator[Segment]:
+        """The timeline of audio arriving in ``chunks`` (1-D float arrays at ``sample_rate``,
+        any lengths): each window's :class:`Segment` as soon as the frames it needs are
+        extracted (:class:`sed_model.windows.FrameWindows`), with the default ``segment`` the
+        same segments as :meth:`predict` with this window and hop on the same audio. A
+        window is yielded once the audio reaches :data:`sed_model.windows.CONTEXT_AFTER`
+        frames (0.16 s) past the end of the extraction segment holding it: its own end when
+        ``segment`` is at most the hop (lowest latency; the frames then come from other
+        extraction boundaries than :meth:`predict`'s), else the end of the segment's last
+        window. Needs a ``global`` model: a ``speaker`` model's statistics are those of the
+        whole recording. ``name`` names the input in errors; ``vad`` is the speech detector,
+        as for :meth:`predict` (windows without speech get no label)."""
+        window, hop = check_window(window, hop)
+        if any(m.normalizer.mode == "speaker" for m in self.members):
+            raise SedError("streaming needs a model with global normalisation; this one "
+                           "normalises each recording with its own statistics, known only at "
+                           "its end (predict the recorded file instead)")
+        cutter = FrameWindows(sample_rate, window, hop,
+                              lambda samples: _frames(name, samples, sample_rate), segment)
+        detector = self._detector(vad)
+        track = None if detector is None else SpeechTrack(detector)
+        for chunk in chunks:
+            chunk = np.asarray(chunk, dtype=np.float32)
+            if chunk.ndim != 1:
+                raise SedError(f"{name}: chunks must be 1-D arrays of samples; got shape "
+                               f"{chunk.shape}")
+            if track is not None:
+                track.add_block(chunk, sample_rate)
+            if ready := cutter.push(chunk):
+                yield from self._segments(ready, sample_rate, None, track)
+        yield from self._segments(cutter.finish(), sample_rate, None, track)
+
+    def _detector(self, vad: str):
+        """The speech detector called ``vad`` (made once per model), None for ``none``."""
+        if vad not in self._detectors:
+            self._detectors[vad] = make_detector(vad)
+        return self._detectors[vad]
 
     def _check_attention(self, window: float | None) -> None:
         if window is not None:
             raise SedError("attention is drawn for whole files; leave out the window")
         if len(self.members) > 1:
             raise SedError("attention needs one model, not an ensemble")
+        if isinstance(self.members[0], OnnxMember):
+            raise SedError(f"attention is drawn from a PyTorch checkpoint, not from the ONNX "
+                           f"file {self.members[0].path}")
         if self.variant not in VARIANTS_WITH_ATTENTION:
             raise SedError(f"the checkpoint's variant {self.variant!r} has no attention to plot "
                            f"(only {' and '.join(VARIANTS_WITH_ATTENTION)} have)")
@@ -256,23 +349,37 @@ class EmotionModel:
     # ------------------------------------------------------------------ whole files
     def _predict_whole(self, paths: list, same_speaker: bool, errors: str,
                        with_attention: bool) -> list[Prediction]:
-        groups = [paths] if same_speaker else [[p] for p in paths]  # one speaker each
+        """Each file its own speaker (unless ``same_speaker``: all decoded, then classified
+        together); files are decoded into groups of at most ``FILE_BATCH`` files and
+        ``FILE_BATCH_FRAMES`` frames, each group's frames through the model in batches."""
+        results, group, frames = [], [], 0
+        for path in paths:
+            decoded = _guard(lambda p=path: _decode_whole(p), path, errors)
+            group.append((path, decoded))
+            frames += 0 if isinstance(decoded, Prediction) else len(decoded["frames"])
+            if not same_speaker and (len(group) == FILE_BATCH or frames >= FILE_BATCH_FRAMES):
+                results += self._classify_files(group, same_speaker, with_attention)
+                group, frames = [], 0
+        return results + self._classify_files(group, same_speaker, with_attention)
+
+    def _classify_files(self, group: list[tuple], same_speaker: bool,
+                        with_attention: bool) -> list[Prediction]:
+        """Predictions of decoded files (a file that failed is its Prediction already)."""
+        usable = [d for _, d in group if not isinstance(d, Prediction)]
+        for d in usable:
+            d["track"] = self._whole_speech(d)
+        speaking = [d for d in usable if d["track"] is None or d["track"].has_speech()]
+        speakers = [0] * len(speaking) if same_speaker else range(len(speaking))
+        outputs = iter(self._probabilities([d["frames"] for d in speaking], None, speakers))
         results = []
-        for group in groups:
-            decoded = [_guard(lambda p=p: _decode_whole(p), p, errors) for p in group]
-            usable = [d for d in decoded if not isinstance(d, Prediction)]
-            for d in usable:
-                d["track"] = self._whole_speech(d)
-            speaking = [d for d in usable if d["track"] is None or d["track"].has_speech()]
-            outputs = iter(self._probabilities([d["frames"] for d in speaking], None))
-            for path, d in zip(group, decoded):
-                if not isinstance(d, Prediction):
-                    attention = self._attention(d) if with_attention else None
-                    spoken = d["track"] is None or d["track"].has_speech()
-                    result = self._prediction(path, next(outputs) if spoken else None,
-                                              d["duration"])
-                    d, d.attention = self._audio_notes(result, d["track"], d["report"]), attention
-                results.append(d)
+        for path, d in group:
+            if not isinstance(d, Prediction):
+                attention = self._attention(d) if with_attention else None
+                spoken = d["track"] is None or d["track"].has_speech()
+                result = self._prediction(path, next(outputs) if spoken else None,
+                                          d["duration"])
+                d, d.attention = self._audio_notes(result, d["track"], d["report"]), attention
+            results.append(d)
         return results
 
     def _whole_speech(self, decoded: dict) -> SpeechTrack | None:
@@ -319,23 +426,23 @@ class EmotionModel:
     def _named(self, probabilities: np.ndarray) -> dict[str, float]:
         return {c: float(p) for c, p in zip(self.class_names, probabilities)}
 
-    def _probabilities(self, frames: list[np.ndarray],
-                       recording: Normalizer | None) -> np.ndarray:
-        """(N, classes): the members' mean class probabilities of N frame arrays of one
-        speaker (``recording``: that speaker's statistics, computed beforehand)."""
+    def _probabilities(self, frames: list[np.ndarray], recording: Normalizer | None,
+                       speakers: Sequence[int] | None = None) -> np.ndarray:
+        """(N, classes): the members' mean class probabilities of N frame arrays.
+
+        ``speakers``: a speaker index per array (default: all one speaker); a ``speaker``
+        model normalises each speaker's arrays with their pooled statistics, or with
+        ``recording`` (that speaker's statistics, computed beforehand) when given. The arrays
+        go through the model in padded batches of similar lengths (:data:`WINDOW_BATCH`)."""
         total = np.zeros((len(frames), len(self.class_names)))
+        speakers = [0] * len(frames) if speakers is None else list(speakers)
+        order = sorted(range(len(frames)), key=lambda i: -len(frames[i]))
         for member in self.members if frames else []:
-            if recording is not None and member.normalizer.mode == "speaker":
-                normalised = [recording(x) for x in frames]
-            else:  # global: training statistics; speaker: those of these frames
-                normalised = member.normalizer.new_speaker(frames)
-            for first in range(0, len(frames), WINDOW_BATCH):
-                rows = [torch.from_numpy(x) for x in normalised[first:first + WINDOW_BATCH]]
-                x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(self.device)
-                lengths = torch.tensor([len(r) for r in rows], device=self.device)
-                with torch.no_grad():
-                    logits = member.model(x, lengths).float()
-                total[first:first + len(rows)] += torch.softmax(logits, dim=1).cpu().numpy()
+            normalised = _normalise(member.normalizer, frames, speakers, recording)
+            for first in range(0, len(order), WINDOW_BATCH):
+                rows = order[first:first + WINDOW_BATCH]
+                x, lengths = pad_batch([normalised[i] for i in rows])
+                total[rows] += member.probabilities(x, lengths)
         return total / len(self.members)
 
     # ----------------------------------------------------------------------- windows
@@ -365,20 +472,15 @@ class EmotionModel:
         envelope = Envelope(stream.sample_rate) if with_waveform else None
         track = None if self.detector is None else SpeechTrack(self.detector)
         counter = _Counter(stream.sample_rate, envelope, track)
-        windows = iter_windows(counter.tap(stream.blocks()), stream.sample_rate, window, hop)
+        windows = iter_frame_windows(counter.tap(stream.blocks()), stream.sample_rate, window, hop,
+                                     lambda samples: _frames(stream.path, samples,
+                                                             stream.sample_rate))
         total = count_windows(stream.n_samples, stream.sample_rate, window, hop)
         segments = []
         with tqdm(total=total, unit="window", desc=stream.path.name, leave=False,
                   disable=not progress) as bar:
             while batch := list(islice(windows, WINDOW_BATCH)):
-                frames = [_frames(stream.path, samples, stream.sample_rate) for _, samples in batch]
-                spans = [(start / stream.sample_rate, (start + len(samples)) / stream.sample_rate)
-                         for start, samples in batch]
-                spoken = [self._span_has_speech(track, span, f) for span, f in zip(spans, frames)]
-                outputs = iter(self._probabilities([f for f, s in zip(frames, spoken) if s],
-                                                   recording))
-                segments += [self._segment(span, next(outputs) if s else None, track)
-                             for span, s in zip(spans, spoken)]
+                segments += self._segments(batch, stream.sample_rate, recording, track)
                 bar.update(len(batch))
         if not segments:
             raise AudioError(f"{stream.path}: empty audio (0 samples)")
@@ -397,13 +499,28 @@ class EmotionModel:
         return track.has_speech(*span)
 
     def _segment(self, span: tuple[float, float], probabilities: np.ndarray | None,
-                 track: SpeechTrack | None) -> Segment:
-        speech = None if track is None else round(track.fraction(*span), 4)
+                 speech: float | None) -> Segment:
         if probabilities is None:
             return Segment(round(span[0], 4), round(span[1], 4), None, {}, speech)
         return Segment(round(span[0], 4), round(span[1], 4),
                        self.class_names[int(np.argmax(probabilities))],
                        self._named(probabilities), speech)
+
+    def _segments(self, windows: list[tuple[int, int, np.ndarray]], rate: int,
+                  recording: Normalizer | None, track: SpeechTrack | None) -> list[Segment]:
+        """A :class:`Segment` for each ``(first_sample, n_samples, frames)`` window; windows
+        without speech (``track``) are not run through the model and get no label. Each
+        window's speech is judged when its frames arrive, so the answer does not depend on
+        how the windows are grouped (a stream's chunks, a batch)."""
+        spans, spoken, shares = [], [], []
+        for start, n, frames in windows:
+            spans.append((start / rate, (start + n) / rate))
+            spoken.append(self._span_has_speech(track, spans[-1], frames))
+            shares.append(None if track is None else round(track.fraction(*spans[-1]), 4))
+        outputs = iter(self._probabilities([w[2] for w, s in zip(windows, spoken) if s],
+                                           recording))
+        return [self._segment(span, next(outputs) if s else None, share)
+                for span, s, share in zip(spans, spoken, shares)]
 
 
 class _Counter:
@@ -440,7 +557,30 @@ def recording_statistics(streams) -> Normalizer:
     return stats.normalizer()
 
 
-def _frames(path: Path, samples: np.ndarray, rate: int) -> np.ndarray:
+def _normalise(normalizer: Normalizer, frames: list[np.ndarray], speakers: list[int],
+               recording: Normalizer | None) -> list[np.ndarray]:
+    """``frames`` normalised: ``global``: training statistics; ``speaker``: ``recording``'s,
+    else the pooled statistics of the arrays of each speaker index."""
+    if recording is not None and normalizer.mode == "speaker":
+        return [recording(x) for x in frames]
+    normalised: list = [None] * len(frames)
+    for speaker in dict.fromkeys(speakers):
+        chosen = [i for i, s in enumerate(speakers) if s == speaker]
+        for i, x in zip(chosen, normalizer.new_speaker([frames[i] for i in chosen])):
+            normalised[i] = x
+    return normalised
+
+
+def pad_batch(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T_max, D) float32 zero-padded along T, and the lengths (B,) int64."""
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    batch = np.zeros((len(arrays), int(lengths.max()), arrays[0].shape[1]), dtype=np.float32)
+    for row, a in enumerate(arrays):
+        batch[row, :len(a)] = a
+    return batch, lengths
+
+
+def _frames(path: Path | str, samples: np.ndarray, rate: int) -> np.ndarray:
     try:
         return extract_frames(samples, rate)
     except SedError as exc:

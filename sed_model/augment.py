@@ -36,7 +36,7 @@ They apply in that order: speed, shift, crop, mask, mixup. The random draws of a
 on the seed, the fold and the step (:func:`augmentation_rng`), so a resumed run augments as
 an uninterrupted one; with no augmentation nothing is drawn and training is unchanged.
 
-A *candidate* is one setting a nested selection may choose (``--augment-candidates``):
+A *candidate* is one setting a nested selection may choose (``--set augment_candidates=...``):
 ``none`` or augmentations joined by ``+`` (``mask``, ``speed+mask+crop``, ...).
 """
 

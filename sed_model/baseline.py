@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "smaller C); every choice and inner score in --json")
     parser.add_argument("--inner-folds", type=positive_int, default=INNER_FOLDS, metavar="K",
                         help=f"inner folds of --tune (default {INNER_FOLDS}, as the models' "
-                             "--inner-folds)")
+                             "recipe key inner_folds)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of random splits (holdout, K folds); default 0")
     add_normalize_option(parser)

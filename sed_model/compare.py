@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-baseline", action="store_true",
                         help="do not run the ComParE functionals SVM on the same folds")
     parser.add_argument("--svm-tune", action="store_true",
-                        help="choose the SVM's C per fold on --inner-folds speaker-grouped "
+                        help="choose the SVM's C per fold on inner_folds speaker-grouped "
                              "inner folds of the fold's training speakers (as sed_model."
                              "baseline --tune); default: the fixed C, or tuned when the recipe "
                              "searches its settings (--set search_trials=N)")

@@ -6,6 +6,8 @@
     python -m sed_model.predict long.m4a --window 2 --hop 1 --csv segments.csv \
         --plot-timeline timeline.png
     python -m sed_model.predict --checkpoint best.pt a.wav --plot-attention attention.png
+    python -m sed_model.predict --live --window 2 --hop 1       # the microphone, as it speaks
+    python -m sed_model.predict --checkpoint model.onnx a.wav   # exported by sed_model.export
 
 A thin layer over :meth:`sed_model.api.EmotionModel.predict` (see :mod:`sed_model.api` for
 what is loaded, how new recordings are normalised and where the windows fall). Every file is
@@ -26,6 +28,10 @@ variant, each step's attention *focus* (1 - normalised entropy of the softmax ov
 the weights of a step always sum to 1, so their mass over time is flat) and a heatmap of the
 top layer's feature weights. The ``lstm`` and ``general`` variants have no attention to draw.
 ``--plot-timeline`` draws the class probabilities of the windows under the waveform.
+
+``--live`` classifies the microphone (``sounddevice``, the ``[live]`` extra) with
+:meth:`sed_model.api.EmotionModel.stream`: one line per window as soon as it is complete
+(``--json``: one JSON object per line), until Ctrl-C or ``--seconds``.
 """
 
 from __future__ import annotations
@@ -68,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(see --same-speaker). Without --checkpoint the bundled pretrained model "
                     f"{pretrained.DEFAULT!r} is used.",
     )
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
-                        help="audio or video files to classify")
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE",
+                        help="audio or video files to classify (none with --live)")
     parser.add_argument("--checkpoint", default=None, metavar="NAME|RUN_DIR|FILE.pt",
                         help="a bundled model name (" + ", ".join(pretrained.BUNDLED) + "), a "
                              "run folder written by sed_model.train (its model.pt, trained on "
@@ -111,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "none: classify everything); measured in benchmarks/RESULTS.md")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar for windowed files")
+    parser.add_argument("--live", action="store_true",
+                        help="classify the microphone as it records (needs the [live] extra: "
+                             "sounddevice): one line per window of --window seconds (default "
+                             "2) every --hop, printed as soon as the window is complete")
+    parser.add_argument("--seconds", type=positive_float, default=None,
+                        help="with --live: stop after this much audio (default: at Ctrl-C)")
+    parser.add_argument("--input-device", default=None, metavar="NAME|INDEX",
+                        help="with --live: the sounddevice input device (default: the "
+                             "system's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: cuda if available)")
     parser.add_argument("--threads", type=non_negative_int, default=1, metavar="N",
@@ -132,6 +147,8 @@ def _predict_command(argv: list[str] | None) -> None:
     args = parser.parse_args(argv)
     if args.plot_timeline is not None and args.window is None:
         parser.error("--plot-timeline needs --window SECONDS")
+    if bool(args.files) == args.live:
+        parser.error("give the files to classify, or --live for the microphone (not both)")
     if args.threads:
         import torch
 
@@ -142,6 +159,8 @@ def _predict_command(argv: list[str] | None) -> None:
         print(f"using the {pretrained.describe(name)}; --checkpoint picks another model",
               file=sys.stderr)
     model = load_model(name, ensemble=args.ensemble, device=args.device, backend=args.backend)
+    if args.live:
+        return _live(model, args)
     results = model.predict(args.files, window=args.window, hop=args.hop,
                             same_speaker=args.same_speaker, errors="report",
                             progress=not args.no_progress and not args.json,
@@ -160,6 +179,28 @@ def _predict_command(argv: list[str] | None) -> None:
     _write_outputs(args, good, model.class_names)
     if failed:
         sys.exit(2)
+
+
+def _live(model, args: argparse.Namespace) -> None:
+    """--live: the microphone's segments, one line each as soon as it is complete."""
+    from .live import LIVE_RATE, LIVE_SEGMENT_SECONDS, microphone_chunks
+
+    device = args.input_device
+    if device is not None and device.isdigit():
+        device = int(device)
+    chunks = microphone_chunks(LIVE_RATE, args.seconds, device)
+    window = 2.0 if args.window is None else args.window
+    print(f"listening at {LIVE_RATE} Hz: windows of {window:g} s (Ctrl-C stops)",
+          file=sys.stderr)
+    try:
+        for s in model.stream(chunks, LIVE_RATE, window=window, hop=args.hop,
+                              segment=LIVE_SEGMENT_SECONDS, name="microphone", vad=args.vad):
+            if args.json:
+                print(json.dumps(s.to_dict()), flush=True)
+            else:
+                print(format_segment(s), flush=True)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
 
 
 def _write_outputs(args: argparse.Namespace, results: list[Prediction], classes) -> None:
@@ -198,9 +239,15 @@ def format_prediction(result: Prediction, window: float | None, hop: float | Non
     lines = [line + f"  mean of {spoken} windows with speech of {len(result.segments)} windows "
              f"of {window:g} s every {hop:g} s over {result.duration:.1f} s"]
     for s in result.segments:
-        said = "no speech" if s.label is None else f"{s.label} {s.probabilities[s.label]:.2f}"
-        lines.append(f"  {s.start:8.2f}-{s.end:8.2f} s  {said}")
+        lines.append("  " + format_segment(s))
     return "\n".join(lines)
+
+
+def format_segment(segment) -> str:
+    """``start-end s  label probability`` of one window (``no speech`` without a label)."""
+    said = ("no speech" if segment.label is None
+            else f"{segment.label} {segment.probabilities[segment.label]:.2f}")
+    return f"{segment.start:8.2f}-{segment.end:8.2f} s  {said}"
 
 
 def write_csv(path: Path, results: list[Prediction], classes) -> None:

@@ -1,7 +1,7 @@
 """Nested selection of the augmentation: inner folds of each fold's training speakers choose it.
 
-With ``augment_candidates`` (``--augment-candidates none mask crop``) every outer fold runs,
-before it trains, an inner cross-validation on its own training speakers only:
+With ``augment_candidates`` (``--set augment_candidates=none,mask,crop``) every outer fold
+runs, before it trains, an inner cross-validation on its own training speakers only:
 
 1. the training speakers are split into ``inner_folds`` speaker-grouped folds
    (:func:`inner_folds`; the outer test and validation speakers are never in them);

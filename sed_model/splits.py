@@ -172,8 +172,8 @@ def with_validation_speakers(
     if k >= len(train_speakers):
         raise SedError(
             f"fold {fold.name}: {k} validation speaker(s) would leave no training speaker "
-            f"(the training side has {len(train_speakers)}); use --validation-speakers "
-            f"{len(train_speakers) - 1} or less, or 0 to select nothing"
+            f"(the training side has {len(train_speakers)}); use --set "
+            f"validation_speakers={len(train_speakers) - 1} or less, or 0 to select nothing"
         )
     order = _shuffled_speakers([u.speaker for u in utterances], seed)
     start = 1 + max(order.index(utterances[i].speaker) for i in fold.test)
@@ -190,7 +190,7 @@ def with_validation_speakers(
         raise SedError(
             f"fold {fold.name}: holding out validation speaker(s) {', '.join(sorted(chosen))} "
             f"leaves only class {next(iter(classes))!r} for training; expected at least two "
-            "classes (use fewer --validation-speakers, or 0)"
+            "classes (use fewer validation_speakers, or 0)"
         )
     return carved
 

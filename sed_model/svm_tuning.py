@@ -31,7 +31,7 @@ from .metrics import report_from_confusion
 from .splits import make_folds
 
 TUNING_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-INNER_FOLDS = 3  # as the model's --inner-folds default
+INNER_FOLDS = 3  # as the recipe's inner_folds default
 CRITERION = "UAR pooled over the inner test utterances; ties: the smaller C"
 
 

@@ -8,6 +8,11 @@ when the last of them ends before the recording does, one more window ends exact
 was trained on. A recording shorter than one window is one window, the whole of it. Only the
 samples of the window being filled are held (:func:`iter_windows`), never the recording.
 
+Frames. A timeline does not extract each window: the recording's frames are extracted once,
+in segments with a little context on both sides, and each window takes its frames from them
+(:class:`FrameWindows`, :func:`iter_frame_windows`); every second is extracted about once
+whatever the hop, and a live stream gives the same frames as the file.
+
 Statistics. ``speaker`` normalisation of one long recording needs the mean and std of all its
 frames before any window is normalised: :class:`RunningStats` accumulates them chunk by chunk
 (:class:`sed_model.features.normalization.RunningMoments`, float64, the arithmetic of
@@ -23,6 +28,13 @@ import numpy as np
 from sed_model.errors import SedError
 from sed_model.features import Normalizer
 from sed_model.features.normalization import RunningMoments
+
+FRAME_RATE = 100  # openSMILE ComParE frames per second (10 ms step, see frame_step)
+EDGE_FRAMES = 4  # frames a signal extracted alone lacks against its 10 ms steps
+SEGMENT_SECONDS = 2.0  # shortest extraction segment of a timeline (see FrameWindows)
+CONTEXT_BEFORE = 20  # frames of history extracted before a segment (0.2 s)
+CONTEXT_AFTER = 16  # frames of look-ahead after a segment (60 ms frames + smoothing, deltas)
+MIN_WINDOW_SECONDS = 0.06  # openSMILE's ComParE_2016 needs 60 ms for finite frames
 
 
 def check_window(window: float | None, hop: float | None) -> tuple[float | None, float | None]:
@@ -74,6 +86,150 @@ def iter_windows(blocks: Iterable[np.ndarray], rate: int, window: float,
         yield 0, held  # shorter than one window: the whole recording
     elif 0 < last_end < end:
         yield end - w, held[len(held) - w:].copy()
+
+
+def frame_step(rate: int) -> int:
+    """openSMILE's 10 ms frame step in whole samples (rounded: 221 at 22.05 kHz)."""
+    return int(rate / FRAME_RATE + 0.5)
+
+
+def frames_of(n_samples: int, rate: int) -> int:
+    """How many frames openSMILE's ComParE_2016 gives for ``n_samples`` extracted alone: one
+    per frame step less the :data:`EDGE_FRAMES` its 60 ms frames, smoothing and deltas
+    cost at the ends (``tests/test_timeline.py`` checks it against openSMILE)."""
+    return n_samples // frame_step(rate) - EDGE_FRAMES
+
+
+class FrameWindows:
+    """One-pass timeline: the windows' frames cut from one extraction of the signal.
+
+    Push the signal block by block (:meth:`push`), then :meth:`finish`; each returns the
+    windows completed so far as ``(first_sample, n_samples, frames)``, in order. Where the
+    windows fall is :func:`iter_windows`'s rule. ``extract(signal) -> (T, 130)`` is the frame
+    extractor (:func:`sed_model.features.extract_frames`).
+
+    Segments. The frame grid is openSMILE's grid over the whole recording: frame ``f``
+    starts at sample ``f * step`` (:func:`frame_step`). It is extracted in segments of ``G``
+    hops (the fewest that last ``segment`` seconds) that end where a window's frames end:
+    segment ``k`` holds the frames ``[B_k, B_{k+1})``, ``B_0 = 0`` and ``B_{k+1}`` the end of
+    the frames of window ``(k+1)G - 1``; it keeps them from an extraction of the samples from
+    frame ``B_k - CONTEXT_BEFORE`` to frame ``B_{k+1} + CONTEXT_AFTER``, so its first frames
+    have the history of the smoothing, delta and filter stages and its last frames the
+    look-ahead of the 60 ms frames, the smoothing, the deltas and the pitch tracker. A
+    window is therefore complete ``CONTEXT_AFTER`` frames after its end (within a segment of
+    several hops, after the end of the segment's last window). The segment length trades
+    throughput for latency: each segment extracts ``CONTEXT_BEFORE + CONTEXT_AFTER`` frames
+    (0.36 s) more than it keeps, 1.18x the audio for 2-s segments, 1.36x for 1-s ones; the
+    default :data:`SEGMENT_SECONDS` favours throughput, a ``segment`` of one hop lets every
+    window out ``CONTEXT_AFTER`` frames after its end. The first segment whose
+    context runs past the end of the recording takes the rest of it (its last frames are
+    the recording's last frames, as in a whole-file extraction). Which samples each segment
+    reads depends only on the recording's length, never on how the blocks arrive:
+    ``EmotionModel.stream`` with any chunks gives the same frames as the offline timeline.
+
+    Windows. A window ``[s, s + w)`` gets the ``frames_of(w)`` frames from frame
+    ``round(s / step)`` (as many as the window extracted alone has, as the model was
+    trained on), moved back where the recording's frames end first; a recording
+    shorter than one window is one window of all its frames. A window is complete once the
+    segment holding its last frame is extracted. Only the frames from the previous window's
+    start and the audio of one segment plus its context are held.
+    """
+
+    def __init__(self, rate: int, window: float, hop: float, extract,
+                 segment: float = SEGMENT_SECONDS) -> None:
+        self.rate, self.extract = rate, extract
+        self.w, self.h = _sizes(rate, window, hop)
+        self.m = frames_of(self.w, rate)
+        if self.m < 2:
+            raise SedError(f"a window of {window:g} s is too short for openSMILE's ComParE "
+                           f"frames; expected at least {MIN_WINDOW_SECONDS:g} s")
+        self.step = frame_step(rate)
+        self.hops_per_segment = max(1, int(np.ceil(segment / hop - 1e-9)))
+        self._audio, self._audio_from, self.received = np.zeros(0, np.float32), 0, 0
+        self._next_segment = 0
+        self._frames, self._frames_from = np.zeros((0, 0), np.float32), 0
+        self._next_window, self._last_end = 0, 0
+
+    def _sample(self, frame: int) -> int:
+        return frame * self.step
+
+    def _frame(self, sample: int) -> int:
+        return int(round(sample / self.step))
+
+    def _segment_end(self, k: int) -> int:
+        """``B_{k+1}``: the end of the frames of the last window of segment ``k``."""
+        return self._frame(((k + 1) * self.hops_per_segment - 1) * self.h) + self.m
+
+    def push(self, block: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """Add the next samples; the windows they complete."""
+        self._audio = np.concatenate([self._audio, np.asarray(block, np.float32)])
+        self.received += len(block)
+        while self._sample(self._segment_end(self._next_segment) + CONTEXT_AFTER) \
+                <= self.received:
+            self._extract_segment(final=False)
+        return self._complete_windows(final=False)
+
+    def finish(self) -> list[tuple[int, int, np.ndarray]]:
+        """End of the recording: its last segment and the windows still open."""
+        self._extract_segment(final=True)  # the last segment starts before the end
+        return self._complete_windows(final=True)
+
+    def _extract_segment(self, final: bool) -> None:
+        k = self._next_segment
+        first = self._segment_end(k - 1) if k else 0
+        stop = self._segment_end(k)
+        source = max(0, first - CONTEXT_BEFORE)
+        end = self.received if final else self._sample(stop + CONTEXT_AFTER)
+        offset = self._sample(source) - self._audio_from
+        x = self.extract(self._audio[offset:end - self._audio_from])
+        kept = x[first - source:] if final else x[first - source:stop - source]
+        held = self._frames if len(self._frames) else np.zeros((0, x.shape[1]), np.float32)
+        self._frames = np.concatenate([held, kept])
+        self._next_segment += 1
+        keep_from = self._sample(max(0, stop - CONTEXT_BEFORE))
+        self._audio = self._audio[keep_from - self._audio_from:]
+        self._audio_from = keep_from
+
+    def _complete_windows(self, final: bool) -> list[tuple[int, int, np.ndarray]]:
+        total = self._frames_from + len(self._frames)
+        done = []
+        while self._next_window + self.w <= (self.received if final else np.inf):
+            first = self._frame(self._next_window)
+            if first + self.m > total:
+                if not final:
+                    break
+                first = max(0, total - self.m)
+            done.append((self._next_window, self.w, self._cut(first, self.m)))
+            self._last_end = self._next_window + self.w
+            self._next_window += self.h
+        if final and self._last_end == 0:  # shorter than one window: all of it
+            done.append((0, self.received, self._cut(0, total)))
+        elif final and self._last_end < self.received:  # the tail window, ending at the end
+            start = self.received - self.w
+            done.append((start, self.w, self._cut(min(self._frame(start), total - self.m),
+                                                  self.m)))
+        self._drop_frames()
+        return done
+
+    def _cut(self, first: int, count: int) -> np.ndarray:
+        offset = first - self._frames_from
+        return self._frames[offset:offset + count].copy()
+
+    def _drop_frames(self) -> None:
+        keep_from = max(self._frames_from, self._frame(self._next_window - self.h) - 2)
+        self._frames = self._frames[keep_from - self._frames_from:]
+        self._frames_from = keep_from
+
+
+def iter_frame_windows(blocks: Iterable[np.ndarray], rate: int, window: float, hop: float,
+                       extract, segment: float = SEGMENT_SECONDS
+                       ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(first_sample, n_samples, frames)`` of every window of the signal that arrives in
+    ``blocks``, from one pass of ``extract`` over it (:class:`FrameWindows`)."""
+    cutter = FrameWindows(rate, window, hop, extract, segment)
+    for block in blocks:
+        yield from cutter.push(block)
+    yield from cutter.finish()
 
 
 class RunningStats:

@@ -105,6 +105,16 @@ def test_windows_without_speech_get_no_emotion_and_the_file_the_mean_of_the_rest
     assert sum(result.shares.values()) == pytest.approx(1.0)
 
 
+def test_a_stream_gives_the_timeline_its_speech_labels(model, tmp_path):
+    signal = np.concatenate([silence(3), tone(2.0), silence(3)])
+    offline = model.predict(write(tmp_path / "mixed.wav", signal), window=2.0, hop=1.0)[0]
+    chunks = np.array_split(signal, 37)
+    streamed = list(model.stream(chunks, RATE, window=2.0, hop=1.0))
+    assert [(s.start, s.end, s.label, s.speech) for s in streamed] == [
+        (s.start, s.end, s.label, s.speech) for s in offline.segments]
+    assert any(s.label is None for s in streamed) and any(s.label for s in streamed)
+
+
 def test_a_whole_file_has_a_speech_share(model, tmp_path):
     result = model.predict(speech_between_silences(tmp_path))[0]
     assert result.label in model.class_names
