@@ -37,6 +37,7 @@ from sed_model.model import VARIANTS
 from sed_model.pretrained import BUNDLED
 from sed_model.recipes import PRESETS, default_preset
 from sed_model.results import RunResult
+from sed_model.runtime import RunOptions
 from sed_model.trainer import default_out_dir, format_summary, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = args.out_dir or default_out_dir("emodb", args.variant)
     commit = _commit()  # before the model file in sed_model/ is replaced
     started = time.time()
-    run = train(config, out_dir, workers=args.workers, progress=sys.stderr.isatty())
+    run = train(config, out_dir, options=RunOptions(workers=args.workers,
+                progress=sys.stderr.isatty()))
     wall = time.time() - started
     print(format_summary(run))
     size = install_model(out_dir / "model.pt")

@@ -15,7 +15,7 @@ from .features.normalization import MODES as NORMALIZE_MODES
 from .model import VARIANTS
 from .recipes import KEYS as RECIPE_KEYS
 from .recipes import PRESETS
-from .runtime import DEVICES
+from .runtime import DEVICES, RunOptions
 
 
 def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None) -> None:
@@ -229,6 +229,12 @@ def _int_value(key: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise SedError(f"{key}={text!r}: expected an integer or none") from None
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The run options of --no-progress, --workers, --strict and --cache-dir."""
+    return RunOptions(progress=not args.no_progress, workers=args.workers, strict=args.strict,
+                      cache_dir=args.cache_dir)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

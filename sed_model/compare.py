@@ -42,6 +42,7 @@ from .cli import (
     given_options,
     positive_int,
     run_main,
+    run_options,
 )
 from .config import CONFIG_FILE, saved_config
 from .data import Dataset, load_dataset
@@ -50,7 +51,7 @@ from .fold import FoldResult
 from .model import VARIANTS
 from .plots import plot_curves
 from .results import RESULTS_SCHEMA, RunResult
-from .runtime import keep_freed_memory
+from .runtime import RunOptions, keep_freed_memory
 from .seeds import SeedSummary, seed_configs, seed_dir, summarize_seeds, write_seed_summary
 from .stats import PairedComparison, paired_comparison
 from .tables import render_table
@@ -76,13 +77,13 @@ def _resumes(run_dir: Path, resume: bool) -> bool:
     return resume and (run_dir / CONFIG_FILE).exists()
 
 
-def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, progress: bool,
-                   dataset, data_options: dict) -> RunResult:
+def _train_variant(config: TrainConfig, out_dir: Path, resume: bool, options: RunOptions,
+                   dataset) -> RunResult:
     """Train one variant's run, every fold, in this process."""
     started = time.perf_counter()
     result = train(config, out_dir, dataset=dataset,
-                   resume=_resumes(out_dir, resume), progress=progress,
-                   final_model=False, **data_options)  # compare measures; train deploys
+                   resume=_resumes(out_dir, resume), options=options,
+                   final_model=False)  # compare measures; train deploys
     _report_run(result, time.perf_counter() - started)
     return result
 
@@ -96,11 +97,11 @@ def _run_dir(out_dir: Path, config: TrainConfig, seeds: int) -> Path:
 _worker_dataset: Dataset | None = None
 
 
-def _start_worker(threads: int, corpus: str, data, speeds: tuple, data_options: dict) -> None:
+def _start_worker(threads: int, corpus: str, data, speeds: tuple, options: RunOptions) -> None:
     global _worker_dataset
     torch.set_num_threads(threads)
     keep_freed_memory()
-    _worker_dataset = load_dataset(corpus, data, progress=False, speeds=speeds, **data_options)
+    _worker_dataset = load_dataset(corpus, data, speeds=speeds, **options.data(progress=False))
 
 
 def _train_fold_in_worker(config: TrainConfig, folds: list, index: int, out_dir: Path,
@@ -110,7 +111,7 @@ def _train_fold_in_worker(config: TrainConfig, folds: list, index: int, out_dir:
 
 
 def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, jobs: int,
-                      threads: int | None, dataset: Dataset, data_options: dict,
+                      threads: int | None, dataset: Dataset, options: RunOptions,
                       meanwhile: Callable[[], object]) -> tuple[list[RunResult], object]:
     """Every fold of every run, ``jobs`` folds at a time in worker processes, and
     ``meanwhile()`` run here while they train; the runs' results and what it returned.
@@ -125,7 +126,7 @@ def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, job
         prepared.append((*prepare_run(config, dataset, run_dir, run_resume), run_dir, run_resume))
     first = runs[0][0]
     start = (threads or 1, first.corpus, first.data,  # jobs x threads should not exceed cores
-             first.recipe.speeds, data_options)
+             first.recipe.speeds, options)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=start) as pool:
         futures = [[pool.submit(_train_fold_in_worker, config, folds, index, run_dir, run_resume)
@@ -144,8 +145,8 @@ def _train_in_workers(runs: list[tuple[TrainConfig, Path]], *, resume: bool, job
     return trained, extra
 
 
-def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, progress: bool,
-               jobs: int, threads: int | None, dataset, data_options: dict,
+def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, options: RunOptions,
+               jobs: int, threads: int | None, dataset,
                meanwhile: Callable[[], object]) -> tuple[list[RunResult], object]:
     """Every (configuration, folder) trained, in this process or with ``jobs > 1`` fold by
     fold in worker processes, and ``meanwhile()`` (the SVM): after the runs in this process,
@@ -153,21 +154,21 @@ def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, progress: 
     if jobs == 1:
         if threads:
             torch.set_num_threads(threads)
-        trained = [_train_variant(c, d, resume, progress, dataset, data_options) for c, d in runs]
+        trained = [_train_variant(c, d, resume, options, dataset) for c, d in runs]
         return trained, meanwhile()
     return _train_in_workers(runs, resume=resume, jobs=jobs, threads=threads, dataset=dataset,
-                             data_options=data_options, meanwhile=meanwhile)
+                             options=options, meanwhile=meanwhile)
 
 
-def _run_svm(config: TrainConfig, progress: bool, data_options: dict,
+def _run_svm(config: TrainConfig, options: RunOptions,
              tune: bool = False) -> dict:
     """The SVM on the comparison's folds (the same protocol and seed) and normalisation;
     ``tune``: C chosen per fold on ``config.recipe.inner_folds`` inner folds of its training
     speakers (:mod:`sed_model.svm_tuning`)."""
     svm = run_baseline(config.corpus, config.data, folds=config.folds, seed=config.folds_seed,
-                       normalize=config.normalize, progress=progress,
+                       normalize=config.normalize,
                        tune=Tuning(inner_folds=config.recipe.inner_folds) if tune else False,
-                       **data_options)
+                       **options.data())
     svm.update(config={"seed": None}, variant="svm")
     return svm
 
@@ -261,12 +262,9 @@ def compare(
     seeds: int = 1,
     baseline: bool = True,
     resume: bool = False,
-    progress: bool = True,
+    options: RunOptions = RunOptions(),
     jobs: int = 1,
     threads: int | None = None,
-    workers: int | None = None,
-    strict: bool = False,
-    cache_dir: str | Path | None = None,
     svm_tune: bool = False,
 ) -> Comparison:
     """Train ``variants`` with ``config`` (its ``variant`` is ignored), ``seeds`` times each,
@@ -285,18 +283,17 @@ def compare(
     if not resume and config_path.exists():
         raise SedError(f"{out_dir} already holds a comparison; pass --resume or pick another "
                        "--out-dir")
-    data_options = {"workers": workers, "strict": strict, "cache_dir": cache_dir}
-    dataset = load_dataset(config.corpus, config.data, progress=progress, **data_options,
-                           speeds=config.recipe.speeds)
+    dataset = load_dataset(config.corpus, config.data, speeds=config.recipe.speeds,
+                           **options.data())
     if not resume:
         write_json(config_path, {**shared, "seeds": seeds})
     runs = [(c, _run_dir(out_dir, c, seeds)) for v in variants
             for c in seed_configs(dataclasses.replace(config, variant=v), seeds)]
-    svm_progress = progress and jobs == 1  # beside the workers' lines, no bar
+    # beside the workers' lines, no bar
+    svm_options = dataclasses.replace(options, progress=options.progress and jobs == 1)
     trained, svm = _train_all(
-        runs, resume=resume, progress=progress, jobs=jobs, threads=threads, dataset=dataset,
-        data_options=data_options,
-        meanwhile=lambda: _run_svm(config, svm_progress, data_options,
+        runs, resume=resume, options=options, jobs=jobs, threads=threads, dataset=dataset,
+        meanwhile=lambda: _run_svm(config, svm_options,
                                    svm_tune or config.recipe.search_trials > 0)
         if baseline else None)
     results = {v: [m for (c, _), m in zip(runs, trained) if c.variant == v] for v in variants}
@@ -444,8 +441,7 @@ def _compare_command(argv: list[str] | None) -> None:
     try:
         comparison = compare(config, out_dir, variants=args.variants, seeds=args.seeds,
                              baseline=not args.no_baseline, resume=args.resume,
-                             progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
-                             workers=args.workers, strict=args.strict, cache_dir=args.cache_dir,
+                             options=run_options(args), jobs=args.jobs, threads=args.threads,
                              svm_tune=args.svm_tune)
     except KeyboardInterrupt:
         print("\ninterrupted; continue with: python -m sed_model.compare --resume "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -20,6 +22,24 @@ from .errors import SedError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run does its work, not what it computes (never part of ``config.json``):
+    progress bars, feature-extraction processes, whether an unusable audio file stops the run
+    (``strict``) or is skipped with a warning, and the feature cache folder."""
+
+    progress: bool = True
+    workers: int | None = None
+    strict: bool = False
+    cache_dir: str | Path | None = None
+
+    def data(self, progress: bool | None = None) -> dict:
+        """The keyword arguments of :func:`sed_model.data.load_dataset` (``progress`` as
+        given, else this run's)."""
+        return {"workers": self.workers, "strict": self.strict, "cache_dir": self.cache_dir,
+                "progress": self.progress if progress is None else progress}
 
 
 def resolve_device(name: str) -> torch.device:

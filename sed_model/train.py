@@ -20,7 +20,7 @@ import sys
 import torch
 
 from . import distributed
-from .cli import add_training_options, config_from_args, run_main
+from .cli import add_training_options, config_from_args, run_main, run_options
 from .errors import SedError
 from .runtime import keep_freed_memory
 from .seeds import seed_configs, seed_dir, write_seed_summary
@@ -64,9 +64,7 @@ def _train_command(argv: list[str] | None) -> None:
     main_process = distributed.is_main()
     if main_process:
         print(f"run folder: {out_dir}", flush=True)
-    options = {"progress": not args.no_progress, "workers": args.workers,
-               "strict": args.strict, "cache_dir": args.cache_dir,
-               "final_model": not args.no_final_model}
+    options = {"options": run_options(args), "final_model": not args.no_final_model}
     try:
         if args.seeds > 1:
             _train_seeds(config, out_dir, args.seeds, args.resume, options)

@@ -78,7 +78,7 @@ from .errors import SedError
 from .fold import FoldResult, evaluate_split, predict_split, train_fold
 from .plots import plot_confusion, plot_curves
 from .results import RunResult
-from .runtime import check_backend, check_precision, resolve_device
+from .runtime import RunOptions, check_backend, check_precision, resolve_device
 from .search import search_recipe
 from .selection import AugmentSelection, candidate_config, choose_augmentation, majority_candidate
 from .splits import Fold, make_folds, with_validation_speakers
@@ -218,10 +218,7 @@ def train(
     *,
     dataset: Dataset | None = None,
     resume: bool = False,
-    progress: bool = True,
-    workers: int | None = None,
-    strict: bool = False,
-    cache_dir: str | Path | None = None,
+    options: RunOptions = RunOptions(),
     on_checkpoint: Callable[[Path, int], None] | None = None,
     final_model: bool = True,
 ) -> RunResult:
@@ -232,7 +229,9 @@ def train(
     trained; ``resume`` continues or skips it like a fold).
 
     ``dataset`` may be passed to reuse extracted features (``compare`` trains four
-    variants on one dataset); otherwise it is loaded with :func:`load_dataset`.
+    variants on one dataset); otherwise it is loaded with :func:`load_dataset` as
+    ``options`` say (:class:`~sed_model.runtime.RunOptions`: progress bars, extraction
+    processes, strict, cache folder).
 
     Started by torchrun (``WORLD_SIZE`` > 1), it joins the process group and trains with
     DistributedDataParallel (see :mod:`sed_model.distributed`): rank 0 extracts the
@@ -245,18 +244,17 @@ def train(
     out_dir = Path(out_dir) if out_dir else default_out_dir(config.corpus, config.variant)
     if dataset is None:
         dataset = distributed.main_first(
-            lambda: load_dataset(config.corpus, config.data, cache_dir=cache_dir, workers=workers,
-                                 strict=strict, progress=progress and distributed.is_main(),
-                                 speeds=config.recipe.speeds),
+            lambda: load_dataset(config.corpus, config.data, speeds=config.recipe.speeds,
+                                 **options.data(options.progress and distributed.is_main())),
             then_others=True)  # the other ranks read rank 0's feature cache
     config, folds = prepare_run(config, dataset, out_dir, resume)
     results = [train_or_read_fold(config, dataset, folds, index, out_dir, resume=resume,
-                                  progress=progress, on_checkpoint=on_checkpoint)
+                                  progress=options.progress, on_checkpoint=on_checkpoint)
                for index in range(len(folds))]
     final = None
     if final_model:
         final = _train_final_model(config, dataset, folds, results, out_dir, resume=resume,
-                                   progress=progress, on_checkpoint=on_checkpoint)
+                                   progress=options.progress, on_checkpoint=on_checkpoint)
     return finish_run(config, dataset, results, out_dir, final)
 
 

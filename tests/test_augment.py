@@ -27,7 +27,10 @@ from sed_model.errors import SedError
 from sed_model.features import FeatureConfig, Normalizer
 from sed_model.features import cache as feature_cache
 from sed_model.features.opensmile_frames import opensmile_version, speed_perturbed
+from sed_model.runtime import RunOptions
 from sed_model.trainer import dataset_folds, train
+
+QUIET = RunOptions(progress=False)  # no progress bars in tests
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -95,7 +98,7 @@ def test_no_augmentation_draws_nothing(tmp_path, monkeypatch):
         raise AssertionError("a run without augmentation must draw no augmentation numbers")
 
     monkeypatch.setattr(augment, "augmentation_rng", no_draws)
-    train(tiny_config(steps=2), tmp_path, dataset=random_dataset(), progress=False,
+    train(tiny_config(steps=2), tmp_path, dataset=random_dataset(), options=QUIET,
           final_model=False)
 
 
@@ -156,7 +159,7 @@ def test_a_config_saved_before_augmentation_existed_resumes_without_it():
 def test_augmented_training_differs_and_is_reproducible(tmp_path, names):
     dataset = random_dataset()
     runs = [train(tiny_config(augment=augment_names, steps=4), tmp_path / f"run{i}",
-                  dataset=dataset, progress=False, final_model=False)
+                  dataset=dataset, options=QUIET, final_model=False)
             for i, augment_names in enumerate([(), names, names])]
     losses = [[p["train_loss"] for p in run.folds[0].history] for run in runs]
     assert losses[1] == losses[2]  # the same seed augments the same way
@@ -298,7 +301,7 @@ def test_nested_selection_chooses_the_best_inner_candidate_and_resumes(tmp_path,
     dataset = random_dataset(speakers=("s1", "s2", "s3", "s4", "s5", "s6"))
     config = tiny_config(folds="2", steps=4, augment_candidates=("none", "mask+crop"),
                          inner_folds=2)
-    metrics = train(config, tmp_path, dataset=dataset, progress=False).to_json()
+    metrics = train(config, tmp_path, dataset=dataset, options=QUIET).to_json()
     chosen = []
     for index, fold in enumerate(metrics["folds"]):
         picked = fold["augment_selection"]
@@ -323,7 +326,7 @@ def test_nested_selection_chooses_the_best_inner_candidate_and_resumes(tmp_path,
     real_train_fold = selection.train_fold
     monkeypatch.setattr(selection, "train_fold",
                         lambda *a, **k: calls.append(a) or real_train_fold(*a, **k))
-    again = train(config, tmp_path, dataset=dataset, progress=False, resume=True).to_json()
+    again = train(config, tmp_path, dataset=dataset, options=QUIET, resume=True).to_json()
     assert calls == []
     assert again["folds"][1]["augment_selection"] == metrics["folds"][1]["augment_selection"]
     assert again["summary"] == metrics["summary"]
@@ -403,9 +406,9 @@ def test_speed_augmented_training_uses_the_perturbed_versions(tmp_path):
     assert augment.needed_speeds((), ("none", "speed+crop")) == augment.SPEEDS
     assert augment.needed_speeds(("mask",), ("none", "crop")) == ()
     runs = [train(tiny_config(augment=names, steps=4), tmp_path / f"r{i}", dataset=dataset,
-                  progress=False, final_model=False) for i, names in enumerate([(), ("speed",)])]
+                  options=QUIET, final_model=False) for i, names in enumerate([(), ("speed",)])]
     losses = [[p["train_loss"] for p in r.folds[0].history] for r in runs]
     assert losses[0] != losses[1]
     with pytest.raises(SedError, match="speed"):
         train(tiny_config(augment=("speed",), steps=2), tmp_path / "none",
-              dataset=random_dataset(), progress=False, final_model=False)
+              dataset=random_dataset(), options=QUIET, final_model=False)

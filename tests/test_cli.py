@@ -14,6 +14,7 @@ from sed_model.config import make_config
 from sed_model.errors import SedError
 from sed_model.evaluate import evaluate_checkpoint
 from sed_model.predict import predict_files
+from sed_model.runtime import RunOptions
 from sed_model.trainer import train as train_run
 
 pytestmark = pytest.mark.usefixtures("outside_source_tree")
@@ -35,7 +36,7 @@ def trained(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     config = make_config(corpus="csv", data=str(manifest), variant="feature", folds="2",
                          steps=3, eval_every=3, cells=(8, 8), device="cpu")
-    return out, train_run(config, out, progress=False, workers=1).to_json()
+    return out, train_run(config, out, options=RunOptions(progress=False, workers=1)).to_json()
 
 
 @pytest.mark.slow

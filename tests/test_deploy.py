@@ -12,7 +12,10 @@ from sed_model.api import fold_checkpoints, resolve_checkpoints
 from sed_model.checkpoint import load_checkpoint
 from sed_model.errors import SedError
 from sed_model.features import extract_frames, load_audio
+from sed_model.runtime import RunOptions
 from sed_model.trainer import TRAINING_STATE_KEYS, final_model_steps, train
+
+QUIET = RunOptions(progress=False)  # no progress bars in tests
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -24,13 +27,13 @@ def _one_thread(one_torch_thread):
 def run(tmp_path_factory):
     """A 2-fold run with its deployment model."""
     out = tmp_path_factory.mktemp("run")
-    return out, train(tiny_config(), out, dataset=random_dataset(), progress=False).to_json()
+    return out, train(tiny_config(), out, dataset=random_dataset(), options=QUIET).to_json()
 
 
 @pytest.fixture(scope="module")
 def speaker_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("speaker-run")
-    train(tiny_config(normalize="speaker"), out, dataset=random_dataset(), progress=False)
+    train(tiny_config(normalize="speaker"), out, dataset=random_dataset(), options=QUIET)
     return out
 
 
@@ -61,7 +64,7 @@ def test_the_run_trains_a_deployment_model_on_every_utterance(run):
 
 
 def test_no_final_model(tmp_path):
-    metrics = train(tiny_config(), tmp_path, dataset=random_dataset(), progress=False,
+    metrics = train(tiny_config(), tmp_path, dataset=random_dataset(), options=QUIET,
                     final_model=False).to_json()
     assert metrics["final_model"] is None and not (tmp_path / "model.pt").exists()
     with pytest.raises(SedError, match="no model.pt .*--ensemble"):
@@ -72,7 +75,7 @@ def test_no_final_model(tmp_path):
 def test_with_validation_speakers_the_final_length_is_the_median_selected_epoch(tmp_path):
     dataset = random_dataset()
     metrics = train(tiny_config(folds="loso", validation_speakers=1), tmp_path, dataset=dataset,
-                    progress=False).to_json()
+                    options=QUIET).to_json()
     # each fold trains on 2 of the 4 speakers (18 utterances, 3 steps per epoch of 8)
     epochs = [f["selected"]["step"] / 3 for f in metrics["folds"]]
     expected = max(1, round(float(np.median(epochs)) * 5))  # 36 utterances: 5 steps per epoch
@@ -91,18 +94,18 @@ def test_a_killed_final_model_resumes_to_the_same_weights(tmp_path, run):
     reference, _ = run
     dataset = random_dataset()
     with pytest.raises(Killed):
-        train(tiny_config(), tmp_path, dataset=dataset, progress=False,
+        train(tiny_config(), tmp_path, dataset=dataset, options=QUIET,
               on_checkpoint=kill_at(("final", 4)))
     assert not (tmp_path / "model.pt").exists()
     seen = []
-    train(tiny_config(), tmp_path, dataset=dataset, progress=False, resume=True,
+    train(tiny_config(), tmp_path, dataset=dataset, options=QUIET, resume=True,
           on_checkpoint=lambda path, step: seen.append((path.parent.name, step)))
     assert seen == [("final", 6), ("final", 8)]  # folds skipped, final continued
     a, b = load_checkpoint(reference / "model.pt"), load_checkpoint(tmp_path / "model.pt")
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     seen.clear()
-    train(tiny_config(), tmp_path, dataset=dataset, progress=False, resume=True,
+    train(tiny_config(), tmp_path, dataset=dataset, options=QUIET, resume=True,
           on_checkpoint=lambda path, step: seen.append(path))
     assert seen == []  # everything done: nothing retrained
 

@@ -16,6 +16,7 @@ from sed_model import distributed
 from sed_model.checkpoint import load_checkpoint, read_json
 from sed_model.config import make_config
 from sed_model.model import DenseLSTMAttention
+from sed_model.runtime import RunOptions
 from sed_model.trainer import train
 
 pytestmark = [pytest.mark.usefixtures("outside_source_tree"), pytest.mark.slow]
@@ -42,10 +43,10 @@ def test_two_gloo_processes_match_one_process_and_resume_its_run(
 ):
     manifest, env = corpus
     single = train(make_config(data=str(manifest), **OPTIONS), tmp_path / "single",
-                   progress=False, workers=1).to_json()
+                   options=RunOptions(progress=False, workers=1)).to_json()
     with pytest.raises(Killed):  # a single-process run stopped in fold 1, resumed by 2 ranks
-        train(make_config(data=str(manifest), **OPTIONS), tmp_path / "resumed", progress=False,
-              workers=1, on_checkpoint=kill_at("fold-01", 2))
+        train(make_config(data=str(manifest), **OPTIONS), tmp_path / "resumed",
+              options=RunOptions(progress=False, workers=1), on_checkpoint=kill_at("fold-01", 2))
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2",

@@ -20,8 +20,11 @@ from sed_model.checkpoint import load_checkpoint
 from sed_model.errors import SedError
 from sed_model.features import load_audio
 from sed_model.pretrained import bundled_path
+from sed_model.runtime import RunOptions
 from sed_model.trainer import train
 from sed_model.windows import count_windows, iter_windows
+
+QUIET = RunOptions(progress=False)  # no progress bars in tests
 
 ROOT = Path(__file__).resolve().parents[1]
 EMODB_CLASSES = ["anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"]
@@ -37,7 +40,7 @@ def _one_thread(one_torch_thread):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    train(tiny_config(), out, dataset=random_dataset(), progress=False)
+    train(tiny_config(), out, dataset=random_dataset(), options=QUIET)
     return out
 
 

@@ -18,9 +18,12 @@ from sed_model.config import TrainConfig, make_config
 from sed_model.errors import SedError
 from sed_model.model import DenseLSTMAttention
 from sed_model.recipes import PRESETS
+from sed_model.runtime import RunOptions
 from sed_model.seeds import seed_configs, summarize_seeds
 from sed_model.stats import paired_comparison
 from sed_model.trainer import train
+
+QUIET = RunOptions(progress=False)  # no progress bars in tests
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -100,7 +103,7 @@ def test_small_recipe_run_keeps_the_ema_weights_and_speaker_statistics(tmp_path)
     dataset = random_dataset()
     config = tiny_config(preset="small", normalize="speaker", augment=("none",), steps=6,
                          eval_every=3)
-    metrics = train(config, tmp_path, dataset=dataset, progress=False).to_json()
+    metrics = train(config, tmp_path, dataset=dataset, options=QUIET).to_json()
     saved = load_checkpoint(tmp_path / "fold-01" / "last.pt")
     assert saved["ema_updates"] == 6
     differs = [not torch.equal(saved["model"][k], saved["trained_model"][k])
@@ -122,7 +125,7 @@ def test_seeds_share_the_folds_and_summaries_average_them(tmp_path):
     assert {c.folds_seed for c in configs} == {5}
     dataset = random_dataset()
     runs = [train(dataclasses.replace(c, folds="2"), tmp_path / str(c.seed), dataset=dataset,
-                  progress=False) for c in configs[:2]]
+                  options=QUIET) for c in configs[:2]]
     assert [f.test_speakers for f in runs[0].folds] == [f.test_speakers for f in runs[1].folds]
     summary = summarize_seeds(runs)
     assert summary.seeds == [5, 6]

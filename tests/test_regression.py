@@ -19,6 +19,7 @@ import pytest
 from fixtures_corpora import EMODB_DATA
 
 from sed_model.config import make_config
+from sed_model.runtime import RunOptions
 from sed_model.trainer import train
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "golden_results.json").read_text())
@@ -43,7 +44,8 @@ def assert_same(saved, now, where="result"):
 
 
 def check(options: dict, out: Path, golden: dict) -> None:
-    result = train(make_config(**options), out, progress=False, workers=2).to_json()
+    result = train(make_config(**options), out, options=RunOptions(progress=False,
+                   workers=2)).to_json()
     for key in ("folds", "summary", "final_model"):
         assert_same(golden[key], result[key], key)
 

@@ -22,6 +22,7 @@ from sed_model.checkpoint import load_checkpoint, read_json
 from sed_model.config import make_config
 from sed_model.errors import SedError
 from sed_model.model import DenseLSTMAttention
+from sed_model.runtime import RunOptions
 from sed_model.trainer import train
 
 pytestmark = pytest.mark.usefixtures("outside_source_tree")
@@ -105,9 +106,7 @@ def test_sigkilled_run_resumes_to_the_same_result(corpus, tmp_path, one_torch_th
     reference = train(
         make_config(data=str(manifest), **OPTIONS),
         tmp_path / "reference",
-        progress=False,
-        workers=1,
-    ).to_json()
+        options=RunOptions(progress=False, workers=1)).to_json()
 
     run = tmp_path / "killed"
     args = [*ARGS, "--data", str(manifest), *QUIET, "--out-dir", str(run)]
@@ -171,9 +170,8 @@ def test_the_model_runs_under_cpu_bf16_autocast(backend, variant, one_torch_thre
 def test_bf16_training_on_the_cpu(corpus, tmp_path, one_torch_thread):
     manifest, _ = corpus
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
-    metrics = train(
-        make_config(precision="bf16", **options), tmp_path / "bf16", progress=False, workers=1
-    ).to_json()
+    metrics = train(make_config(precision="bf16", **options), tmp_path / "bf16",
+                    options=RunOptions(progress=False, workers=1)).to_json()
     assert metrics["config"]["precision"] == "bf16"
     assert [p["step"] for p in metrics["folds"][0]["history"]] == [0, 2, 4]
     assert all(
@@ -201,9 +199,8 @@ def test_fp16_on_the_cpu_and_unknown_precisions_are_refused(corpus, tmp_path, on
     manifest, _ = corpus
     options = {**OPTIONS, "steps": 4, "eval_every": 2, "data": str(manifest)}
     with pytest.raises(SedError, match="fp16 needs a CUDA GPU"):
-        train(
-            make_config(precision="fp16", **options), tmp_path / "fp16", progress=False, workers=1
-        )
+        train(make_config(precision="fp16", **options), tmp_path / "fp16",
+              options=RunOptions(progress=False, workers=1))
     with pytest.raises(SedError, match="precision must be one of"):
         make_config(precision="fp8")
     assert not (tmp_path / "fp16").exists()

@@ -10,7 +10,10 @@ from sed_model import search
 from sed_model.config import make_config
 from sed_model.errors import SedError
 from sed_model.recipes import SPACES
+from sed_model.runtime import RunOptions
 from sed_model.trainer import train
+
+QUIET = RunOptions(progress=False)  # no progress bars in tests
 
 SIX = ("s1", "s2", "s3", "s4", "s5", "s6")
 # a space small enough for a test: two rates and two lengths (in steps)
@@ -36,7 +39,7 @@ def pooled_uar(run_dirs) -> float:
 
 def test_each_fold_trains_with_the_setting_its_inner_folds_scored_best(tmp_path):
     dataset = random_dataset(speakers=SIX)
-    metrics = train(searched_config(), tmp_path, dataset=dataset, progress=False).to_json()
+    metrics = train(searched_config(), tmp_path, dataset=dataset, options=QUIET).to_json()
     for index, fold in enumerate(metrics["folds"]):
         found = fold["search"]
         assert found["space"] == "tiny" and found["inner_folds"] == 2
@@ -63,12 +66,12 @@ def test_each_fold_trains_with_the_setting_its_inner_folds_scored_best(tmp_path)
 def test_a_resumed_search_keeps_its_finished_settings(tmp_path, monkeypatch):
     dataset = random_dataset(speakers=SIX)
     config = searched_config()
-    first = train(config, tmp_path, dataset=dataset, progress=False, final_model=False).to_json()
+    first = train(config, tmp_path, dataset=dataset, options=QUIET, final_model=False).to_json()
     (tmp_path / "fold-01" / "metrics.json").unlink()  # the outer training was lost
     calls = []
     real = search.train_fold
     monkeypatch.setattr(search, "train_fold", lambda *a, **k: calls.append(a) or real(*a, **k))
-    again = train(config, tmp_path, dataset=dataset, progress=False, resume=True,
+    again = train(config, tmp_path, dataset=dataset, options=QUIET, resume=True,
                   final_model=False).to_json()
     assert calls == []  # every inner run was read back
     assert again["folds"][0]["search"]["chosen"] == first["folds"][0]["search"]["chosen"]

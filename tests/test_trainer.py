@@ -22,8 +22,11 @@ from sed_model.corpora.base import Utterance
 from sed_model.data import Dataset, check_training_split, epoch_batches
 from sed_model.errors import SedError
 from sed_model.metrics import classification_report, report_from_confusion
+from sed_model.runtime import RunOptions
 from sed_model.splits import Fold
 from sed_model.trainer import TrainConfig, train
+
+QUIET = RunOptions(progress=False)  # no progress bars in tests
 
 CLASSES = ("anger", "joy", "sadness")
 
@@ -129,7 +132,7 @@ def test_resumed_config_is_the_saved_one_with_the_options_given(tmp_path):
 # ---------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip(tmp_path):
     metrics = train(tiny_config(steps=2), tmp_path / "run", dataset=random_dataset(),
-                    progress=False).to_json()
+                    options=QUIET).to_json()
     checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
     assert checkpoint["class_names"] == list(CLASSES)
     assert checkpoint["config"] == metrics["config"]
@@ -167,7 +170,7 @@ def test_write_json_replaces_atomically(tmp_path):
 
 # --------------------------------------------------------------------------------- runs
 def test_run_folder_and_metrics(tmp_path):
-    metrics = train(tiny_config(), tmp_path, dataset=random_dataset(), progress=False).to_json()
+    metrics = train(tiny_config(), tmp_path, dataset=random_dataset(), options=QUIET).to_json()
     for name in ("config.json", "metrics.json", "best.pt", "curves.png", "confusion.png",
                  "fold-01/best.pt", "fold-01/last.pt", "fold-02/metrics.json"):
         assert (tmp_path / name).is_file(), name
@@ -182,12 +185,12 @@ def test_run_folder_and_metrics(tmp_path):
     assert metrics["headline"] == "final"
     assert load_checkpoint(tmp_path / "best.pt")["fold"]["index"] == 0
     with pytest.raises(SedError, match="already holds a run"):
-        train(tiny_config(), tmp_path, dataset=random_dataset(), progress=False)
+        train(tiny_config(), tmp_path, dataset=random_dataset(), options=QUIET)
 
 
 def test_the_model_learns_a_separable_task(tmp_path):
     metrics = train(tiny_config(steps=30, eval_every=30, cells=(16,)), tmp_path,
-                    dataset=random_dataset(per_class=6), progress=False).to_json()
+                    dataset=random_dataset(per_class=6), options=QUIET).to_json()
     assert metrics["summary"]["final"]["pooled"]["uar"] > 0.8
 
 
@@ -213,14 +216,13 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, kill, reci
     """Also with the small recipe: dropout's RNG, the schedule and the weight EMA resume."""
     dataset = random_dataset()
     config = tiny_config(**RECIPES[recipe])
-    reference = train(config, tmp_path / "a", dataset=dataset, progress=False).to_json()
+    reference = train(config, tmp_path / "a", dataset=dataset, options=QUIET).to_json()
 
     with pytest.raises(Killed):
-        train(config, tmp_path / "b", dataset=dataset, progress=False,
-              on_checkpoint=kill_at(kill))
+        train(config, tmp_path / "b", dataset=dataset, options=QUIET, on_checkpoint=kill_at(kill))
     assert not (tmp_path / "b" / "metrics.json").exists()
     seen = []
-    resumed = train(config, tmp_path / "b", dataset=dataset, progress=False, resume=True,
+    resumed = train(config, tmp_path / "b", dataset=dataset, options=QUIET, resume=True,
                     on_checkpoint=lambda path, step: seen.append((path.parent.name, step)))
     resumed = resumed.to_json()
 
@@ -239,22 +241,22 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, kill, reci
 
 def test_unusable_backend_or_device_is_a_clear_error(tmp_path):
     with pytest.raises(SedError, match="backend 'nope'"):
-        train(tiny_config(backend="nope"), tmp_path, dataset=random_dataset(), progress=False)
+        train(tiny_config(backend="nope"), tmp_path, dataset=random_dataset(), options=QUIET)
     if not torch.cuda.is_available():
         with pytest.raises(SedError, match="no CUDA GPU"):
-            train(tiny_config(device="cuda"), tmp_path, dataset=random_dataset(), progress=False)
+            train(tiny_config(device="cuda"), tmp_path, dataset=random_dataset(), options=QUIET)
     assert not (tmp_path / "config.json").exists()
 
 
 def test_resume_refuses_other_options(tmp_path):
     dataset = random_dataset()
     with pytest.raises(Killed):
-        train(tiny_config(), tmp_path, dataset=dataset, progress=False,
+        train(tiny_config(), tmp_path, dataset=dataset, options=QUIET,
               on_checkpoint=kill_at(("fold-01", 2)))
     with pytest.raises(SedError, match="lr"):
-        train(tiny_config(lr=0.5), tmp_path, dataset=dataset, progress=False, resume=True)
+        train(tiny_config(lr=0.5), tmp_path, dataset=dataset, options=QUIET, resume=True)
     with pytest.raises(SedError, match="holds no run"):
-        train(tiny_config(), tmp_path / "empty", dataset=dataset, progress=False, resume=True)
+        train(tiny_config(), tmp_path / "empty", dataset=dataset, options=QUIET, resume=True)
 
 
 def test_resume_accepts_the_corpus_folder_by_another_path(tmp_path, monkeypatch):
@@ -265,13 +267,13 @@ def test_resume_accepts_the_corpus_folder_by_another_path(tmp_path, monkeypatch)
     (tmp_path / "link").symlink_to(corpus)
     dataset, out = random_dataset(), tmp_path / "run"
     with pytest.raises(Killed):  # mid-fold: the resume also checks fold-01/last.pt
-        train(tiny_config(data=str(corpus)), out, dataset=dataset, progress=False,
+        train(tiny_config(data=str(corpus)), out, dataset=dataset, options=QUIET,
               on_checkpoint=kill_at(("fold-01", 2)))
     with pytest.raises(SedError, match=r"data \(saved '.*corpus', now '.*other'\)"):
-        train(tiny_config(data=str(other)), out, dataset=dataset, progress=False, resume=True)
+        train(tiny_config(data=str(other)), out, dataset=dataset, options=QUIET, resume=True)
     monkeypatch.chdir(tmp_path)
-    resumed = train(tiny_config(data="link"), out, dataset=dataset, progress=False,
+    resumed = train(tiny_config(data="link"), out, dataset=dataset, options=QUIET,
                     resume=True).to_json()
     reference = train(tiny_config(data=str(corpus)), tmp_path / "uninterrupted",
-                      dataset=dataset, progress=False).to_json()
+                      dataset=dataset, options=QUIET).to_json()
     assert resumed["folds"] == reference["folds"]

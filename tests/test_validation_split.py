@@ -11,8 +11,11 @@ from sed_model.checkpoint import load_checkpoint
 from sed_model.corpora.base import Utterance
 from sed_model.errors import SedError
 from sed_model.features import Normalizer
+from sed_model.runtime import RunOptions
 from sed_model.splits import make_folds, with_validation_speakers
 from sed_model.trainer import train
+
+QUIET = RunOptions(progress=False)  # no progress bars in tests
 
 SIX_SPEAKERS = ("s1", "s2", "s3", "s4", "s5", "s6")
 
@@ -76,7 +79,7 @@ def test_validation_speakers_must_leave_a_trainable_side():
 def test_selected_checkpoint_is_the_first_argmax_of_validation_uar(tmp_path):
     dataset = random_dataset(speakers=SIX_SPEAKERS)
     metrics = train(tiny_config(steps=12, folds="3"), tmp_path, dataset=dataset,
-                    progress=False).to_json()
+                    options=QUIET).to_json()
     # the default: 3 folds of 4 training speakers
     assert metrics["config"]["recipe"]["validation_speakers"] == 1
     assert metrics["headline"] == "selected"
@@ -107,7 +110,7 @@ def test_selected_checkpoint_is_the_first_argmax_of_validation_uar(tmp_path):
 def test_zero_validation_speakers_keeps_the_old_behaviour(tmp_path):
     dataset = random_dataset(speakers=SIX_SPEAKERS)
     off = train(tiny_config(validation_speakers=0), tmp_path / "off", dataset=dataset,
-                progress=False).to_json()
+                options=QUIET).to_json()
     assert off["headline"] == "final" and set(off["summary"]) == {"final", "best"}
     for fold in off["folds"]:
         assert "selected" not in fold and fold["n_train"] + fold["n_test"] == 54
@@ -115,9 +118,9 @@ def test_zero_validation_speakers_keeps_the_old_behaviour(tmp_path):
     assert not (tmp_path / "off" / "fold-01" / "selected.pt").exists()
     # with too few training speakers the default is 0: the same result as asking for 0
     four = random_dataset()
-    default = train(tiny_config(), tmp_path / "default", dataset=four, progress=False).to_json()
+    default = train(tiny_config(), tmp_path / "default", dataset=four, options=QUIET).to_json()
     explicit = train(tiny_config(validation_speakers=0), tmp_path / "explicit", dataset=four,
-                     progress=False).to_json()
+                     options=QUIET).to_json()
     assert default["config"]["recipe"]["validation_speakers"] == 0
     assert default["folds"] == explicit["folds"]
 
@@ -131,9 +134,9 @@ def test_resume_with_validation_ends_like_an_uninterrupted_run(tmp_path):
             raise Killed
 
     dataset = random_dataset(speakers=SIX_SPEAKERS)
-    reference = train(tiny_config(), tmp_path / "a", dataset=dataset, progress=False).to_json()
+    reference = train(tiny_config(), tmp_path / "a", dataset=dataset, options=QUIET).to_json()
     with pytest.raises(Killed):
-        train(tiny_config(), tmp_path / "b", dataset=dataset, progress=False, on_checkpoint=kill)
-    resumed = train(tiny_config(), tmp_path / "b", dataset=dataset, progress=False,
+        train(tiny_config(), tmp_path / "b", dataset=dataset, options=QUIET, on_checkpoint=kill)
+    resumed = train(tiny_config(), tmp_path / "b", dataset=dataset, options=QUIET,
                     resume=True).to_json()
     assert resumed["folds"] == reference["folds"]
