@@ -46,6 +46,7 @@ from .cli import (
 )
 from .config import CONFIG_FILE, saved_config
 from .data import Dataset, load_dataset
+from .ensemble import seed_ensemble
 from .errors import SedError
 from .fold import FoldResult
 from .model import VARIANTS
@@ -195,13 +196,40 @@ def augment_choices(runs: list[RunResult]) -> dict[str, int] | None:
     return {c: picks.count(c) for c in runs[0].config.recipe.augment_candidates}
 
 
-def _paired(summaries: dict[str, SeedSummary]) -> list[PairedComparison]:
-    """Every variant against the SVM, and feature against the other variants."""
+def _ensembles(out_dir: Path, results: dict[str, list[RunResult]],
+               summaries: dict[str, SeedSummary], classes) -> dict[str, SeedSummary]:
+    """Each variant's ensemble over its seeds (final models; :mod:`sed_model.ensemble`), for
+    the variants whose every fold left its test predictions."""
+    ensembles = {}
+    for v, runs in results.items():
+        if runs[0].headline != "final":  # checkpoints selected on validation: not ensembled
+            continue
+        s = summaries[v]
+        found = seed_ensemble([_run_dir(out_dir, run.config, len(runs)) for run in runs],
+                              s.seeds, s.fold_names, s.fold_test_speakers, classes)
+        if found is not None:
+            ensembles[v] = found
+    return ensembles
+
+
+def ensemble_label(variant: str, summary: SeedSummary) -> str:
+    return f"{TABLE_LABELS[variant]}, ensemble of {len(summary.seeds)} seeds"
+
+
+def _paired(summaries: dict[str, SeedSummary],
+            ensembles: dict[str, SeedSummary] | None = None) -> list[PairedComparison]:
+    """Every variant (and ensemble) against the SVM, and feature against the other
+    variants."""
     pairs = [(v, "svm") for v in summaries if v != "svm" and "svm" in summaries]
     if "feature" in summaries:
         pairs += [("feature", v) for v in summaries if v not in ("feature", "svm")]
-    return [paired_comparison(TABLE_LABELS[a], summaries[a].fold_uar, TABLE_LABELS[b],
-                              summaries[b].fold_uar) for a, b in pairs]
+    paired = [paired_comparison(TABLE_LABELS[a], summaries[a].fold_uar, TABLE_LABELS[b],
+                                summaries[b].fold_uar) for a, b in pairs]
+    if "svm" in summaries:
+        paired += [paired_comparison(ensemble_label(v, e), e.fold_uar, TABLE_LABELS["svm"],
+                                     summaries["svm"].fold_uar)
+                   for v, e in (ensembles or {}).items()]
+    return paired
 
 
 @dataclass
@@ -222,18 +250,22 @@ class Comparison:
     augment_choices: dict | None = None  # variant -> candidate -> folds that chose it
     svm_tuning: dict | None = None  # None: the SVM's fixed C (or no SVM)
     single_runs: dict[str, RunResult] | None = None  # with one seed
+    ensembles: dict[str, SeedSummary] | None = None  # with several seeds: their ensemble
 
     @classmethod
     def of(cls, dataset, config: TrainConfig, seeds: int, results: dict[str, list[RunResult]],
-           summaries: dict[str, SeedSummary], svm: dict | None) -> Comparison:
+           summaries: dict[str, SeedSummary], svm: dict | None,
+           ensembles: dict[str, SeedSummary] | None = None) -> Comparison:
         first = next(iter(results))
         choices = {v: augment_choices(runs) for v, runs in results.items()}
         return cls(dataset.corpus, list(dataset.classes), len(dataset.utterances),
                    len(summaries[first].fold_uar), seeds, config.normalize,
                    summaries[first].headline, {**config.to_json(), "variant": None}, summaries,
-                   _paired(summaries), {v: c for v, c in choices.items() if c is not None} or None,
+                   _paired(summaries, ensembles),
+                   {v: c for v, c in choices.items() if c is not None} or None,
                    svm and svm["tuning"],
-                   {v: runs[0] for v, runs in results.items()} if seeds == 1 else None)
+                   {v: runs[0] for v, runs in results.items()} if seeds == 1 else None,
+                   ensembles or None)
 
     def to_json(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -241,17 +273,21 @@ class Comparison:
                 "summaries": {v: s.to_dict() for v, s in self.summaries.items()},
                 "paired": [p.to_dict() for p in self.paired],
                 "single_runs": self.single_runs and {v: r.to_json()
-                                                     for v, r in self.single_runs.items()}}
+                                                     for v, r in self.single_runs.items()},
+                "ensembles": self.ensembles and {v: s.to_dict()
+                                                 for v, s in self.ensembles.items()}}
 
     @classmethod
     def from_json(cls, d: dict) -> Comparison:
         d = {k: v for k, v in d.items() if k != "schema"}
-        singles = d.pop("single_runs", None)
+        singles, ensembles = d.pop("single_runs", None), d.pop("ensembles", None)
         return cls(**{**d, "summaries": {v: SeedSummary.from_dict(s)
                                          for v, s in d["summaries"].items()},
                       "paired": [PairedComparison(**p) for p in d["paired"]],
                       "single_runs": singles and {v: RunResult.from_json(r)
-                                                  for v, r in singles.items()}})
+                                                  for v, r in singles.items()},
+                      "ensembles": ensembles and {v: SeedSummary.from_dict(e)
+                                                  for v, e in ensembles.items()}})
 
 
 def compare(
@@ -304,7 +340,8 @@ def compare(
     if svm is not None:
         summaries["svm"] = _svm_summary(svm, summaries[variants[0]].fold_test_speakers)
         write_json(out_dir / "baseline.json", svm)
-    comparison = Comparison.of(dataset, config, seeds, results, summaries, svm)
+    ensembles = _ensembles(out_dir, results, summaries, dataset.classes) if seeds > 1 else None
+    comparison = Comparison.of(dataset, config, seeds, results, summaries, svm, ensembles)
     write_json(out_dir / "comparison.json", comparison.to_json())
     (out_dir / "table.md").write_text(format_tables(comparison, markdown=True) + "\n")
     plot_curves({TABLE_LABELS[v]: [f.history for run in runs for f in run.folds]
@@ -328,9 +365,11 @@ def format_summary_table(comparison: Comparison, *, markdown: bool = False) -> s
     classes = comparison.classes
     header = ["Model", *class_headers(classes), "UAR", "WA", "UAR per fold (mean)"]
     rows = []
-    for name, s in comparison.summaries.items():
+    named = [(TABLE_LABELS[name], s) for name, s in comparison.summaries.items()]
+    named += [(ensemble_label(name, s), s) for name, s in (comparison.ensembles or {}).items()]
+    for label, s in named:
         spread = f" +- {s.uar_std:.3f}" if len(s.pooled_uar) > 1 else ""
-        rows.append([TABLE_LABELS[name], *_recall_cells(s.recall, classes),
+        rows.append([label, *_recall_cells(s.recall, classes),
                      f"{s.uar_mean:.3f}{spread}", f"{s.wa_mean:.3f}",
                      f"{sum(s.fold_uar) / len(s.fold_uar):.3f}"])
     return render_table(header, rows, markdown=markdown)

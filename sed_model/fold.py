@@ -25,6 +25,7 @@ from . import augment, distributed, optim
 from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig, changed_options
 from .data import Dataset, Split, epoch_batches, evaluation_batches, make_split, steps_per_epoch
+from .ensemble import save_predictions
 from .errors import SedError
 from .features import Normalizer
 from .metrics import classification_report
@@ -416,8 +417,12 @@ class FoldTraining:
         final = None
         if self.test_split is not None:
             with autocast(self.config.precision, self.device):
-                final = Evaluation(self.state.step, evaluate_split(
-                    self.evaluated_model, self.test_split, self.dataset.classes, self.device))
+                probabilities = predict_split(self.evaluated_model, self.test_split, self.device)
+            labels = self.test_split.labels.numpy()
+            final = Evaluation(self.state.step, classification_report(
+                labels, probabilities.argmax(axis=1), self.dataset.classes))
+            if distributed.is_main():  # for ensembles over seeds (sed_model.ensemble)
+                save_predictions(self.fold_dir, probabilities, labels, self.fold.test)
         validated = self.validation_split is not None
         validation_speakers = _speakers(self.dataset, self.fold.validation)
         return FoldResult(

@@ -13,12 +13,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .checkpoint import write_json
 from .config import TrainConfig
-from .results import RunResult
+
+if TYPE_CHECKING:  # for annotations only: results imports the fold module, which imports this
+    from .results import RunResult
 
 
 def seed_configs(config: TrainConfig, n: int) -> list[TrainConfig]:

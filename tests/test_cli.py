@@ -168,6 +168,10 @@ def test_compare_with_jobs_trains_fold_by_fold_the_same_runs(corpus, tmp_path, c
     two = json.loads((tmp_path / "two" / "comparison.json").read_text())
     assert two["summaries"] == one["summaries"] and two["paired"] == one["paired"]
     assert "svm" in two["summaries"]  # the SVM ran here while the workers trained
+    assert two["ensembles"] == one["ensembles"] and set(one["ensembles"]) == {"lstm", "time"}
+    assert "LSTM, ensemble of 2 seeds" in (tmp_path / "one" / "table.md").read_text()
+    assert any(p["a"] == "Time, ensemble of 2 seeds" and p["b"] == "SVM (functionals)"
+               for p in one["paired"])
 
     lost = tmp_path / "two" / "time" / "seed-1" / "fold-02"
     for path in lost.iterdir():
