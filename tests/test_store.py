@@ -245,3 +245,15 @@ def test_training_on_the_store_equals_training_in_memory(corpus, tmp_path, one_t
         train(config, tmp_path / name, dataset=data, progress=False)
     for file in ("metrics.json", "fold-01/metrics.json", "fold-02/metrics.json"):
         assert (tmp_path / "store" / file).read_bytes() == (tmp_path / "memory" / file).read_bytes()
+
+
+def test_prepare_builds_the_stores_training_maps(corpus, capsys):
+    from sed_model import prepare
+
+    manifest, _ = corpus
+    prepare.main(["--corpus", "csv", "--data", str(manifest), "--workers", "1",
+                  "--no-progress"])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("csv: 32 utterances,") and "1 store," in line
+    dataset = load_dataset("csv", manifest, workers=1, progress=False)
+    assert dataset.features.mapping is not None
