@@ -27,6 +27,7 @@ from .config import TrainConfig, changed_options
 from .data import Dataset, Split, epoch_batches, evaluation_batches, make_split, steps_per_epoch
 from .errors import SedError
 from .features import Normalizer
+from .features.store import select_rows
 from .metrics import classification_report
 from .model import DenseLSTMAttention
 from .runtime import autocast, resolve_device
@@ -196,7 +197,7 @@ def fold_normalizer(dataset: Dataset, fold: Fold, mode: str) -> Normalizer:
     speakers = dataset.speakers
     normalizer = Normalizer.fit_fold(dataset.features, fold, speakers, mode)
     others = [*fold.validation, *fold.test]
-    return normalizer.with_speakers([dataset.features[i] for i in others],
+    return normalizer.with_speakers(select_rows(dataset.features, others),
                                     [speakers[i] for i in others])
 
 
@@ -224,7 +225,7 @@ class FoldTraining:
                                       augment.needed_speeds(config.augment, None))
         # "shift": the training speakers' statistics, and each training row's speaker among them
         self.shift, self.shift_sources = (
-            augment.SpeakerShift.fit([dataset.features[i] for i in fold.train],
+            augment.SpeakerShift.fit(select_rows(dataset.features, fold.train),
                                      [dataset.speakers[i] for i in fold.train],
                                      self.normalizer.mean, self.normalizer.std)
             if "shift" in config.augment else (None, None))

@@ -6,14 +6,16 @@ import errno
 import json
 import shutil
 import warnings
+import weakref
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from sed_model.augment import SPEEDS
+from sed_model.augment import SPEEDS, SpeakerShift
 from sed_model.data import load_dataset
 from sed_model.errors import AudioError, DataWarning
-from sed_model.features import FeatureConfig, extract_corpus
+from sed_model.features import FeatureConfig, Normalizer, extract_corpus
 from sed_model.features import store as feature_store
 from sed_model.features.store import (
     Frames,
@@ -24,6 +26,7 @@ from sed_model.features.store import (
     store_identity,
     write_store,
 )
+from sed_model.splits import Fold
 from sed_model.trainer import TrainConfig, train
 
 IDENTITY = {"key": "k" * 64, "config": {"speed": 1.0}, "format": feature_store.STORE_FORMAT}
@@ -257,3 +260,33 @@ def test_prepare_builds_the_stores_training_maps(corpus, capsys):
     assert line.startswith("csv: 32 utterances,") and "1 store," in line
     dataset = load_dataset("csv", manifest, workers=1, progress=False)
     assert dataset.features.mapping is not None
+
+
+class LiveRows(Sequence):
+    """Rows made on demand, counting how many earlier ones are still alive at each request."""
+
+    def __init__(self, rows):
+        self.rows, self.live, self.most_alive, self.calls = rows, [], 0, 0
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        self.calls += 1
+        self.live = [r for r in self.live if r() is not None]
+        self.most_alive = max(self.most_alive, len(self.live))
+        row = self.rows[index].copy()
+        self.live.append(weakref.ref(row))
+        return row
+
+
+def test_statistics_read_one_utterance_at_a_time():
+    rows = random_rows(12)
+    speakers = ["a", "b", "c"] * 4
+    counted = LiveRows(rows)
+    normalizer = Normalizer.fit_fold(counted, Fold("f", tuple(range(12)), ()), speakers,
+                                     "speaker")
+    normalizer.with_speakers(counted, ["d"] * 6 + ["e"] * 6)
+    SpeakerShift.fit(counted, speakers, normalizer.mean, normalizer.std)
+    # at most the row before (held by the iterator until it fetches the next one)
+    assert counted.calls >= 4 * len(rows) and counted.most_alive <= 1

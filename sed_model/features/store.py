@@ -54,7 +54,7 @@ from sed_model.paths import feature_cache_dir
 STORE_FORMAT = 1  # bump when the files change layout or meaning
 DATA_FILE, INDEX_FILE, MANIFEST_FILE = "frames.npy", "offsets.npy", "manifest.json"
 HEADER_BYTES = 128  # the .npy header of the data file, fixed so it can be written last
-RELEASE_BYTES = 256 << 20  # read this much, then hand the mapped pages back
+RELEASE_BYTES = 64 << 20  # read this much, then hand the mapped pages back
 SAMPLE_BLOCKS, SAMPLE_BYTES = 64, 4096  # the data checksum: this many blocks of this size
 
 
@@ -126,11 +126,26 @@ def frame_lengths(frames: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([len(f) for f in frames], dtype=np.int64)
 
 
+class RowView(Sequence):
+    """The rows ``indices`` of any sequence, each read when it is asked for."""
+
+    def __init__(self, rows: Sequence[np.ndarray], indices) -> None:
+        self.rows, self.indices = rows, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.rows[int(self.indices[index])]
+
+
 def select_rows(frames: Sequence[np.ndarray], indices) -> Sequence[np.ndarray]:
-    """The rows ``indices`` of ``frames``: a :class:`Frames` view, or a list."""
+    """The rows ``indices`` of ``frames``, none read yet: a :class:`Frames` view of the same
+    data, or a :class:`RowView`. Passes over a corpus iterate this, so that they hold one row
+    at a time (and a store's pages are handed back as they go)."""
     if isinstance(frames, Frames):
         return frames.subset(indices)
-    return [frames[int(i)] for i in indices]
+    return RowView(frames, indices)
 
 
 # ---------------------------------------------------------------------------- the files
