@@ -290,3 +290,13 @@ def test_statistics_read_one_utterance_at_a_time():
     SpeakerShift.fit(counted, speakers, normalizer.mean, normalizer.std)
     # at most the row before (held by the iterator until it fetches the next one)
     assert counted.calls >= 4 * len(rows) and counted.most_alive <= 1
+
+
+def test_a_corrupt_cache_file_is_recomputed_when_the_store_is_built(few_files, tmp_path):
+    expected = extract_corpus(few_files[:2], cache_dir=tmp_path, workers=1, progress=False)
+    (cached,) = [p for p in (tmp_path / "frames").rglob("*.npy")
+                 if np.array_equal(np.load(p), expected[1])]
+    cached.write_bytes(b"not an array")
+    with pytest.warns(DataWarning, match=f"feature cache file {cached} does not load"):
+        frames = corpus_frames(few_files[:2], cache_dir=tmp_path, workers=1, progress=False)
+    assert np.array_equal(frames[1], expected[1]) and np.array_equal(np.load(cached), expected[1])
