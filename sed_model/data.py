@@ -2,9 +2,15 @@
 
 :func:`load_dataset` reads a corpus (``sed_model.corpora.load_corpus``), extracts the frame
 features of every utterance (``sed_model.features.extract_corpus``: cached, parallel, with a
-progress bar) and drops the utterances the extractor could not use (it warns about each one
-and counts them; ``strict=True`` turns them into an error). Folds are made afterwards on
-the utterances kept, so fold indices always point at usable features.
+progress bar) into the corpus' feature store (:mod:`sed_model.features.store`: one
+memory-mapped file per feature configuration, shared by every process that trains on it) and
+drops the utterances the extractor could not use (it warns about each one and counts them;
+``strict=True`` turns them into an error). Folds are made afterwards on the utterances kept,
+so fold indices always point at usable features.
+
+Nothing here copies the corpus: a :class:`Split` normalises the rows of a batch when the
+batch is made, so a process holds the batch it trains on and the pages of the store it is
+reading, whatever the size of the corpus.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import torch
 
 from .corpora import Corpus, load_corpus
 from .errors import SedError
-from .features import FeatureConfig, Normalizer, extract_corpus
+from .features import FeatureConfig, Normalizer
+from .features.store import corpus_frames, frame_lengths, select_rows
 from .splits import Fold
 
 
@@ -27,18 +34,19 @@ from .splits import Fold
 class Dataset:
     """Frame features of a corpus' usable utterances.
 
-    ``features[i]`` is (T_i, 130) float32; ``labels[i]`` indexes ``classes``.
+    ``features[i]`` is (T_i, 130) float32 (read-only rows of the feature store, or any
+    sequence of arrays); ``labels[i]`` indexes ``classes``.
     """
 
     corpus: str
     loader: Corpus  # gives the default protocol to make_folds
     classes: tuple[str, ...]
     utterances: list  # sed_model.corpora.Utterance, in corpus order
-    features: list[np.ndarray]
+    features: Sequence[np.ndarray]
     labels: np.ndarray  # (N,) int64
     skipped: int  # utterances the feature extractor could not use
     # speed -> (T_i', 130) frames of every utterance played that much faster (augment "speed")
-    speed_features: dict[float, list[np.ndarray]] = field(default_factory=dict)
+    speed_features: dict[float, Sequence[np.ndarray]] = field(default_factory=dict)
 
     @property
     def speakers(self) -> list[str]:
@@ -61,30 +69,23 @@ def load_dataset(
     corpus, utterances = load_corpus(corpus_name, Path(data_dir) if data_dir else None)
     if not utterances:
         raise SedError(f"corpus {corpus_name!r} at {data_dir} has no utterances")
-    features = extract_corpus(
-        [u.path for u in utterances],
-        cache_dir=cache_dir,
-        workers=workers,
-        progress=progress,
-        strict=strict,
-    )
-    kept = [i for i, f in enumerate(features) if f is not None]
-    if not kept:
+    options = dict(cache_dir=cache_dir, workers=workers, progress=progress, strict=strict)
+    frames = corpus_frames([u.path for u in utterances], **options)
+    kept = np.flatnonzero(frame_lengths(frames) > 0)
+    if not len(kept):
         raise SedError(f"none of the {len(utterances)} files of {corpus_name!r} could be used")
+    features = frames.subset(kept)
     class_index = {name: i for i, name in enumerate(corpus.classes)}
-    speed_features = {}
-    for speed in speeds:
-        perturbed = extract_corpus([utterances[i].path for i in kept],
-                                   config=FeatureConfig(speed=speed), cache_dir=cache_dir,
-                                   workers=workers, progress=progress, strict=strict)
-        speed_features[speed] = [p if p is not None else features[i]
-                                 for p, i in zip(perturbed, kept)]
+    speed_features = {
+        speed: corpus_frames([utterances[i].path for i in kept], config=FeatureConfig(speed=speed),
+                             fallback=features, **options)
+        for speed in speeds}
     return Dataset(
         corpus=corpus.name,
         loader=corpus,
         classes=tuple(corpus.classes),
         utterances=[utterances[i] for i in kept],
-        features=[features[i] for i in kept],
+        features=features,
         labels=np.array([class_index[utterances[i].label] for i in kept], dtype=np.int64),
         skipped=len(utterances) - len(kept),
         speed_features=speed_features,
@@ -107,26 +108,33 @@ def check_training_split(dataset: Dataset, fold: Fold) -> None:
 
 @dataclass
 class Split:
-    """One side of a fold, normalised and ready to batch."""
+    """One side of a fold, ready to batch: its utterances' raw frames, normalised batch by
+    batch (each with its speaker's statistics under a ``speaker`` normaliser)."""
 
-    features: list[torch.Tensor]  # each (T_i, 130) float32
+    frames: Sequence[np.ndarray]  # each (T_i, 130) float32, not normalised
+    speakers: list[str]
+    normalizer: Normalizer
     lengths: np.ndarray  # (N,) int64
     labels: torch.Tensor  # (N,) int64
-    # per utterance, its speed-perturbed versions (normalised like the original), if any
-    speed_versions: list[list[torch.Tensor]] | None = None
+    # per speed, the utterances' perturbed frames (normalised like the original), if any
+    speed_frames: tuple[Sequence[np.ndarray], ...] = ()
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.frames)
+
+    def row(self, index: int, version: int = 0) -> torch.Tensor:
+        """Utterance ``index`` normalised (T, 130): the original (``version`` 0) or its
+        ``version``-th speed-perturbed version."""
+        frames = self.frames if version == 0 else self.speed_frames[version - 1]
+        return torch.from_numpy(self.normalizer(frames[index], self.speakers[index]))
 
     def batch(self, indices, device, versions=None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Padded features (B, T_max, 130), lengths (B,) and labels (B,) of ``indices``;
-        ``versions[j]`` > 0 takes row j's ``speed_versions[versions[j] - 1]`` instead."""
+        ``versions[j]`` > 0 takes row j's ``speed_frames[versions[j] - 1]`` instead."""
         if versions is None:
-            rows = [self.features[i] for i in indices]
-        else:
-            rows = [self.features[i] if v == 0 else self.speed_versions[i][v - 1]
-                    for i, v in zip(indices, versions)]
+            versions = np.zeros(len(indices), dtype=np.int64)
+        rows = [self.row(int(i), int(v)) for i, v in zip(indices, versions)]
         x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, T_max, 130)
         lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.int64)
         return x.to(device), lengths.to(device), self.labels[indices].to(device)
@@ -134,25 +142,23 @@ class Split:
 
 def make_split(dataset: Dataset, indices, normalizer: Normalizer,
                speeds: Sequence[float] = ()) -> Split:
-    """Normalise the utterances ``indices`` of ``dataset`` with ``normalizer`` (each with its
-    speaker's statistics under a ``speaker`` normaliser); with ``speeds``, their perturbed
-    versions too (:class:`SedError` when the dataset was loaded without them)."""
+    """The utterances ``indices`` of ``dataset``, to be normalised with ``normalizer``; with
+    ``speeds``, their perturbed versions too (:class:`SedError` when the dataset was loaded
+    without them)."""
     indices = np.asarray(indices, dtype=np.int64)
+    missing = [s for s in speeds if s not in dataset.speed_features]
+    if missing:
+        raise SedError(f"augmentation speed needs the features of the audio at speed "
+                       f"{missing[0]}; load the dataset with speeds={tuple(speeds)}")
+    frames = select_rows(dataset.features, indices)
     speakers = dataset.speakers
-    features = [torch.from_numpy(normalizer(dataset.features[i], speakers[i])) for i in indices]
-    versions = None
-    if speeds:
-        missing = [s for s in speeds if s not in dataset.speed_features]
-        if missing:
-            raise SedError(f"augmentation speed needs the features of the audio at speed "
-                           f"{missing[0]}; load the dataset with speeds={tuple(speeds)}")
-        versions = [[torch.from_numpy(normalizer(dataset.speed_features[s][i], speakers[i]))
-                     for s in speeds] for i in indices]
     return Split(
-        features=features,
-        lengths=np.array([len(f) for f in features], dtype=np.int64),
+        frames=frames,
+        speakers=[speakers[i] for i in indices],
+        normalizer=normalizer,
+        lengths=frame_lengths(frames),
         labels=torch.as_tensor(dataset.labels[indices], dtype=torch.int64),
-        speed_versions=versions,
+        speed_frames=tuple(select_rows(dataset.speed_features[s], indices) for s in speeds),
     )
 
 

@@ -34,6 +34,7 @@ from .checkpoint import read_json
 from .cli import NameList, add_data_options, run_main
 from .data import Dataset, load_dataset, make_split
 from .errors import SedError
+from .features.store import select_rows
 from .fold import predict_split
 from .metrics import classification_report, mean_and_std, report_from_confusion
 from .splits import make_folds
@@ -93,7 +94,7 @@ def evaluate_checkpoint(
     evaluated = {dataset.speakers[i] for i in indices}
     for member in model.members:
         normalizer = member.normalizer.with_speakers(
-            [dataset.features[i] for i in indices], [dataset.speakers[i] for i in indices])
+            select_rows(dataset.features, indices), [dataset.speakers[i] for i in indices])
         split = make_split(dataset, indices, normalizer)  # speaker mode: each speaker's own
         probabilities += predict_split(member.model, split, model.device)
         if member.config["corpus"] == dataset.corpus:

@@ -28,6 +28,7 @@ from .data import Dataset, Split, epoch_batches, evaluation_batches, make_split,
 from .ensemble import save_predictions
 from .errors import SedError
 from .features import Normalizer
+from .features.store import select_rows
 from .metrics import classification_report
 from .model import DenseLSTMAttention
 from .runtime import autocast, resolve_device
@@ -201,7 +202,7 @@ def fold_normalizer(dataset: Dataset, fold: Fold, mode: str) -> Normalizer:
     speakers = dataset.speakers
     normalizer = Normalizer.fit_fold(dataset.features, fold, speakers, mode)
     others = [*fold.validation, *fold.test]
-    return normalizer.with_speakers([dataset.features[i] for i in others],
+    return normalizer.with_speakers(select_rows(dataset.features, others),
                                     [speakers[i] for i in others])
 
 
@@ -229,7 +230,7 @@ class FoldTraining:
                                       augment.needed_speeds(config.recipe.augment, None))
         # "shift": the training speakers' statistics, and each training row's speaker among them
         self.shift, self.shift_sources = (
-            augment.SpeakerShift.fit([dataset.features[i] for i in fold.train],
+            augment.SpeakerShift.fit(select_rows(dataset.features, fold.train),
                                      [dataset.speakers[i] for i in fold.train],
                                      self.normalizer.mean, self.normalizer.std)
             if "shift" in config.recipe.augment else (None, None))

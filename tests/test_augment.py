@@ -391,11 +391,11 @@ def test_split_batches_take_the_speed_versions_asked_for():
     normalizer = Normalizer.fit(dataset.features, mode="global")
     split = make_split(dataset, [0, 1, 2], normalizer, augment.SPEEDS)
     x, lengths, _ = split.batch(np.array([0, 1, 2]), "cpu", np.array([0, 1, 2]))
-    expected = [split.features[0], split.speed_versions[1][0], split.speed_versions[2][1]]
+    expected = [split.row(0), split.row(1, 1), split.row(2, 2)]
     assert lengths.tolist() == [len(e) for e in expected]
     for row, e in zip(x, expected):
         assert torch.equal(row[: len(e)], e) and not row[len(e):].any()
-    np.testing.assert_allclose(split.speed_versions[1][0].numpy(),
+    np.testing.assert_allclose(split.row(1, 1).numpy(),
                                normalizer(dataset.speed_features[0.9][1]))  # original's stats
     with pytest.raises(SedError, match="speed"):
         make_split(random_dataset(), [0], normalizer, augment.SPEEDS)

@@ -121,3 +121,33 @@ def test_a_user_error_on_rank_0_stops_every_rank(corpus, tmp_path):
     # Both ranks write to one stderr at once, so their lines may interleave: count messages.
     assert done.stderr.count("error: ") == 2, done.stderr
     assert done.stderr.count("already holds a run") == 2, done.stderr
+
+
+RANK_SCRIPT = """
+import sys, torch
+from sed_model import distributed
+from sed_model.data import load_dataset
+distributed.init(torch.device("cpu"))
+dataset = distributed.main_first(
+    lambda: load_dataset("csv", sys.argv[1], workers=1, progress=False), then_others=True)
+with open("/proc/self/maps") as maps:
+    mapped = sorted({line.split()[-1] for line in maps if line.rstrip().endswith("frames.npy")})
+rows = dataset.features.subset(distributed.shard(list(range(len(dataset.features)))))
+print(f"rank {distributed.rank()} maps {','.join(mapped)} rows {len(rows)}", flush=True)
+"""
+
+
+def test_ranks_map_one_feature_store(corpus, tmp_path):
+    """Under torchrun every rank maps the same store file (no copy of the corpus per rank)."""
+    manifest, env = corpus
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", str(script), str(manifest)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    assert len(lines) == 2, done.stdout
+    files = {line.split()[3] for line in lines}
+    assert len(files) == 1 and "/stores/frames-" in files.pop()
+    assert sum(int(line.split()[-1]) for line in lines) == 32  # the shards cover the corpus

@@ -132,17 +132,19 @@ def _compute(job: _Job) -> tuple[np.ndarray | None, str | None, str | None]:
 
 
 @dataclass
-class _Skips:
+class Skips:
     """The files left out so far: each one warned about, or, when ``strict``, an error."""
 
     strict: bool
     count: int = 0
     cache_problems: set[str] = field(default_factory=set)
+    reasons: dict[Path, str] = field(default_factory=dict)  # why each file was left out
 
     def skip(self, path: Path, reason: str) -> None:
         if self.strict:
             raise AudioError(f"{path}: {reason}")
         self.count += 1
+        self.reasons[path] = reason
         warnings.warn(f"skipping {path}: {reason}", DataWarning, stacklevel=5)
 
     def summarize(self, total: int) -> None:
@@ -155,20 +157,38 @@ class _Skips:
                           "above)", DataWarning, stacklevel=4)
 
 
-def _look_up(paths: list[Path], kind: str, config: FeatureConfig, cache_dir: Path | None,
-             results: list, skips: _Skips) -> list[tuple[int, _Job]]:
-    """Fill ``results`` from the cache (``cache_dir`` None: no cache); the jobs still to do."""
-    todo = []
-    for index, path in enumerate(paths):
+def file_digests(paths: list[Path], skips: Skips, hashed: bool = True) -> list[str | None]:
+    """Each file's content digest ('' when not ``hashed``); None for a file left out (missing
+    or unreadable, reported to ``skips``)."""
+    digests: list[str | None] = []
+    for path in paths:
+        digest = None
         if not path.is_file():
             skips.skip(path, "file not found")
+        elif not hashed:
+            digest = ""
+        else:
+            try:
+                digest = _file_digest(path)
+            except OSError as error:
+                skips.skip(path, f"cannot read the file ({error.strerror or error})")
+        digests.append(digest)
+    return digests
+
+
+def _look_up(paths: list[Path], digests: list[str | None], kind: str, config: FeatureConfig,
+             cache_dir: Path | None, results: list, keep: bool) -> list[tuple[int, _Job]]:
+    """Fill ``results`` from the cache (``cache_dir`` None: no cache): the arrays, or with
+    ``keep`` False the cache files unread; the jobs still to do."""
+    todo = []
+    for index, (path, digest) in enumerate(zip(paths, digests)):
+        if digest is None:
             continue
         cache_file = None
         if cache_dir is not None:
-            try:
-                cache_file = _cache_file(cache_dir, kind, config, _file_digest(path))
-            except OSError as error:
-                skips.skip(path, f"cannot read the file ({error.strerror or error})")
+            cache_file = _cache_file(cache_dir, kind, config, digest)
+            if not keep and cache_file.is_file():  # read (and checked) by the caller
+                results[index] = cache_file
                 continue
             results[index], corrupt = _read_cached(cache_file, kind)
             if corrupt:
@@ -193,6 +213,58 @@ def _outcomes(jobs: list[_Job], workers: int) -> Iterator[tuple]:
         executor.shutdown(cancel_futures=True)
 
 
+def check_workers(workers: int | None) -> int:
+    """The number of extraction processes: ``workers``, or every core when None."""
+    if workers is None:
+        return os.cpu_count() or 1
+    if workers < 1:
+        raise SedError(f"workers={workers} is invalid; expected a positive number of processes")
+    return workers
+
+
+def fill(paths: list[Path], digests: list[str | None], kind: str, *, config: FeatureConfig,
+         cache_dir: Path | None, workers: int, progress: bool, skips: Skips,
+         keep: bool = True) -> list:
+    """Per file its features (None where skipped): from the cache or extracted in ``workers``
+    processes (and cached). ``keep`` False: the cache file instead of the array wherever it
+    is in the cache, so that the features of a large corpus are never all in memory; read
+    them with :func:`read_or_compute`."""
+    results: list = [None] * len(paths)
+    todo = _look_up(paths, digests, kind, config, cache_dir, results, keep)
+    outcomes = _outcomes([job for _, job in todo], min(workers, len(todo)))
+    with tqdm(total=len(paths), initial=len(paths) - len(todo), desc=_KINDS[kind].description,
+              unit="utt", disable=not progress, smoothing=0.05) as bar:
+        try:
+            for (index, job), (array, reason, cache_problem) in zip(todo, outcomes):
+                if reason is not None:
+                    skips.skip(job.path, reason)
+                cached = (not keep and array is not None and job.cache_file is not None
+                          and not cache_problem)
+                results[index] = job.cache_file if cached else array
+                if cache_problem:
+                    skips.cache_problems.add(cache_problem)
+                bar.update(1)
+        finally:
+            outcomes.close()  # stops the worker processes, also on a strict error
+    return results
+
+
+def read_or_compute(source: Path | np.ndarray | None, path: Path,
+                    config: FeatureConfig) -> np.ndarray | None:
+    """The frames that :func:`fill` (``keep`` False) gave for ``path``: ``source`` itself, or
+    read from the cache file ``source``, recomputed (with a warning) if that is corrupt."""
+    if not isinstance(source, Path):
+        return source
+    array, corrupt = _read_cached(source, "frames")
+    if array is None:
+        warnings.warn(f"feature cache file {source} {corrupt or 'is gone'}; recomputing it "
+                      f"from {path}", DataWarning, stacklevel=3)
+        array, reason, _ = _compute(_Job(path, "frames", config, source))
+        if reason is not None:
+            warnings.warn(f"skipping {path}: {reason}", DataWarning, stacklevel=3)
+    return array
+
+
 def _extract(
     paths: Sequence[str | Path],
     kind: str,
@@ -204,28 +276,13 @@ def _extract(
     progress: bool,
     strict: bool,
 ) -> list[np.ndarray | None]:
-    if workers is None:
-        workers = os.cpu_count() or 1
-    elif workers < 1:
-        raise SedError(f"workers={workers} is invalid; expected a positive number of processes")
+    workers = check_workers(workers)
     paths = [Path(p) for p in paths]
     folder = (Path(cache_dir) if cache_dir is not None else feature_cache_dir()) if cache else None
-    results: list[np.ndarray | None] = [None] * len(paths)
-    skips = _Skips(strict)
-    todo = _look_up(paths, kind, config, folder, results, skips)
-    outcomes = _outcomes([job for _, job in todo], min(workers, len(todo)))
-    with tqdm(total=len(paths), initial=len(paths) - len(todo), desc=_KINDS[kind].description,
-              unit="utt", disable=not progress) as bar:
-        try:
-            for (index, job), (array, reason, cache_problem) in zip(todo, outcomes):
-                if reason is not None:
-                    skips.skip(job.path, reason)
-                results[index] = array
-                if cache_problem:
-                    skips.cache_problems.add(cache_problem)
-                bar.update(1)
-        finally:
-            outcomes.close()  # stops the worker processes, also on a strict error
+    skips = Skips(strict)
+    digests = file_digests(paths, skips, hashed=folder is not None)
+    results = fill(paths, digests, kind, config=config, cache_dir=folder, workers=workers,
+                   progress=progress, skips=skips)
     skips.summarize(len(paths))
     return results
 

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sed_model.errors import SedError
+from sed_model.features.store import select_rows
 
 MODES = ("global", "speaker")
 
@@ -82,11 +83,13 @@ def _mean_std(features: Sequence[np.ndarray], min_std: float) -> tuple[np.ndarra
 
 
 def speaker_statistics(features: Sequence[np.ndarray], speakers: Sequence[str]) -> dict:
-    """{speaker: (mean, std)} (D,) over each speaker's utterances, sorted by speaker."""
-    grouped: dict[str, list[np.ndarray]] = defaultdict(list)
-    for speaker, x in zip(speakers, features):
-        grouped[speaker].append(x)
-    return {s: _mean_std(xs, Normalizer.MIN_STD) for s, xs in sorted(grouped.items())}
+    """{speaker: (mean, std)} (D,) over each speaker's utterances, sorted by speaker (every
+    utterance read when its speaker's turn comes: a store's rows are never all held)."""
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for index, speaker in enumerate(speakers):
+        grouped[speaker].append(index)
+    return {s: _mean_std(select_rows(features, rows), Normalizer.MIN_STD)
+            for s, rows in sorted(grouped.items())}
 
 
 class Normalizer:
@@ -150,7 +153,7 @@ class Normalizer:
         skipped utterances, None, are left out)."""
         train = [i for i in fold.train if features[i] is not None]
         chosen_speakers = None if speakers is None else [speakers[i] for i in train]
-        return cls.fit([features[i] for i in train], chosen_speakers, mode)
+        return cls.fit(select_rows(features, train), chosen_speakers, mode)
 
     def with_speakers(self, features: Sequence[np.ndarray],
                       speakers: Sequence[str]) -> Normalizer:
@@ -160,8 +163,9 @@ class Normalizer:
             return self
         if len(speakers) != len(features):
             raise SedError("per-speaker normalisation needs one speaker id per utterance")
-        new = [(x, s) for x, s in zip(features, speakers) if s not in self.per_speaker]
-        added = speaker_statistics([x for x, _ in new], [s for _, s in new]) if new else {}
+        new = [i for i, s in enumerate(speakers) if s not in self.per_speaker]
+        added = (speaker_statistics(select_rows(features, new), [speakers[i] for i in new])
+                 if new else {})
         return Normalizer(self.mode, self.mean, self.std, {**self.per_speaker, **added})
 
     def new_speaker(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
