@@ -154,6 +154,22 @@ def _finished_trials(study) -> list:
     return [t for t in study.trials if t.state in done]
 
 
+def _trial_record(trial) -> dict:
+    """A finished setting as ``metrics.json`` records it: its pooled inner UAR only when it
+    ran on every inner fold (a pruned one has its partial scores in ``inner_uar_by_fold``)."""
+    complete = trial.state.name == "COMPLETE"
+    return {"number": trial.number, "setting": dict(trial.params),
+            "state": trial.state.name.lower(), "inner_uar": trial.value if complete else None,
+            "inner_uar_by_fold": list(trial.intermediate_values.values())}
+
+
+def best_trial(trials: list[dict]) -> dict:
+    """The setting with the best pooled inner UAR among those scored on every inner fold
+    (ties: the earlier); never a pruned one, whose partial score covers fewer speakers."""
+    scored = [t for t in trials if t["inner_uar"] is not None]
+    return max(scored, key=lambda t: t["inner_uar"])
+
+
 def search_recipe(config: TrainConfig, dataset: Dataset, fold: Fold, seed: int,
                   search_dir: Path, *, progress: bool = True) -> SearchResult:
     """Search ``config``'s space on inner folds of ``fold``'s training speakers (see the
@@ -172,11 +188,8 @@ def search_recipe(config: TrainConfig, dataset: Dataset, fold: Fold, seed: int,
     if remaining > 0:
         study.optimize(_objective(config, dataset, folds, search_dir, choices, progress),
                        n_trials=remaining)
-    trials = [{"number": t.number, "setting": dict(t.params), "state": t.state.name.lower(),
-               "inner_uar": t.value, "inner_uar_by_fold": list(t.intermediate_values.values())}
-              for t in _finished_trials(study)][:recipe.search_trials]
-    best = max((t for t in trials if t["inner_uar"] is not None),
-               key=lambda t: t["inner_uar"])  # ties: the earlier setting
+    trials = [_trial_record(t) for t in _finished_trials(study)][:recipe.search_trials]
+    best = best_trial(trials)
     result = SearchResult(recipe.search_space, len(folds), trials, best["setting"],
                           best["inner_uar"], round(time.time() - started, 1))
     if distributed.is_main():

@@ -46,6 +46,8 @@ def test_each_fold_trains_with_the_setting_its_inner_folds_scored_best(tmp_path)
         assert len(found["trials"]) == 3
         assert found["trials"][0]["setting"]["lr"] == "1e-2"  # the recipe's own value first
         scored = [t for t in found["trials"] if t["inner_uar"] is not None]
+        assert all(t["state"] == "complete" for t in scored)
+        assert all(t["inner_uar"] is None for t in found["trials"] if t["state"] == "pruned")
         assert found["inner_uar"] == max(t["inner_uar"] for t in scored)
         assert found["chosen"] in [t["setting"] for t in scored]
         assert fold["steps"] == int(found["chosen"]["steps"])  # trained with the choice
@@ -76,6 +78,16 @@ def test_a_resumed_search_keeps_its_finished_settings(tmp_path, monkeypatch):
     assert calls == []  # every inner run was read back
     assert again["folds"][0]["search"]["chosen"] == first["folds"][0]["search"]["chosen"]
     assert again["folds"][0]["final"] == first["folds"][0]["final"]
+
+
+def test_a_pruned_setting_is_never_chosen():
+    trials = [{"setting": {"lr": "1e-2"}, "state": "complete", "inner_uar": 0.60,
+               "inner_uar_by_fold": [0.62, 0.60]},
+              {"setting": {"lr": "3e-2"}, "state": "pruned", "inner_uar": None,
+               "inner_uar_by_fold": [0.90]},
+              {"setting": {"lr": "1e-3"}, "state": "complete", "inner_uar": 0.60,
+               "inner_uar_by_fold": [0.55, 0.60]}]
+    assert search.best_trial(trials) is trials[0]  # ties: the earlier
 
 
 def test_search_settings_are_checked():
