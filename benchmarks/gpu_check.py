@@ -1,4 +1,4 @@
-"""Helpers of ``benchmarks/gpu_check.sh`` (see there and the README's "GPU check").
+"""Helpers of ``benchmarks/gpu_check.sh`` (see there and docs/gpu-check.md).
 
     python benchmarks/gpu_check.py roofline OUT/roofline.json   # copy GB/s, matmul TFLOP/s
     python benchmarks/gpu_check.py resources   # Triton regs/spills/smem on this GPU

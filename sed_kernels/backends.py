@@ -1,6 +1,6 @@
 """The kernel backends: which exist, which are usable for a device, and which ``auto`` picks.
 
-The backends and the devices each runs on are listed in the README ("The attention ops").
+The backends and the devices each runs on are listed in docs/kernels.md.
 Each fused backend is a package (``sed_kernels.triton``, ``.cuda``, ``.cpu``) that says
 itself whether it is usable for a device type (``usable_on``) and holds one module per op
 (``time_attention``, ``feature_attention``) with plain ``forward``/``backward`` functions;

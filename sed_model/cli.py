@@ -115,7 +115,7 @@ class DeprecatedAlias(argparse.Action):
         namespace.set = [*(getattr(namespace, "set", None) or []), f"{self.key}={value}"]
 
 
-# flags of earlier versions, now --set keys
+# deprecated aliases of --set keys
 DEPRECATED_FLAGS = {"--steps": "steps", "--batch-size": "batch_size", "--lr": "lr",
                     "--cells": "cells", "--eval-every": "eval_every",
                     "--validation-speakers": "validation_speakers", "--augment": "augment",

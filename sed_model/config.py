@@ -10,7 +10,8 @@ the folds before the run starts and records the number in ``config.json``.
 
 A run folder's ``config.json`` is :meth:`TrainConfig.to_json`: the run fields, the recipe
 under ``"recipe"`` and a ``schema`` number. :meth:`TrainConfig.from_json` reads it back, and
-also the flat form of older run folders (every option on one level), so they still resume.
+also the flat form (every option on one level, no ``"recipe"``), so such run folders
+resume.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: Mapping) -> TrainConfig:
-        """A configuration written by :meth:`to_json`, or an older flat one (whose recipe
+        """A configuration written by :meth:`to_json`, or a flat one (whose recipe
         fields not saved take the preset's values, and whose missing ``augment`` means none:
         every run that augmented recorded it)."""
         d = dict(d)

@@ -46,8 +46,7 @@ def _fold_members(run_dirs: list[Path], fold: int) -> list | None:
 def seed_ensemble(run_dirs: list[Path], seeds: list[int], fold_names: list[str],
                   fold_test_speakers: list[list[str]], classes) -> SeedSummary | None:
     """The ensemble of the runs in ``run_dirs`` (one per seed, same folds), shaped like one
-    run's summary; None when a fold's predictions are missing (a run made before they were
-    written)."""
+    run's summary; None when a fold's predictions are missing (a run made without them)."""
     reports = []
     for fold in range(len(fold_names)):
         members = _fold_members(run_dirs, fold)

@@ -18,7 +18,7 @@ table :data:`PRESETS` below, one :class:`Preset` (a recipe plus the changes it m
   kept; all of a fold's training speakers train (no validation speaker) for 40 epochs, with
   speed perturbation and, under ``global`` normalisation, the speaker-statistics shift
   (:mod:`sed_model.augment`; the shift is the identity under ``speaker``). Its values were
-  chosen on inner folds of EmoDB's training speakers only (results/README.md).
+  chosen on inner folds of EmoDB's training speakers only (docs/results-protocol.md).
 * ``demo`` trains in about a minute on two CPU cores; ``emodb-cpu`` is a reduced setting for
   EmoDB leave-one-speaker-out on a 2-core CPU.
 

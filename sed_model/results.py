@@ -2,10 +2,9 @@
 
 A run's ``metrics.json`` is :meth:`RunResult.to_json`; a comparison's ``comparison.json``
 is :meth:`Comparison.to_json`. Both carry a ``schema`` number and are read back only through
-``from_json`` (a file without a number is schema 0: the same layout, written before the
-number existed). A fold's result is :class:`sed_model.fold.FoldResult`; a classification
-report (``uar``, ``wa``, ``recall``, ``confusion``, ``n``) stays the plain dict of
-:func:`sed_model.metrics.classification_report`.
+``from_json`` (a file without a number is schema 0, the same layout). A fold's result is
+:class:`sed_model.fold.FoldResult`; a classification report (``uar``, ``wa``, ``recall``,
+``confusion``, ``n``) stays the plain dict of :func:`sed_model.metrics.classification_report`.
 """
 
 from __future__ import annotations

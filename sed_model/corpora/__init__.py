@@ -4,8 +4,9 @@ Use ``load_corpus(name, data_dir)`` as the single entry point: it returns the co
 ``classes`` final, also for a CSV manifest) and its utterances.
 
 Each loader states its folder layout, classes and default protocol in its own module and
-attributes (``data_hint``, ``classes``, ``default_protocol``); the README's "Corpora" table
-lists them for users, and tests/test_corpora.py checks that table against the loaders.
+attributes (``data_hint``, ``classes``, ``default_protocol``); the README's corpus table
+(and docs/usage.md, "Corpora and folds") lists them for users, and tests/test_corpora.py
+checks the README's table against the loaders.
 """
 
 import importlib
