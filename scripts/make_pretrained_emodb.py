@@ -157,8 +157,8 @@ def render_card(results: dict) -> str:
         f"| leave-one-speaker-out, same recipe | UAR **{loso['uar']:.3f}**, WA {loso['wa']:.3f} "
         f"(pooled over 10 folds, {which}); per-fold UAR {loso['uar_mean']:.3f} +- "
         f"{loso['uar_std']:.3f}; recall: {recall} |",
-        f"| made by | `{results['command'].strip()}` on {results['date']} (commit "
-        f"{results['commit']}), {results['wall_seconds']} s; numbers from "
+        f"| made by | `{results['command'].strip()}` on {results['date']}, "
+        f"{results['wall_seconds']} s; numbers (and the commit) in "
         "`results/pretrained_emodb.json` |",
         CARD_END,
     ])
