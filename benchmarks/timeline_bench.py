@@ -148,15 +148,17 @@ def opensmile_pass(path: Path) -> None:
                     opensmile.FeatureLevel.LowLevelDescriptors).process_file(str(path))
 
 
-def timed(cases: dict, rounds: int) -> dict[str, float]:
-    """Median seconds of each case, the rounds interleaved."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
+def timed(cases: dict, rounds: int) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU seconds (all threads of this process) of each case, the rounds
+    interleaved."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, run in cases.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+            for name, t in times.items()}
 
 
 def arguments_and_model(doc: str, minutes: float, add_options) -> tuple:
@@ -197,8 +199,10 @@ def main() -> None:
         result = compare(model, path, args.window, args.hop)
     print(f"{corpus} recording of {args.minutes:g} min, window {args.window:g} s, hop "
           f"{args.hop:g} s, median of {args.rounds} rounds, torch threads 1")
-    for name, s in seconds.items():
-        print(f"  {name:11s} {s:7.2f} s  {s / seconds['opensmile']:.2f}x openSMILE's pass")
+    (wall0, cpu0) = seconds["opensmile"]
+    for name, (wall, cpu) in seconds.items():
+        print(f"  {name:11s} {wall:7.2f} s  {wall / wall0:.2f}x openSMILE's pass   "
+              f"(CPU {cpu:7.2f} s, {cpu / cpu0:.2f}x)")
     print(f"  windows {result.windows}; labels agree {result.agreement:.2%}; largest feature "
           f"difference {result.max_difference:.3g} ({result.max_difference_std:.3g} std); "
           f"largest probability difference {result.max_probability_difference:.3f}")

@@ -23,7 +23,7 @@ Choices where the paper is silent, recorded here:
 
 from __future__ import annotations
 
-import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,12 +81,22 @@ FRAMES_LEVEL = "lld_and_de"  # the output level of compare_2016_frames.conf
 FRAMES_CONFIG = Path(__file__).with_name("compare_2016_frames.conf")
 
 
-@functools.lru_cache(maxsize=None)
+_EXTRACTORS = threading.local()  # each thread its own extractors: they are not shared
+
+
 def _smile(feature_set: str, level: str, sampling_rate: int | None):
-    """One openSMILE extractor per (set, level, rate) and process (construction costs ~0.15 s).
+    """One openSMILE extractor per (set, level, rate) and thread (construction costs ~0.15 s).
 
     ``level`` is a :class:`opensmile.FeatureLevel` name, or :data:`FRAMES_LEVEL` for the
     one-pass LLD + delta configuration."""
+    made = _EXTRACTORS.__dict__.setdefault("made", {})
+    key = (feature_set, level, sampling_rate)
+    if key not in made:
+        made[key] = _new_smile(feature_set, level, sampling_rate)
+    return made[key]
+
+
+def _new_smile(feature_set: str, level: str, sampling_rate: int | None):
     import opensmile
 
     _skip_distribution_scan()
