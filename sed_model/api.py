@@ -17,7 +17,12 @@ What ``load_model`` accepts (:func:`resolve_checkpoints`):
   on all speakers after the cross-validation; with ``ensemble=True`` instead the fold models
   (each fold's ``selected.pt`` with validation speakers, else its ``last.pt``, the headline
   model of the fold), whose class probabilities are averaged;
+- the folder of ``sed_model.train --seeds N``: the N seeds' deployment models
+  (``seed-K/model.pt``) as one ensemble; with ``ensemble=True`` every seed's fold models;
 - a checkpoint file (``model.pt``, ``fold-XX/best.pt``, ...).
+
+An ensemble of N members costs N forward passes per window or file; the features are
+extracted once.
 
 Normalisation of new recordings. Every file is a speaker nobody has seen, normalised through
 :meth:`sed_model.features.Normalizer.new_speaker`: a ``global`` model uses its training
@@ -200,6 +205,9 @@ def resolve_checkpoints(name_or_path: str | Path, ensemble: bool = False) -> tup
             raise SedError(f"--ensemble needs a run folder; {text!r} is a bundled model")
         return [pretrained.bundled_path(text)], pretrained.describe(text)
     if path.is_dir():
+        seeds = seed_runs(path)
+        if seeds and not (path / MODEL_FILE).is_file():
+            return seed_checkpoints(path, seeds, ensemble)
         if ensemble:
             return fold_checkpoints(path), f"ensemble of the fold models of {path}"
         if not (path / MODEL_FILE).is_file():
@@ -214,6 +222,27 @@ def resolve_checkpoints(name_or_path: str | Path, ensemble: bool = False) -> tup
         return [path], f"checkpoint {path}"
     raise SedError(f"{text} is neither a bundled model ({', '.join(pretrained.BUNDLED)}), a run "
                    "folder nor a checkpoint file")
+
+
+def seed_runs(run_dir: Path) -> list[Path]:
+    """The ``seed-K`` run folders of a ``train --seeds N`` folder, by seed."""
+    runs = [d for d in run_dir.glob("seed-*") if d.is_dir() and d.name[5:].isdigit()]
+    return sorted(runs, key=lambda d: int(d.name[5:]))
+
+
+def seed_checkpoints(run_dir: Path, seeds: list[Path], ensemble: bool) -> tuple[list[Path], str]:
+    """The members of a ``--seeds N`` folder: every seed's deployment model, or with
+    ``ensemble`` every seed's fold models."""
+    if ensemble:
+        paths = [p for seed in seeds for p in fold_checkpoints(seed)]
+        return paths, f"ensemble of the fold models of {len(seeds)} seeds in {run_dir}"
+    missing = [seed.name for seed in seeds if not (seed / MODEL_FILE).is_file()]
+    if missing:
+        raise SedError(f"{run_dir}: {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} "
+                       f"no {MODEL_FILE} (trained with --no-final-model, or not finished); pass "
+                       "--ensemble to average the seeds' fold models")
+    return ([seed / MODEL_FILE for seed in seeds],
+            f"ensemble of the deployment models of {len(seeds)} seeds in {run_dir}")
 
 
 def fold_checkpoints(run_dir: Path) -> list[Path]:

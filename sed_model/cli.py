@@ -12,6 +12,7 @@ from . import recipes
 from .config import TrainConfig, make_config
 from .errors import SedError
 from .features.normalization import MODES as NORMALIZE_MODES
+from .fold_files import is_fold_path
 from .model import VARIANTS
 from .recipes import KEYS as RECIPE_KEYS
 from .recipes import PRESETS
@@ -201,11 +202,17 @@ def resumed_run_dir(out_dir: Path, seeds: int) -> Path:
 
 
 def given_options(args: argparse.Namespace) -> dict:
-    """The training options given on the command line: flags and ``--set`` values, typed."""
+    """The training options given on the command line: flags and ``--set`` values, typed.
+    The corpus folder and a fold file are kept as absolute paths, so that a run resumes
+    from any working directory."""
     given = {name: getattr(args, name) for name in TRAINING_OPTIONS
              if getattr(args, name, None) is not None}
     for text in getattr(args, "set", None) or []:
         given.update(parse_set(text))
+    for key in ("data", "folds"):
+        if key in given and (key == "data" or is_fold_path(given[key])) \
+                and Path(given[key]).exists():
+            given[key] = str(Path(given[key]).absolute())
     return given
 
 

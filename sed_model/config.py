@@ -153,8 +153,8 @@ def make_config(**options) -> TrainConfig:
 
 
 def _same_data(saved: str | None, current: str | None) -> bool:
-    """Whether two ``data`` values name one corpus folder: equal strings, or paths (one
-    relative, one absolute, or through a link) to the same existing folder."""
+    """Whether two ``data`` (or ``folds``) values name one corpus folder (fold file): equal
+    strings, or paths (one relative, one absolute, or through a link) to the same one."""
     if saved == current:
         return True
     if saved is None or current is None:
@@ -168,11 +168,11 @@ def _same_data(saved: str | None, current: str | None) -> bool:
 def changed_options(saved: dict, config: TrainConfig) -> list[str]:
     """The options of ``config`` that differ from a saved configuration (``config.json`` or a
     checkpoint's), each as ``name (saved S, now C)``; empty when a run may resume. The corpus
-    folder counts as unchanged when it is given by another path to the same folder."""
+    folder and a fold file count as unchanged when given by another path to the same one."""
     before, now = TrainConfig.from_json(saved).flat(), config.flat()
     return [f"{k} (saved {before.get(k)!r}, now {now.get(k)!r})" for k in sorted(now)
             if before.get(k) != now.get(k)
-            and not (k == "data" and _same_data(before.get(k), now.get(k)))]
+            and not (k in ("data", "folds") and _same_data(before.get(k), now.get(k)))]
 
 
 def saved_config(out_dir: Path) -> dict:

@@ -3,6 +3,7 @@
     python -m sed_model.predict a.wav b.mp3                       # bundled model "emodb"
     python -m sed_model.predict --checkpoint runs/X a.wav         # the run's model.pt
     python -m sed_model.predict --checkpoint runs/X --ensemble a.wav   # its fold models
+    python -m sed_model.predict --checkpoint runs/S a.wav   # train --seeds 3: the 3 models
     python -m sed_model.predict long.m4a --window 2 --hop 1 --csv segments.csv \
         --plot-timeline timeline.png
     python -m sed_model.predict --checkpoint best.pt a.wav --plot-attention attention.png
@@ -79,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None, metavar="NAME|RUN_DIR|FILE.pt",
                         help="a bundled model name (" + ", ".join(pretrained.BUNDLED) + "), a "
                              "run folder written by sed_model.train (its model.pt, trained on "
-                             "all speakers) or a checkpoint file (model.pt, fold-XX/best.pt); "
+                             "all speakers; of a --seeds N folder, the N seeds' model.pt "
+                             "averaged) or a checkpoint file (model.pt, fold-XX/best.pt); "
                              f"default: the bundled {pretrained.DEFAULT!r}")
     parser.add_argument("--ensemble", action="store_true",
                         help="with a run folder: average the class probabilities of its fold "
-                             "models instead of using its model.pt")
+                             "models (of every seed's, in a --seeds N folder) instead of using "
+                             "its model.pt")
     parser.add_argument("--window", type=positive_float, default=None, metavar="SECONDS",
                         help="classify overlapping windows of this length (a timeline); the "
                              "file's result is the mean of the windows' probabilities. Use "

@@ -97,6 +97,9 @@ def _train_seeds(config, out_dir, n: int, resume: bool, options: dict) -> None:
         print(f"{config.corpus} / {config.variant}: UAR {summary.uar_mean:.3f} +- "
               f"{summary.uar_std:.3f} over {n} seeds ({summary.headline} models, pooled over "
               f"{len(summary.fold_uar)} folds); wrote {out_dir}/seeds.json and seed-K/")
+        if options["final_model"]:
+            print(f"deploy the {n} seeds' models as one ensemble: python -m sed_model.predict "
+                  f"--checkpoint {out_dir} FILE")
 
 
 if __name__ == "__main__":

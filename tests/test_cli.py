@@ -107,6 +107,7 @@ def test_seeds_and_the_paired_comparison_with_the_baseline(corpus, tmp_path, cap
                 "--out-dir", str(tmp_path / "s")])
     out = capsys.readouterr().out
     assert "over 2 seeds" in out and "seed 4:" in out and "seed 5:" in out
+    assert f"--checkpoint {tmp_path / 's'} FILE" in out  # the seeds' models deploy together
     seeds = json.loads((tmp_path / "s" / "seeds.json").read_text())
     assert seeds["runs"] == ["seed-4", "seed-5"] and len(seeds["summary"]["fold_uar"]) == 2
     assert json.loads((tmp_path / "s" / "seed-5" / "config.json").read_text())["split_seed"] == 4

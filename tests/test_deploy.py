@@ -131,6 +131,28 @@ def test_load_model_takes_a_run_folder_a_file_or_an_ensemble(run, wavs):
     assert result[0].to_dict()["duration"] == pytest.approx(1.5)
 
 
+def test_a_seeds_folder_deploys_its_seeds_models_as_one_ensemble(run, wavs, tmp_path):
+    out, _ = run  # seed 3; a second seed beside it, as train --seeds 2 lays them out
+    dataset = random_dataset()
+    (tmp_path / "seed-3").symlink_to(out, target_is_directory=True)
+    train(tiny_config(seed=4), tmp_path / "seed-4", dataset=dataset, options=QUIET)
+    paths, description = resolve_checkpoints(tmp_path)
+    assert paths == [tmp_path / "seed-3" / "model.pt", tmp_path / "seed-4" / "model.pt"]
+    assert "2 seeds" in description
+    ensemble = sed_model.load_model(tmp_path, device="cpu")
+    assert len(ensemble.members) == 2
+    a = sed_model.load_model(out, device="cpu").predict(wavs[1])[0].probabilities
+    b = sed_model.load_model(tmp_path / "seed-4", device="cpu").predict(wavs[1])[0].probabilities
+    both = ensemble.predict(wavs[1])[0].probabilities
+    assert a != b
+    for c in both:
+        assert both[c] == pytest.approx((a[c] + b[c]) / 2, abs=1e-6)
+    assert len(sed_model.load_model(tmp_path, ensemble=True).members) == 4  # 2 seeds x 2 folds
+    (tmp_path / "seed-4" / "model.pt").unlink()
+    with pytest.raises(SedError, match="seed-4 has no model.pt .*--ensemble"):
+        sed_model.load_model(tmp_path)
+
+
 def test_load_model_errors_say_what_is_accepted(run, tmp_path):
     out, _ = run
     with pytest.raises(SedError, match="neither a bundled model"):

@@ -141,3 +141,23 @@ def test_the_demo_records_set_values_in_config_json(tmp_path):
     assert saved["recipe"]["lr"] == 1e-3 and saved["recipe"]["cells"] == [32, 32]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["recipe"]["cells"] == [32, 32]
+
+
+def test_a_run_resumes_from_another_directory_with_relative_corpus_and_fold_paths(
+        tmp_path, monkeypatch):
+    """--data and --folds PATH given relative are kept absolute in config.json; a resume
+    that names them relative from elsewhere, or not at all, is the same run."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "folds.csv").write_text("speaker,fold\na,1\nb,2\n")
+    monkeypatch.chdir(tmp_path)
+    config = parse("--corpus", "csv", "--data", "corpus", "--folds", "folds.csv")
+    assert config.data == str(tmp_path / "corpus")
+    assert config.folds == str(tmp_path / "folds.csv")
+    assert parse("--folds", "loso").folds == "loso"  # a protocol stays a protocol
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = parse("--corpus", "csv", "--data", "../corpus", "--folds", "../folds.csv")
+    assert changed_options(config.to_json(), again) == []
+    old_run = {**config.to_json(), "data": "corpus", "folds": "folds.csv"}  # saved relative
+    monkeypatch.chdir(tmp_path)
+    assert changed_options(old_run, config) == []
