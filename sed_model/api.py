@@ -75,6 +75,7 @@ from .errors import AudioError, DataWarning, SedError
 from .features import Normalizer, extract_frames, load_audio
 from .model import VARIANTS_WITH_ATTENTION
 from .runtime import check_backend, resolve_device
+from .seeds import seed_runs
 from .vad import FrameRule, SignalDetector, SpeechTrack, make_detector
 from .windows import (
     SEGMENT_SECONDS,
@@ -222,12 +223,6 @@ def resolve_checkpoints(name_or_path: str | Path, ensemble: bool = False) -> tup
         return [path], f"checkpoint {path}"
     raise SedError(f"{text} is neither a bundled model ({', '.join(pretrained.BUNDLED)}), a run "
                    "folder nor a checkpoint file")
-
-
-def seed_runs(run_dir: Path) -> list[Path]:
-    """The ``seed-K`` run folders of a ``train --seeds N`` folder, by seed."""
-    runs = [d for d in run_dir.glob("seed-*") if d.is_dir() and d.name[5:].isdigit()]
-    return sorted(runs, key=lambda d: int(d.name[5:]))
 
 
 def seed_checkpoints(run_dir: Path, seeds: list[Path], ensemble: bool) -> tuple[list[Path], str]:

@@ -17,6 +17,7 @@ from .model import VARIANTS
 from .recipes import KEYS as RECIPE_KEYS
 from .recipes import PRESETS
 from .runtime import DEVICES, RunOptions
+from .seeds import seed_runs
 
 
 def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None) -> None:
@@ -195,7 +196,7 @@ def resumed_run_dir(out_dir: Path, seeds: int) -> Path:
     its first ``seed-K`` folder (the lowest seed, whose seed is the runs' base seed)."""
     if seeds == 1:
         return out_dir
-    runs = sorted(Path(out_dir).glob("seed-*"), key=lambda p: int(p.name[5:]))
+    runs = seed_runs(out_dir)
     if not runs:
         raise SedError(f"cannot resume: {out_dir} holds no seed-K run folders")
     return runs[0]

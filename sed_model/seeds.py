@@ -34,6 +34,12 @@ def seed_dir(out_dir: Path, config: TrainConfig) -> Path:
     return Path(out_dir) / f"seed-{config.seed}"
 
 
+def seed_runs(out_dir: Path) -> list[Path]:
+    """The ``seed-K`` run folders of a ``--seeds N`` folder, by seed."""
+    runs = [d for d in Path(out_dir).glob("seed-*") if d.is_dir() and d.name[5:].isdigit()]
+    return sorted(runs, key=lambda d: int(d.name[5:]))
+
+
 @dataclass(frozen=True)
 class SeedSummary:
     """The headline results of one configuration over its seeds."""
