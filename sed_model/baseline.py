@@ -154,6 +154,7 @@ def run_baseline(
         "tuning": tuning and tuning.to_dict(),
         "normalize": normalize,
         "protocol": folds or "default",  # the --folds value as given (a fold file's path)
+        "split_seed": seed,
         "label_spread": spread.to_dict(),
         "headline": "final",
         "classes": list(loader.classes),

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from .baseline import Tuning, run_baseline
-from .checkpoint import write_json
+from .checkpoint import read_json, write_json
 from .cli import (
     NameList,
     add_training_options,
@@ -161,17 +161,34 @@ def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, options: R
                              options=options, meanwhile=meanwhile)
 
 
-def _run_svm(config: TrainConfig, options: RunOptions,
-             tune: bool = False) -> dict:
+def _run_svm(config: TrainConfig, options: RunOptions, tune: bool = False,
+             saved: Path | None = None) -> dict:
     """The SVM on the comparison's folds (the same protocol and seed) and normalisation;
     ``tune``: C chosen per fold on ``config.recipe.inner_folds`` inner folds of its training
-    speakers (:mod:`sed_model.svm_tuning`)."""
+    speakers (:mod:`sed_model.svm_tuning`). ``saved``: a resumed comparison's
+    ``baseline.json``, read back instead of refitting when it was made the same way."""
+    tuning = Tuning(inner_folds=config.recipe.inner_folds) if tune else None
+    if saved is not None and saved.exists():
+        try:
+            svm = read_json(saved)
+        except SedError:  # a damaged file: fit again
+            svm = {}
+        if _svm_made_as(svm, config, tuning):
+            print(f"SVM: read back from {saved} (the same folds, normalisation and tuning)")
+            return svm
     svm = run_baseline(config.corpus, config.data, folds=config.folds, seed=config.folds_seed,
-                       normalize=config.normalize,
-                       tune=Tuning(inner_folds=config.recipe.inner_folds) if tune else False,
-                       **options.data())
+                       normalize=config.normalize, tune=tuning or False, **options.data())
     svm.update(config={"seed": None}, variant="svm")
     return svm
+
+
+def _svm_made_as(svm: dict, config: TrainConfig, tuning: Tuning | None) -> bool:
+    """Whether a saved SVM result used ``config``'s folds, split seed and normalisation and
+    ``tuning`` (a result saved without its split seed is not trusted)."""
+    return (svm.get("protocol") == (config.folds or "default")
+            and svm.get("split_seed") == config.folds_seed
+            and svm.get("normalize") == config.normalize
+            and svm.get("tuning") == (tuning and tuning.to_dict()))
 
 
 def _svm_summary(svm: dict, folds: list[list[str]]) -> SeedSummary:
@@ -330,7 +347,8 @@ def compare(
     trained, svm = _train_all(
         runs, resume=resume, options=options, jobs=jobs, threads=threads, dataset=dataset,
         meanwhile=lambda: _run_svm(config, svm_options,
-                                   svm_tune or config.recipe.search_trials > 0)
+                                   svm_tune or config.recipe.search_trials > 0,
+                                   saved=out_dir / "baseline.json" if resume else None)
         if baseline else None)
     results = {v: [m for (c, _), m in zip(runs, trained) if c.variant == v] for v in variants}
     if seeds > 1:

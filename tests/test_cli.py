@@ -99,6 +99,31 @@ def test_compare_and_baseline(corpus, tmp_path, capsys):
     assert len(svm["folds"]) == 2 and svm["summary"]["final"]["pooled"]["n"] == 32
 
 
+def test_a_resumed_compare_reads_the_svm_back_unless_made_otherwise(corpus, tmp_path, capsys,
+                                                                   monkeypatch):
+    """--resume keeps baseline.json when its folds, seed, normalisation and tuning are the
+    run's (the tuned SVM costs minutes on a real corpus); a different tuning refits."""
+    manifest, _ = corpus
+    common = ["--corpus", "csv", "--data", str(manifest), "--folds", "2", *TINY,
+              "--variants", "lstm", "--out-dir", str(tmp_path / "c")]
+    compare.main(common)
+    first = json.loads((tmp_path / "c" / "comparison.json").read_text())["summaries"]["svm"]
+    fitted = []
+    real = compare.run_baseline
+    monkeypatch.setattr(compare, "run_baseline", lambda *a, **k: fitted.append(k) or real(*a, **k))
+    capsys.readouterr()
+    compare.main([*common, "--resume"])
+    assert fitted == [] and "SVM: read back from" in capsys.readouterr().out
+    again = json.loads((tmp_path / "c" / "comparison.json").read_text())["summaries"]["svm"]
+    assert again == first
+    compare.main([*common, "--resume", "--svm-tune"])
+    assert len(fitted) == 1 and fitted[0]["tune"].inner_folds == 3
+    assert json.loads((tmp_path / "c" / "baseline.json").read_text())["tuning"]["inner_folds"] == 3
+    (tmp_path / "c" / "baseline.json").write_text("{")  # damaged: fitted again, no error
+    compare.main([*common, "--resume"])
+    assert len(fitted) == 2 and fitted[1]["tune"] is False
+
+
 @pytest.mark.slow
 def test_seeds_and_the_paired_comparison_with_the_baseline(corpus, tmp_path, capsys):
     manifest, _ = corpus
