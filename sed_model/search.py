@@ -23,9 +23,11 @@ runs the same search on inner folds of all speakers and trains with its choice.
 
 The search is resumable: Optuna's journal (``fold-XX/search/journal.log``) keeps the finished
 settings, and each setting's inner runs live in ``fold-XX/search/<setting>/fold-J``, read
-back when finished. Its cost is at most ``N x inner_folds`` extra trainings on about
-``(K-1)/K`` of the fold's training utterances per outer fold (fewer with pruning), plus one
-search on all speakers for the deployment model.
+back when finished; a setting that was running when the search was killed is tried again
+first, its unfinished inner run continuing from its last checkpoint. Its cost is at most
+``N x inner_folds`` extra trainings on about ``(K-1)/K`` of the fold's training utterances
+per outer fold (fewer with pruning), plus one search on all speakers for the deployment
+model.
 """
 
 from __future__ import annotations
@@ -147,6 +149,18 @@ def _study(search_dir: Path, seed: int):
         pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=0))
 
 
+def _retry_interrupted(study) -> None:
+    """Settings that a killed search left running are tried again first, with the same
+    values (their finished inner runs are read back), instead of being replaced by new draws;
+    the interrupted trial is marked failed, so it is neither counted nor retried twice."""
+    import optuna
+
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+
+
 def _finished_trials(study) -> list:
     import optuna
 
@@ -184,6 +198,7 @@ def search_recipe(config: TrainConfig, dataset: Dataset, fold: Fold, seed: int,
     study = _study(search_dir, seed)
     if not study.trials:  # the recipe as given is the first setting tried: the baseline
         study.enqueue_trial(recipe_setting(recipe, choices))
+    _retry_interrupted(study)
     remaining = recipe.search_trials - len(_finished_trials(study))
     if remaining > 0:
         study.optimize(_objective(config, dataset, folds, search_dir, choices, progress),

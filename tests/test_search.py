@@ -80,6 +80,31 @@ def test_a_resumed_search_keeps_its_finished_settings(tmp_path, monkeypatch):
     assert again["folds"][0]["final"] == first["folds"][0]["final"]
 
 
+def test_a_setting_left_running_by_a_killed_search_is_tried_again_first(tmp_path, monkeypatch):
+    """A kill leaves the journal's trial RUNNING; the resumed search marks it failed and runs
+    the same values again (not a new draw), and counts only finished settings."""
+    import optuna
+
+    interrupted = {"lr": "3e-2", "steps": "5"}  # not the recipe's values
+    study = search._study(tmp_path / "fold-01" / "search", seed=0)
+    study.enqueue_trial(interrupted)
+    trial = study.ask()
+    for key, values in TINY_SPACE.items():
+        trial.suggest_categorical(key, values)
+    assert trial.params == interrupted  # as the killed search left it: running
+    started = []
+    real = search.train_fold
+    monkeypatch.setattr(search, "train_fold",
+                        lambda *a, **k: started.append(a[5].parent.name) or real(*a, **k))
+    metrics = train(searched_config(), tmp_path, dataset=random_dataset(speakers=SIX),
+                    options=QUIET, final_model=False).to_json()
+    trials = metrics["folds"][0]["search"]["trials"]
+    assert len(trials) == 3 and trials[0]["setting"] == interrupted
+    assert trials[0]["number"] == 1 and started[0] == search.setting_name(interrupted)
+    journal = search._study(tmp_path / "fold-01" / "search", seed=0).trials
+    assert journal[0].state == optuna.trial.TrialState.FAIL and len(journal) == 4
+
+
 def test_a_pruned_setting_is_never_chosen():
     trials = [{"setting": {"lr": "1e-2"}, "state": "complete", "inner_uar": 0.60,
                "inner_uar_by_fold": [0.62, 0.60]},
