@@ -53,6 +53,7 @@ from .model import VARIANTS
 from .plots import plot_curves
 from .results import RESULTS_SCHEMA, RunResult
 from .runtime import RunOptions, keep_freed_memory
+from .search import SearchSummary
 from .seeds import SeedSummary, seed_configs, seed_dir, summarize_seeds, write_seed_summary
 from .stats import PairedComparison, paired_comparison
 from .tables import render_table
@@ -268,6 +269,7 @@ class Comparison:
     svm_tuning: dict | None = None  # None: the SVM's fixed C (or no SVM)
     single_runs: dict[str, RunResult] | None = None  # with one seed
     ensembles: dict[str, SeedSummary] | None = None  # with several seeds: their ensemble
+    searches: dict[str, SearchSummary] | None = None  # variant -> its per-fold searches
 
     @classmethod
     def of(cls, dataset, config: TrainConfig, seeds: int, results: dict[str, list[RunResult]],
@@ -275,6 +277,8 @@ class Comparison:
            ensembles: dict[str, SeedSummary] | None = None) -> Comparison:
         first = next(iter(results))
         choices = {v: augment_choices(runs) for v, runs in results.items()}
+        searches = {v: SearchSummary.of([f.search for run in runs for f in run.folds])
+                    for v, runs in results.items()}
         return cls(dataset.corpus, list(dataset.classes), len(dataset.utterances),
                    len(summaries[first].fold_uar), seeds, config.normalize,
                    summaries[first].headline, {**config.to_json(), "variant": None}, summaries,
@@ -282,7 +286,8 @@ class Comparison:
                    {v: c for v, c in choices.items() if c is not None} or None,
                    svm and svm["tuning"],
                    {v: runs[0] for v, runs in results.items()} if seeds == 1 else None,
-                   ensembles or None)
+                   ensembles or None,
+                   {v: r for v, r in searches.items() if r is not None} or None)
 
     def to_json(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -292,13 +297,18 @@ class Comparison:
                 "single_runs": self.single_runs and {v: r.to_json()
                                                      for v, r in self.single_runs.items()},
                 "ensembles": self.ensembles and {v: s.to_dict()
-                                                 for v, s in self.ensembles.items()}}
+                                                 for v, s in self.ensembles.items()},
+                "searches": self.searches and {v: dataclasses.asdict(r)
+                                               for v, r in self.searches.items()}}
 
     @classmethod
     def from_json(cls, d: dict) -> Comparison:
         d = {k: v for k, v in d.items() if k != "schema"}
         singles, ensembles = d.pop("single_runs", None), d.pop("ensembles", None)
-        return cls(**{**d, "summaries": {v: SeedSummary.from_dict(s)
+        searches = d.pop("searches", None)
+        return cls(**{**d, "searches": searches and {v: SearchSummary(**r)
+                                                     for v, r in searches.items()},
+                      "summaries": {v: SeedSummary.from_dict(s)
                                          for v, s in d["summaries"].items()},
                       "paired": [PairedComparison(**p) for p in d["paired"]],
                       "single_runs": singles and {v: RunResult.from_json(r)
@@ -431,6 +441,8 @@ def format_tables(comparison: Comparison, *, markdown: bool = False) -> str:
             parts += [("- " if markdown else "  ") + line for line in lines] + [""]
         if index == 0 and comparison.augment_choices:
             parts += [_augment_choices_line(comparison.augment_choices), ""]
+        if index == 0 and comparison.searches:
+            parts += [_searches_line(comparison), ""]
     return "\n".join(parts).rstrip()
 
 
@@ -440,6 +452,13 @@ def _augment_choices_line(choices: dict[str, dict[str, int]]) -> str:
         TABLE_LABELS[v], ", ".join(f"{c} {n}" for c, n in counts.items()), sum(counts.values()))
         for v, counts in choices.items()]
     return "Augmentation chosen by the inner folds (nested selection): " + "; ".join(per_variant)
+
+
+def _searches_line(comparison: Comparison) -> str:
+    """What the per-fold searches chose, per variant (:class:`sed_model.search.SearchSummary`)."""
+    trials = comparison.config["recipe"]["search_trials"]
+    return (f"Recipe chosen per fold on inner folds ({trials} settings searched): "
+            + "; ".join(f"{TABLE_LABELS[v]}: {s.line()}" for v, s in comparison.searches.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:

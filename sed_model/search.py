@@ -111,6 +111,36 @@ class SearchResult:
         return config.with_recipe(**setting_recipe(self.chosen), search_trials=0)
 
 
+@dataclass(frozen=True)
+class SearchSummary:
+    """What the searches of one variant's fold runs (every seed) chose: on how many runs the
+    recipe as given (the first setting tried) won, the pooled inner UAR of the recipe as
+    given and of the choice (means over the runs), and the searches' time summed."""
+
+    fold_runs: int
+    kept_recipe: int
+    inner_uar_recipe: float
+    inner_uar_chosen: float
+    seconds: float
+
+    @classmethod
+    def of(cls, searches: list[dict]) -> SearchSummary | None:
+        """From the fold runs' ``search`` records (None for a run without a search)."""
+        found = [SearchResult.from_dict(d) for d in searches if d]
+        if not found:
+            return None
+        return cls(len(found), sum(r.chosen == r.trials[0]["setting"] for r in found),
+                   float(np.mean([r.trials[0]["inner_uar"] for r in found])),
+                   float(np.mean([r.inner_uar for r in found])),
+                   float(sum(r.seconds for r in found)))
+
+    def line(self) -> str:
+        return (f"the recipe as given kept on {self.kept_recipe} of {self.fold_runs} fold runs; "
+                f"inner UAR {self.inner_uar_chosen:.3f} chosen against "
+                f"{self.inner_uar_recipe:.3f} as given (mean over fold runs); "
+                f"{self.seconds / 3600:.1f} h of search")
+
+
 def _objective(config: TrainConfig, dataset: Dataset, folds: list[Fold], search_dir: Path,
                choices: dict, progress: bool):
     import optuna

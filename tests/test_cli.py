@@ -14,6 +14,7 @@ from sed_model.config import make_config
 from sed_model.errors import SedError
 from sed_model.evaluate import evaluate_checkpoint
 from sed_model.predict import predict_files
+from sed_model.recipes import SPACES
 from sed_model.runtime import RunOptions
 from sed_model.trainer import train as train_run
 
@@ -122,6 +123,28 @@ def test_a_resumed_compare_reads_the_svm_back_unless_made_otherwise(corpus, tmp_
     (tmp_path / "c" / "baseline.json").write_text("{")  # damaged: fitted again, no error
     compare.main([*common, "--resume"])
     assert len(fitted) == 2 and fitted[1]["tune"] is False
+
+
+def test_compare_says_what_the_per_fold_searches_chose(corpus, tmp_path, monkeypatch):
+    monkeypatch.setitem(SPACES, "tiny", {"lr": ("1e-2", "3e-2"), "steps": ("2", "3")})
+    manifest, _ = corpus
+    compare.main(["--corpus", "csv", "--data", str(manifest), "--folds", "2", *TINY,
+                  "--variants", "lstm", "--no-baseline", "--set", "search_trials=2",
+                  "--set", "search_space=tiny", "--set", "inner_folds=2",
+                  "--out-dir", str(tmp_path / "c")])
+    saved = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    runs = [json.loads((tmp_path / "c" / "lstm" / f"fold-0{i}" / "metrics.json").read_text())
+            for i in (1, 2)]
+    found = saved["searches"]["lstm"]
+    assert found["fold_runs"] == 2 and found["inner_uar_chosen"] == pytest.approx(
+        sum(r["search"]["inner_uar"] for r in runs) / 2)
+    assert found["kept_recipe"] == sum(r["search"]["chosen"] == r["search"]["trials"][0]["setting"]
+                                       for r in runs)
+    assert found["inner_uar_chosen"] >= found["inner_uar_recipe"]  # the recipe is a candidate
+    assert compare.Comparison.from_json(saved).searches["lstm"].fold_runs == 2
+    table = (tmp_path / "c" / "table.md").read_text()
+    assert "Recipe chosen per fold on inner folds (2 settings searched): LSTM: the recipe as " \
+           f"given kept on {found['kept_recipe']} of 2 fold runs" in table
 
 
 @pytest.mark.slow
