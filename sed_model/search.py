@@ -32,7 +32,6 @@ model.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +86,8 @@ def setting_name(setting: dict[str, str]) -> str:
 @dataclass
 class SearchResult:
     """How the inner folds chose a fold's recipe: every setting tried (in order) with its
-    pooled inner UAR (None when pruned before its last inner fold) and the chosen one."""
+    pooled inner UAR (None when pruned before its last inner fold), the chosen one, and the
+    settings' wall time summed over every session of a resumed search."""
 
     space: str
     inner_folds: int
@@ -207,6 +207,12 @@ def _trial_record(trial) -> dict:
             "inner_uar_by_fold": list(trial.intermediate_values.values())}
 
 
+def _seconds(trials: list) -> float:
+    """The wall time of ``trials`` as the journal records it, over every session of a resumed
+    search (a setting tried again after a kill counts from its restart)."""
+    return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+
+
 def best_trial(trials: list[dict]) -> dict:
     """The setting with the best pooled inner UAR among those scored on every inner fold
     (ties: the earlier); never a pruned one, whose partial score covers fewer speakers."""
@@ -224,7 +230,6 @@ def search_recipe(config: TrainConfig, dataset: Dataset, fold: Fold, seed: int,
     recipe = config.recipe
     folds = inner_folds(dataset, fold, recipe.inner_folds, seed=seed)
     choices = space_choices(recipe.search_space, config.normalize)
-    started = time.time()
     study = _study(search_dir, seed)
     if not study.trials:  # the recipe as given is the first setting tried: the baseline
         study.enqueue_trial(recipe_setting(recipe, choices))
@@ -233,10 +238,11 @@ def search_recipe(config: TrainConfig, dataset: Dataset, fold: Fold, seed: int,
     if remaining > 0:
         study.optimize(_objective(config, dataset, folds, search_dir, choices, progress),
                        n_trials=remaining)
-    trials = [_trial_record(t) for t in _finished_trials(study)][:recipe.search_trials]
+    finished = _finished_trials(study)[:recipe.search_trials]
+    trials = [_trial_record(t) for t in finished]
     best = best_trial(trials)
     result = SearchResult(recipe.search_space, len(folds), trials, best["setting"],
-                          best["inner_uar"], round(time.time() - started, 1))
+                          best["inner_uar"], round(_seconds(finished), 1))
     if distributed.is_main():
         tqdm.write(f"{config.variant} seed {config.seed} {fold.name}: {len(trials)} settings "
                    f"searched on {len(folds)} inner folds -> {setting_name(result.chosen)} "

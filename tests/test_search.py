@@ -1,6 +1,7 @@
 """Per-fold selection of the recipe on inner folds of the training speakers (sed_model.search)."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -77,6 +78,8 @@ def test_a_resumed_search_keeps_its_finished_settings(tmp_path, monkeypatch):
                   final_model=False).to_json()
     assert calls == []  # every inner run was read back
     assert again["folds"][0]["search"]["chosen"] == first["folds"][0]["search"]["chosen"]
+    # its time is the journal's, not that of the session that read it back
+    assert again["folds"][0]["search"]["seconds"] == first["folds"][0]["search"]["seconds"] > 0
     assert again["folds"][0]["final"] == first["folds"][0]["final"]
 
 
@@ -96,6 +99,7 @@ def test_a_setting_left_running_by_a_killed_search_is_tried_again_first(tmp_path
     real = search.train_fold
     monkeypatch.setattr(search, "train_fold",
                         lambda *a, **k: started.append(a[5].parent.name) or real(*a, **k))
+    clock = time.time()
     metrics = train(searched_config(), tmp_path, dataset=random_dataset(speakers=SIX),
                     options=QUIET, final_model=False).to_json()
     trials = metrics["folds"][0]["search"]["trials"]
@@ -103,6 +107,8 @@ def test_a_setting_left_running_by_a_killed_search_is_tried_again_first(tmp_path
     assert trials[0]["number"] == 1 and started[0] == search.setting_name(interrupted)
     journal = search._study(tmp_path / "fold-01" / "search", seed=0).trials
     assert journal[0].state == optuna.trial.TrialState.FAIL and len(journal) == 4
+    # the search's time: its finished settings' runs, not the killed trial's hanging time
+    assert 0 < metrics["folds"][0]["search"]["seconds"] < time.time() - clock
 
 
 def test_a_pruned_setting_is_never_chosen():
