@@ -31,7 +31,7 @@ from .features import Normalizer
 from .features.store import select_rows
 from .metrics import classification_report
 from .model import DenseLSTMAttention
-from .runtime import autocast, resolve_device
+from .runtime import autocast, bound_kept_memory, resolve_device
 from .splits import Fold
 
 
@@ -473,6 +473,7 @@ def train_fold(
               + f" {config.variant}") as bar:
         while run.state.step < run.total_steps:
             losses.append(run.train_step())
+            bound_kept_memory()
             bar.update(1)
             if run.evaluation_due():
                 report = run.evaluate_and_checkpoint(_mean_loss(losses))

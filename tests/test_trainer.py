@@ -277,3 +277,14 @@ def test_resume_accepts_the_corpus_folder_by_another_path(tmp_path, monkeypatch)
     reference = train(tiny_config(data=str(corpus)), tmp_path / "uninterrupted",
                       dataset=dataset, options=QUIET).to_json()
     assert resumed["folds"] == reference["folds"]
+
+
+def test_the_training_loop_checks_the_kept_heap_after_every_step(tmp_path, monkeypatch):
+    import sed_model.fold as fold_module
+
+    calls = []
+    monkeypatch.setattr(fold_module, "bound_kept_memory", lambda: calls.append(1) or False)
+    config = tiny_config()
+    train(config, tmp_path / "run", dataset=random_dataset(), options=QUIET)
+    # 8 steps on each of the 2 folds and 8 for the final model on every speaker
+    assert len(calls) == 3 * config.recipe.steps
