@@ -179,6 +179,21 @@ def _study(search_dir: Path, seed: int):
         pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=0))
 
 
+def _optimize(study, objective, n_trials: int, seed: int) -> None:
+    """Run ``n_trials`` more settings, each drawn by a sampler seeded with ``seed`` and the
+    trial's number. TPE keeps no state but its random stream (it refits on the journal's
+    trials at every draw), so a search resumed between settings draws what an uninterrupted
+    one would, and one resumed after a kill draws afresh; one sampler seeded once per process
+    restarted its stream on every resume and drew the settings already tried again."""
+    import optuna
+
+    for _ in range(n_trials):
+        number = len(study.trials)
+        study.sampler = optuna.samplers.TPESampler(seed=int(
+            np.random.SeedSequence([seed, number]).generate_state(1)[0]))
+        study.optimize(objective, n_trials=1)
+
+
 def _retry_interrupted(study) -> None:
     """Settings that a killed search left running are tried again first, with the same
     values (their finished inner runs are read back), instead of being replaced by new draws;
@@ -236,8 +251,8 @@ def search_recipe(config: TrainConfig, dataset: Dataset, fold: Fold, seed: int,
     _retry_interrupted(study)
     remaining = recipe.search_trials - len(_finished_trials(study))
     if remaining > 0:
-        study.optimize(_objective(config, dataset, folds, search_dir, choices, progress),
-                       n_trials=remaining)
+        _optimize(study, _objective(config, dataset, folds, search_dir, choices, progress),
+                  remaining, seed)
     finished = _finished_trials(study)[:recipe.search_trials]
     trials = [_trial_record(t) for t in finished]
     best = best_trial(trials)

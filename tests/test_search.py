@@ -150,3 +150,25 @@ def test_setting_values_are_typed_as_the_recipe_reads_them():
         for key, values in space.items():
             for value in values:
                 make_config(corpus="emodb", **search.setting_recipe({key: value}))
+
+
+def test_a_resumed_search_draws_what_an_uninterrupted_one_would(tmp_path):
+    """Each draw's seed is the search's seed and the trial's number: a search resumed in a new
+    process continues the draws instead of replaying those of its first session."""
+    choices = SPACES["small"]
+
+    def objective(trial):
+        setting = {key: trial.suggest_categorical(key, values) for key, values in choices.items()}
+        return float(setting["lr"]) * int(setting["epochs"])
+
+    def settings(study):
+        return [t.params for t in study.trials]
+
+    whole = search._study(tmp_path / "whole", seed=5)
+    search._optimize(whole, objective, 6, seed=5)
+    search._optimize(search._study(tmp_path / "parts", seed=5), objective, 3, seed=5)
+    resumed = search._study(tmp_path / "parts", seed=5)  # a new process reads the journal
+    search._optimize(resumed, objective, 3, seed=5)
+    assert settings(resumed) == settings(whole)
+    # a stream restarted in the new process would draw the first session's three again
+    assert settings(resumed)[3:] != settings(resumed)[:3]
