@@ -8,7 +8,9 @@ searches the recipe's important settings on inner folds of its own training spea
    in them);
 2. Optuna proposes N settings from the search space ``search_space``
    (:data:`sed_model.recipes.SPACES`): its TPE sampler, seeded by the fold, draws the first
-   ones at random and then models the scores so far. Each setting trains on the inner folds
+   :data:`TPE_STARTUP` settings at random and only then models the scores so far, so a search
+   of up to ``TPE_STARTUP + 1`` trials (the recipe, then random draws) is a seeded random
+   search. Each setting trains on the inner folds
    one after the other with the run's recipe and the setting's changes; after each inner
    fold it reports the inner UAR pooled so far, and Optuna's median pruner stops a setting
    whose score is below the median of the earlier settings at the same inner fold (never
@@ -50,6 +52,7 @@ from .selection import inner_folds
 from .splits import Fold
 
 STARTUP_TRIALS = 4  # settings never pruned: the median needs a few scores first
+TPE_STARTUP = 10  # settings TPE draws at random before it models the scores (Optuna's default)
 
 
 def space_choices(space: str, normalize: str) -> dict[str, tuple[str, ...]]:
@@ -175,8 +178,14 @@ def _study(search_dir: Path, seed: int):
     storage = JournalStorage(JournalFileBackend(str(search_dir / "journal.log")))
     return optuna.create_study(
         study_name="search", storage=storage, load_if_exists=True, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=_sampler(seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=0))
+
+
+def _sampler(seed: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP)
 
 
 def _optimize(study, objective, n_trials: int, seed: int) -> None:
@@ -185,12 +194,9 @@ def _optimize(study, objective, n_trials: int, seed: int) -> None:
     trials at every draw), so a search resumed between settings draws what an uninterrupted
     one would, and one resumed after a kill draws afresh; one sampler seeded once per process
     restarted its stream on every resume and drew the settings already tried again."""
-    import optuna
-
     for _ in range(n_trials):
         number = len(study.trials)
-        study.sampler = optuna.samplers.TPESampler(seed=int(
-            np.random.SeedSequence([seed, number]).generate_state(1)[0]))
+        study.sampler = _sampler(int(np.random.SeedSequence([seed, number]).generate_state(1)[0]))
         study.optimize(objective, n_trials=1)
 
 
