@@ -168,7 +168,9 @@ def _objective(config: TrainConfig, dataset: Dataset, folds: list[Fold], search_
     return objective
 
 
-def _study(search_dir: Path, seed: int):
+def _study(search_dir: Path):
+    """The search's study, read back from its journal when one exists; it has no sampler of
+    its own, since ``_optimize`` seeds one for every draw."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -178,7 +180,6 @@ def _study(search_dir: Path, seed: int):
     storage = JournalStorage(JournalFileBackend(str(search_dir / "journal.log")))
     return optuna.create_study(
         study_name="search", storage=storage, load_if_exists=True, direction="maximize",
-        sampler=_sampler(seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=0))
 
 
@@ -192,8 +193,7 @@ def _optimize(study, objective, n_trials: int, seed: int) -> None:
     """Run ``n_trials`` more settings, each drawn by a sampler seeded with ``seed`` and the
     trial's number. TPE keeps no state but its random stream (it refits on the journal's
     trials at every draw), so a search resumed between settings draws what an uninterrupted
-    one would, and one resumed after a kill draws afresh; one sampler seeded once per process
-    restarted its stream on every resume and drew the settings already tried again."""
+    one would, and a resumed search never replays the draws of its earlier trials."""
     for _ in range(n_trials):
         number = len(study.trials)
         study.sampler = _sampler(int(np.random.SeedSequence([seed, number]).generate_state(1)[0]))
@@ -251,7 +251,7 @@ def search_recipe(config: TrainConfig, dataset: Dataset, fold: Fold, seed: int,
     recipe = config.recipe
     folds = inner_folds(dataset, fold, recipe.inner_folds, seed=seed)
     choices = space_choices(recipe.search_space, config.normalize)
-    study = _study(search_dir, seed)
+    study = _study(search_dir)
     if not study.trials:  # the recipe as given is the first setting tried: the baseline
         study.enqueue_trial(recipe_setting(recipe, choices))
     _retry_interrupted(study)

@@ -89,7 +89,7 @@ def test_a_setting_left_running_by_a_killed_search_is_tried_again_first(tmp_path
     import optuna
 
     interrupted = {"lr": "3e-2", "steps": "5"}  # not the recipe's values
-    study = search._study(tmp_path / "fold-01" / "search", seed=0)
+    study = search._study(tmp_path / "fold-01" / "search")
     study.enqueue_trial(interrupted)
     trial = study.ask()
     for key, values in TINY_SPACE.items():
@@ -105,7 +105,7 @@ def test_a_setting_left_running_by_a_killed_search_is_tried_again_first(tmp_path
     trials = metrics["folds"][0]["search"]["trials"]
     assert len(trials) == 3 and trials[0]["setting"] == interrupted
     assert trials[0]["number"] == 1 and started[0] == search.setting_name(interrupted)
-    journal = search._study(tmp_path / "fold-01" / "search", seed=0).trials
+    journal = search._study(tmp_path / "fold-01" / "search").trials
     assert journal[0].state == optuna.trial.TrialState.FAIL and len(journal) == 4
     # the search's time: its finished settings' runs, not the killed trial's hanging time
     assert 0 < metrics["folds"][0]["search"]["seconds"] < time.time() - clock
@@ -164,10 +164,10 @@ def test_a_resumed_search_draws_what_an_uninterrupted_one_would(tmp_path):
     def settings(study):
         return [t.params for t in study.trials]
 
-    whole = search._study(tmp_path / "whole", seed=5)
+    whole = search._study(tmp_path / "whole")
     search._optimize(whole, objective, 6, seed=5)
-    search._optimize(search._study(tmp_path / "parts", seed=5), objective, 3, seed=5)
-    resumed = search._study(tmp_path / "parts", seed=5)  # a new process reads the journal
+    search._optimize(search._study(tmp_path / "parts"), objective, 3, seed=5)
+    resumed = search._study(tmp_path / "parts")  # a new process reads the journal
     search._optimize(resumed, objective, 3, seed=5)
     assert settings(resumed) == settings(whole)
     # a stream restarted in the new process would draw the first session's three again
