@@ -46,7 +46,7 @@ from .cli import (
 )
 from .config import CONFIG_FILE, saved_config
 from .data import Dataset, load_dataset
-from .ensemble import seed_ensemble
+from .ensemble import ensemble_size, seed_ensemble
 from .errors import SedError
 from .fold import FoldResult
 from .model import VARIANTS
@@ -215,23 +215,37 @@ def augment_choices(runs: list[RunResult]) -> dict[str, int] | None:
 
 
 def _ensembles(out_dir: Path, results: dict[str, list[RunResult]],
-               summaries: dict[str, SeedSummary], classes) -> dict[str, SeedSummary]:
-    """Each variant's ensemble over its seeds (final models; :mod:`sed_model.ensemble`), for
-    the variants whose every fold left its test predictions."""
+               summaries: dict[str, SeedSummary], classes,
+               size: int | None = None) -> dict[str, SeedSummary]:
+    """Each variant's ensembles over its seeds (final models; :mod:`sed_model.ensemble`):
+    one of all its seeds, or disjoint ensembles of ``size`` seeds, for the variants whose
+    every fold left its test predictions."""
     ensembles = {}
     for v, runs in results.items():
         if runs[0].headline != "final":  # checkpoints selected on validation: not ensembled
             continue
         s = summaries[v]
         found = seed_ensemble([_run_dir(out_dir, run.config, len(runs)) for run in runs],
-                              s.seeds, s.fold_names, s.fold_test_speakers, classes)
+                              s.seeds, s.fold_names, s.fold_test_speakers, classes, size)
         if found is not None:
             ensembles[v] = found
     return ensembles
 
 
 def ensemble_label(variant: str, summary: SeedSummary) -> str:
-    return f"{TABLE_LABELS[variant]}, ensemble of {len(summary.seeds)} seeds"
+    size, count = ensemble_size(summary), len(summary.pooled_uar)
+    if count == 1:
+        return f"{TABLE_LABELS[variant]}, ensemble of {size} seeds"
+    return f"{TABLE_LABELS[variant]}, {count} ensembles of {size} seeds"
+
+
+def check_ensemble_size(size: int | None, seeds: int) -> None:
+    """``--ensemble-size K`` must split the ``seeds`` runs into at least one ensemble of 2 or
+    more members with none left over."""
+    if size is not None and not (2 <= size <= seeds and seeds % size == 0):
+        raise SedError(f"--ensemble-size {size} does not split --seeds {seeds} into ensembles "
+                       "of 2 or more seeds each with none left over; give a divisor of "
+                       "--seeds of at least 2")
 
 
 def _paired(summaries: dict[str, SeedSummary],
@@ -329,11 +343,14 @@ def compare(
     jobs: int = 1,
     threads: int | None = None,
     svm_tune: bool = False,
+    ensemble_size: int | None = None,
 ) -> Comparison:
     """Train ``variants`` with ``config`` (its ``variant`` is ignored), ``seeds`` times each,
     into ``out_dir``, and the SVM on the same folds unless not ``baseline`` (with
     ``svm_tune``, or when the recipe searches its settings per fold, the SVM's C is chosen on
     inner folds of each fold's training speakers too: the same tuning budget for both).
+    With several seeds every variant's ensemble is reported too: one of all the seeds, or with
+    ``ensemble_size`` K the ``seeds / K`` disjoint ensembles of K seeds, mean and spread.
 
     ``jobs > 1`` trains that many folds at once in worker processes (each with ``threads``
     torch threads, no progress bars; features come from the cache filled here first).
@@ -341,6 +358,7 @@ def compare(
     ``curves.png`` into ``out_dir``.
     """
     out_dir = Path(out_dir)
+    check_ensemble_size(ensemble_size, seeds)
     shared = {**config.to_json(), "variant": None}  # what every variant's run has in common
     config_path = out_dir / "config.json"
     if not resume and config_path.exists():
@@ -368,7 +386,8 @@ def compare(
     if svm is not None:
         summaries["svm"] = _svm_summary(svm, summaries[variants[0]].fold_test_speakers)
         write_json(out_dir / "baseline.json", svm)
-    ensembles = _ensembles(out_dir, results, summaries, dataset.classes) if seeds > 1 else None
+    ensembles = (_ensembles(out_dir, results, summaries, dataset.classes, ensemble_size)
+                 if seeds > 1 else None)
     comparison = Comparison.of(dataset, config, seeds, results, summaries, svm, ensembles)
     write_json(out_dir / "comparison.json", comparison.to_json())
     (out_dir / "table.md").write_text(format_tables(comparison, markdown=True) + "\n")
@@ -483,6 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "inner folds of the fold's training speakers (as sed_model."
                              "baseline --tune); default: the fixed C, or tuned when the recipe "
                              "searches its settings (--set search_trials=N)")
+    parser.add_argument("--ensemble-size", type=positive_int, default=None, metavar="K",
+                        help="with --seeds N: report N/K disjoint ensembles of K seeds each "
+                             "(their mean and spread, as for single models over seeds) "
+                             "instead of one ensemble of all N; K must divide N. Nothing is "
+                             "trained for it, so a resumed comparison can change it")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
                         help="also write the tables as markdown to FILE")
     return parser
@@ -518,7 +542,7 @@ def _compare_command(argv: list[str] | None) -> None:
         comparison = compare(config, out_dir, variants=args.variants, seeds=args.seeds,
                              baseline=not args.no_baseline, resume=args.resume,
                              options=run_options(args), jobs=args.jobs, threads=args.threads,
-                             svm_tune=args.svm_tune)
+                             svm_tune=args.svm_tune, ensemble_size=args.ensemble_size)
     except KeyboardInterrupt:
         print("\ninterrupted; continue with: python -m sed_model.compare --resume "
               f"--out-dir {out_dir}",

@@ -5,8 +5,11 @@ Every fold writes its final model's class probabilities on its test utterances
 their folds, so a fold's N models can be averaged: the ensemble's prediction for a test
 utterance is the class with the highest mean probability, and its results are pooled over
 the folds as a single run's are. Nothing is trained or chosen for it, and no test label is
-read before the average is taken. At predict time an ensemble of N members costs N forward
-passes of the model per input (the feature extraction is shared).
+read before the average is taken. ``compare --seeds N --ensemble-size K`` splits the N runs
+into N/K ensembles of K members, so that the K-member ensemble, the model one would deploy,
+gets a mean and a spread over independent replicates as a single model does over seeds. At
+predict time an ensemble of N members costs N forward passes of the model per input (the
+feature extraction is shared).
 """
 
 from __future__ import annotations
@@ -43,19 +46,55 @@ def _fold_members(run_dirs: list[Path], fold: int) -> list | None:
     return members
 
 
-def seed_ensemble(run_dirs: list[Path], seeds: list[int], fold_names: list[str],
-                  fold_test_speakers: list[list[str]], classes) -> SeedSummary | None:
-    """The ensemble of the runs in ``run_dirs`` (one per seed, same folds), shaped like one
-    run's summary; None when a fold's predictions are missing (a run made without them)."""
+def _group_reports(run_dirs: list[Path], n_folds: int, classes) -> list[dict] | None:
+    """One ensemble's classification report per fold; None when a fold's predictions are
+    missing."""
     reports = []
-    for fold in range(len(fold_names)):
+    for fold in range(n_folds):
         members = _fold_members(run_dirs, fold)
         if members is None:
             return None
         mean = np.mean([m["probabilities"] for m in members], axis=0)
         reports.append(classification_report(members[0]["labels"], mean.argmax(axis=1), classes))
-    pooled = report_from_confusion(np.sum([r["confusion"] for r in reports], axis=0), classes)
-    return SeedSummary(seeds=list(seeds), headline="final", pooled_uar=[pooled["uar"]],
-                       pooled_wa=[pooled["wa"]], recall=pooled["recall"],
-                       fold_names=list(fold_names), fold_test_speakers=fold_test_speakers,
-                       fold_uar=[r["uar"] for r in reports])
+    return reports
+
+
+def seed_ensemble(run_dirs: list[Path], seeds: list[int], fold_names: list[str],
+                  fold_test_speakers: list[list[str]], classes,
+                  size: int | None = None) -> SeedSummary | None:
+    """The ensembles of the runs in ``run_dirs`` (one per seed, same folds), shaped like a
+    summary over seeds; None when a fold's predictions are missing (a run made without them).
+
+    ``size`` K (default: all the runs) splits the runs, in order, into ``len(run_dirs) / K``
+    disjoint ensembles of K members each, so that an ensemble of K models is measured as often
+    as a single model is measured over seeds: ``pooled_uar`` and ``pooled_wa`` hold one value
+    per ensemble, ``fold_uar`` and ``recall`` their mean.
+    """
+    size = len(run_dirs) if size is None else size
+    if size < 1 or len(run_dirs) % size:
+        raise ValueError(f"cannot split {len(run_dirs)} runs into ensembles of {size}")
+    groups = []
+    for start in range(0, len(run_dirs), size):
+        reports = _group_reports(run_dirs[start:start + size], len(fold_names), classes)
+        if reports is None:
+            return None
+        groups.append(reports)
+    pooled = [report_from_confusion(np.sum([r["confusion"] for r in reports], axis=0), classes)
+              for reports in groups]
+    recall = {c: _mean_or_none([p["recall"][c] for p in pooled]) for c in classes}
+    return SeedSummary(seeds=list(seeds), headline="final",
+                       pooled_uar=[p["uar"] for p in pooled], pooled_wa=[p["wa"] for p in pooled],
+                       recall=recall, fold_names=list(fold_names),
+                       fold_test_speakers=fold_test_speakers,
+                       fold_uar=np.mean([[r["uar"] for r in reports] for reports in groups],
+                                        axis=0).tolist())
+
+
+def _mean_or_none(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def ensemble_size(summary: SeedSummary) -> int:
+    """The members of each ensemble of a :func:`seed_ensemble` summary."""
+    return len(summary.seeds) // len(summary.pooled_uar)

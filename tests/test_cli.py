@@ -186,6 +186,10 @@ def test_compare_resumes_with_more_variants_and_keeps_the_finished_runs(corpus, 
     with pytest.raises(SystemExit):
         compare.main([*common, "--seeds", "3", "--variants", "lstm", "--resume"])
     assert "made with --seeds 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([*base, "--variants", "lstm", "--resume", "--ensemble-size", "3"])
+    assert exit_info.value.code == 2
+    assert "error: --ensemble-size 3 does not split --seeds 2" in capsys.readouterr().err
 
 
 def _fold_results(run_dir):
