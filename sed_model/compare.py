@@ -46,7 +46,7 @@ from .cli import (
 )
 from .config import CONFIG_FILE, saved_config
 from .data import Dataset, load_dataset
-from .ensemble import ensemble_size, seed_ensemble
+from .ensemble import members_per_ensemble, seed_ensemble
 from .errors import SedError
 from .fold import FoldResult
 from .model import VARIANTS
@@ -233,7 +233,7 @@ def _ensembles(out_dir: Path, results: dict[str, list[RunResult]],
 
 
 def ensemble_label(variant: str, summary: SeedSummary) -> str:
-    size, count = ensemble_size(summary), len(summary.pooled_uar)
+    size, count = members_per_ensemble(summary), len(summary.pooled_uar)
     if count == 1:
         return f"{TABLE_LABELS[variant]}, ensemble of {size} seeds"
     return f"{TABLE_LABELS[variant]}, {count} ensembles of {size} seeds"

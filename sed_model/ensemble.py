@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import classification_report, report_from_confusion
-from .seeds import SeedSummary
+from .seeds import SeedSummary, mean_recall
 
 PREDICTIONS_FILE = "test_predictions.npz"
 
@@ -81,7 +81,7 @@ def seed_ensemble(run_dirs: list[Path], seeds: list[int], fold_names: list[str],
         groups.append(reports)
     pooled = [report_from_confusion(np.sum([r["confusion"] for r in reports], axis=0), classes)
               for reports in groups]
-    recall = {c: _mean_or_none([p["recall"][c] for p in pooled]) for c in classes}
+    recall = mean_recall(pooled, classes)
     return SeedSummary(seeds=list(seeds), headline="final",
                        pooled_uar=[p["uar"] for p in pooled], pooled_wa=[p["wa"] for p in pooled],
                        recall=recall, fold_names=list(fold_names),
@@ -90,11 +90,6 @@ def seed_ensemble(run_dirs: list[Path], seeds: list[int], fold_names: list[str],
                                         axis=0).tolist())
 
 
-def _mean_or_none(values: list) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
-
-
-def ensemble_size(summary: SeedSummary) -> int:
+def members_per_ensemble(summary: SeedSummary) -> int:
     """The members of each ensemble of a :func:`seed_ensemble` summary."""
     return len(summary.seeds) // len(summary.pooled_uar)

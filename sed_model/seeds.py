@@ -75,14 +75,21 @@ class SeedSummary:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def mean_recall(pooled: list[dict], classes) -> dict:
+    """Each class's recall averaged over pooled reports, skipping reports without it (None
+    when none has it)."""
+    recall = {}
+    for c in classes:
+        values = [p["recall"][c] for p in pooled if p["recall"][c] is not None]
+        recall[c] = float(np.mean(values)) if values else None
+    return recall
+
+
 def summarize_seeds(runs: list[RunResult]) -> SeedSummary:
     """Pool the runs (of :func:`sed_model.trainer.train`) of one configuration."""
     headline = runs[0].headline
     pooled = [run.summary[headline].pooled for run in runs]
-    recall = {}
-    for c in runs[0].classes:
-        values = [p["recall"][c] for p in pooled if p["recall"][c] is not None]
-        recall[c] = float(np.mean(values)) if values else None
+    recall = mean_recall(pooled, runs[0].classes)
     return SeedSummary(
         seeds=[run.config.seed for run in runs], headline=headline,
         pooled_uar=[p["uar"] for p in pooled], pooled_wa=[p["wa"] for p in pooled],

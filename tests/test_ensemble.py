@@ -6,7 +6,12 @@ from test_trainer import random_dataset, tiny_config
 
 from sed_model.compare import check_ensemble_size
 from sed_model.compare import ensemble_label as label
-from sed_model.ensemble import PREDICTIONS_FILE, ensemble_size, save_predictions, seed_ensemble
+from sed_model.ensemble import (
+    PREDICTIONS_FILE,
+    members_per_ensemble,
+    save_predictions,
+    seed_ensemble,
+)
 from sed_model.errors import SedError
 from sed_model.metrics import classification_report
 from sed_model.runtime import RunOptions
@@ -45,10 +50,10 @@ def test_disjoint_ensembles_of_k_seeds_get_a_mean_and_a_spread(tmp_path):
             for k, p in enumerate([right, unsure, wrong, unsure])]
     ensembles = seed_ensemble(runs, [0, 1, 2, 3], ["f"], [["x"]], CLASSES, size=2)
     assert ensembles.pooled_uar == [1.0, 0.0] and ensembles.fold_uar == [0.5]
-    assert ensembles.recall == {"a": 0.5, "b": 0.5} and ensemble_size(ensembles) == 2
+    assert ensembles.recall == {"a": 0.5, "b": 0.5} and members_per_ensemble(ensembles) == 2
     assert label("feature", ensembles) == "Feature, 2 ensembles of 2 seeds"
     one = seed_ensemble(runs, [0, 1, 2, 3], ["f"], [["x"]], CLASSES)
-    assert len(one.pooled_uar) == 1 and ensemble_size(one) == 4
+    assert len(one.pooled_uar) == 1 and members_per_ensemble(one) == 4
     assert label("feature", one) == "Feature, ensemble of 4 seeds"
     with pytest.raises(ValueError, match="ensembles of 3"):
         seed_ensemble(runs, [0, 1, 2, 3], ["f"], [["x"]], CLASSES, size=3)
