@@ -97,13 +97,14 @@ class TrainConfig:
     @classmethod
     def from_json(cls, d: Mapping) -> TrainConfig:
         """A configuration written by :meth:`to_json`, or a flat one (whose recipe
-        fields not saved take the preset's values, and whose missing ``augment`` means none:
-        every run that augmented recorded it)."""
+        fields not saved take the preset's values, and whose missing ``augment`` and
+        ``utterance_norm`` mean none: every run that used them recorded them)."""
         d = dict(d)
         if "recipe" in d:
             d.pop("schema", None)
             return cls(recipe=Recipe.from_json(d.pop("recipe")), **_run_fields(d))
-        return make_config(**{"augment": (), **{k: _tuple(v) for k, v in d.items()}})
+        return make_config(**{"augment": (), "utterance_norm": "none",
+                              **{k: _tuple(v) for k, v in d.items()}})
 
     @classmethod
     def resumed(cls, out_dir: Path, options: Mapping[str, object] | None = None) -> TrainConfig:

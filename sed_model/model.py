@@ -33,6 +33,14 @@ Choices where the paper is silent (see DESIGN.md section 1):
 * Dropout (not in the paper; 0 unless asked, as in its presets): ``input_dropout`` on the
   input frames, ``layer_dropout`` on layer ``i``'s output where layer ``i+1`` reads it (the
   attention and ``last_i`` read the undropped ``h_i``), ``head_dropout`` on ``D``.
+* Utterance normalisation (not in the paper; ``"none"`` unless asked): ``"mean"`` subtracts
+  from every frame its utterance's mean over the valid frames, feature by feature
+  (cepstral mean normalisation, SpeechBrain's ``sentence`` normalisation), and
+  ``"mean_std"`` also divides by the utterance's standard deviation, floored as
+  ``sqrt(var + UTTERANCE_VAR_FLOOR)``. It follows the corpus z-score, inside the model, so
+  every window a checkpoint or an ONNX file classifies gets it; padded frames are set to 0.
+  It removes a speaker's (or a channel's) offset and spread of every feature, utterance by
+  utterance, without any statistics of the test speaker.
 * The parameter names (``lstms.i.*``, ``time_W.i``, ``feat_W.i``, ``feat_V.i``, ``head.*``)
   and their order are those of the checkpoints; keep them.
 """
@@ -47,6 +55,29 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import sed_kernels
 from sed_kernels import reference
+
+UTTERANCE_NORMS = ("none", "mean", "mean_std")
+# added to an utterance's per-feature variance before the square root: the features arrive
+# z-scored over the corpus (unit variance), so a feature nearly constant over one utterance
+# is scaled by at most 10 rather than blown up
+UTTERANCE_VAR_FLOOR = 1e-2
+
+
+def normalize_utterances(x: torch.Tensor, lengths: torch.Tensor, mode: str) -> torch.Tensor:
+    """Padded frames ``x`` (B, T, D) with each row's mean over its ``lengths[b]`` valid frames
+    subtracted (``mode`` ``"mean"``), and divided by its floored standard deviation
+    (``"mean_std"``); padded frames become 0 (``"none"``: ``x`` unchanged). Computed in at
+    least float32, returned in ``x``'s dtype."""
+    if mode == "none":
+        return x
+    steps = torch.arange(x.shape[1], device=x.device)
+    valid = (steps[None, :] < lengths[:, None])[..., None]  # (B, T, 1)
+    h = torch.where(valid, x.to(torch.promote_types(x.dtype, torch.float32)), 0.0)
+    n = lengths.clamp(min=1).to(h.dtype)[:, None, None]
+    h = torch.where(valid, h - h.sum(1, keepdim=True) / n, 0.0)
+    if mode == "mean_std":
+        h = h / ((h * h).sum(1, keepdim=True) / n + UTTERANCE_VAR_FLOOR).sqrt()
+    return h.to(x.dtype)
 
 
 class DenseLSTMAttention(nn.Module):
@@ -88,6 +119,7 @@ class DenseLSTMAttention(nn.Module):
         input_dropout: float = 0.0,
         layer_dropout: float = 0.0,
         head_dropout: float = 0.0,
+        utterance_norm: str = "none",
     ) -> None:
         super().__init__()
         if variant is not None and variant != self.variant:
@@ -97,6 +129,10 @@ class DenseLSTMAttention(nn.Module):
             raise ValueError(f"cells must be a non-empty list of positive sizes; got {list(cells)}")
         if n_classes < 2:
             raise ValueError(f"n_classes must be at least 2; got {n_classes}")
+        if utterance_norm not in UTTERANCE_NORMS:
+            raise ValueError(f"utterance_norm must be one of {', '.join(UTTERANCE_NORMS)}; "
+                             f"got {utterance_norm!r}")
+        self.utterance_norm = utterance_norm
         self.cells = tuple(int(c) for c in cells)
         self.input_dim = int(input_dim)
         self.attention_dim = attention_dim
@@ -166,6 +202,7 @@ class DenseLSTMAttention(nn.Module):
                 f"x must have shape (batch, steps, {self.input_dim}); got {tuple(x.shape)}"
             )
         lengths = lengths.to(x.device, torch.int64)
+        x = normalize_utterances(x, lengths, self.utterance_norm)
         return self.lstm_outputs(x, lengths), lengths
 
     # ---------------------------------------------------------------------- outputs
@@ -202,6 +239,7 @@ class DenseLSTMAttention(nn.Module):
             "input_dropout": self.dropout_rates[0],
             "layer_dropout": self.dropout_rates[1],
             "head_dropout": self.dropout_rates[2],
+            "utterance_norm": self.utterance_norm,
         }
 
 

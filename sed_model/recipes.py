@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from .augment import candidate_augment, check_augment, needed_speeds
 from .errors import SedError
+from .model import UTTERANCE_NORMS
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -79,6 +80,7 @@ class Recipe:
     cells: tuple[int, ...] = (64, 64)
     dense: int = 128
     attention_dim: int | None = None
+    utterance_norm: str = "none"  # none, mean or mean_std of each utterance (model.py)
     # the optimiser and its schedule
     optimizer: str = "adam"  # adam (coupled L2, as the paper) or adamw (decoupled decay)
     lr: float = 1e-3
@@ -150,6 +152,9 @@ class Recipe:
         if self.optimizer not in OPTIMIZERS:
             raise SedError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; "
                            f"got {self.optimizer!r}")
+        if self.utterance_norm not in UTTERANCE_NORMS:
+            raise SedError(f"utterance_norm must be one of {', '.join(UTTERANCE_NORMS)}; "
+                           f"got {self.utterance_norm!r}")
         if self.schedule not in SCHEDULES:
             raise SedError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         if self.augment_candidates is not None:

@@ -1,16 +1,19 @@
 """DenseLSTMAttention: parameter shapes, padding, and the paper's equations by hand."""
 
+import numpy as np
 import pytest
 import torch
 
 import sed_kernels
 from sed_model.model import (
+    UTTERANCE_VAR_FLOOR,
     VARIANTS,
     DenseLSTMAttention,
     FeatureAttentionLSTM,
     GeneralLSTM,
     LastStateLSTM,
     TimeAttentionLSTM,
+    normalize_utterances,
 )
 
 CELLS = (12, 8)
@@ -99,11 +102,12 @@ def test_bad_arguments():
         make_model("lstm")(torch.zeros(2, 5, 7), torch.tensor([5, 5]))
 
 
+@pytest.mark.parametrize("utterance_norm", ["none", "mean_std"])
 @pytest.mark.parametrize("backend", ["reference", "auto"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_padding_does_not_change_a_row(variant, backend):
+def test_padding_does_not_change_a_row(variant, backend, utterance_norm):
     """Each row alone (no padding) gives the same logits as inside a padded batch."""
-    model = make_model(variant, backend)
+    model = make_model(variant, backend, utterance_norm=utterance_norm)
     lengths = [7, 1, 4, 7, 2]  # lengths 1 and T included
     x, lens = padded_batch(lengths)
     if backend == "auto":  # the native kernels run in float32
@@ -224,3 +228,55 @@ def test_gradients_reach_every_parameter():
         model(x, lens).sum().backward()
         missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
         assert missing == [], (variant, missing)
+
+
+def utterance_norm_by_hand(row, mode):
+    """One unpadded row (T, D) normalised with numpy in float64, as the model's docstring says."""
+    row = row.double().numpy()
+    out = row - row.mean(axis=0)
+    if mode == "mean_std":
+        out = out / np.sqrt(out.var(axis=0) + UTTERANCE_VAR_FLOOR)
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 2e-2),
+                                        (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("mode", ["mean", "mean_std"])
+def test_utterance_norm_follows_its_formula_row_by_row(mode, dtype, tol):
+    lengths = [9, 1, 4, 9, 2, 7]  # lengths 1 and T included
+    torch.manual_seed(2)
+    x = (torch.randn(len(lengths), max(lengths), 33) * 3 + 5).to(dtype)
+    for b, n in enumerate(lengths):
+        x[b, n:] = float("nan")  # poisoned padding: must not leak into a row
+    got = normalize_utterances(x, torch.tensor(lengths), mode)
+    assert got.dtype == dtype and got.shape == x.shape
+    for b, n in enumerate(lengths):
+        expected = utterance_norm_by_hand(x[b, :n], mode)
+        torch.testing.assert_close(got[b, :n].double(), expected, atol=tol, rtol=tol)
+        assert (got[b, n:] == 0).all()  # padded frames are set to 0
+    assert normalize_utterances(x, torch.tensor(lengths), "none") is x
+
+
+@pytest.mark.parametrize("mode", ["mean", "mean_std"])
+def test_utterance_norm_removes_an_utterance_s_offset_and_passes_gradients(mode):
+    lengths = torch.tensor([6, 3])
+    x, _ = padded_batch(lengths.tolist())
+    offset = torch.randn(2, 1, 130, dtype=torch.float64) * 4  # a per-utterance feature offset
+    model = make_model("feature", utterance_norm=mode)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x + offset, lengths), model(x, lengths))
+    x = x.clone().requires_grad_(True)
+    model(x, lengths).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[0, :6].abs().sum() > 0
+    assert (x.grad[1, 3:] == 0).all()  # nothing flows into padded frames
+
+
+def test_utterance_norm_is_a_checked_hyperparameter_that_old_checkpoints_lack():
+    model = make_model("time", utterance_norm="mean")
+    hyper = model.hyperparameters()
+    assert hyper["utterance_norm"] == "mean"
+    assert DenseLSTMAttention(N_CLASSES, **hyper).utterance_norm == "mean"
+    del hyper["utterance_norm"]  # a checkpoint saved before the option: no normalisation
+    assert DenseLSTMAttention(N_CLASSES, **hyper).utterance_norm == "none"
+    with pytest.raises(ValueError, match="utterance_norm must be one of none, mean, mean_std"):
+        make_model("time", utterance_norm="cmvn")

@@ -29,10 +29,12 @@ def _one_thread(one_torch_thread):
     """Every test here on one torch thread (the shared fixture of conftest.py)."""
 
 
-def random_checkpoint(path, variant: str, mode: str = "global", seed: int = 0):
+def random_checkpoint(path, variant: str, mode: str = "global", seed: int = 0,
+                      utterance_norm: str = "none"):
     """A checkpoint file of an untrained model of ``variant`` with made-up statistics."""
     torch.manual_seed(seed)
-    model = DenseLSTMAttention(len(CLASSES), variant, cells=(24, 16), dense=32)
+    model = DenseLSTMAttention(len(CLASSES), variant, cells=(24, 16), dense=32,
+                               utterance_norm=utterance_norm)
     rng = np.random.default_rng(seed)
     normalizer = Normalizer(mode, rng.normal(size=130), rng.uniform(0.5, 2.0, size=130))
     save_checkpoint(path, {"model": model.state_dict(), "hyperparameters": model.hyperparameters(),
@@ -59,6 +61,23 @@ def test_every_variant_exports_with_dynamic_batch_and_lengths(tmp_path, variant)
         # a padded row gives its own prediction: the same row alone, unpadded
         alone = onnx_model.members[0].probabilities(x[:1, :lengths[0]], lengths[:1])
         np.testing.assert_allclose(alone[0], got[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("utterance_norm", ["mean", "mean_std"])
+def test_utterance_normalisation_exports_and_keeps_padded_rows_their_own(tmp_path, utterance_norm):
+    checkpoint = random_checkpoint(tmp_path / "model.pt", "feature",
+                                   utterance_norm=utterance_norm)
+    out = tmp_path / "model.onnx"
+    assert export_onnx(checkpoint, out) <= 1e-4
+    torch_model = sed_model.load_model(checkpoint, device="cpu", backend="reference")
+    onnx_model = sed_model.load_model(out)
+    lengths = np.array([40, 1, 17, 40], dtype=np.int64)
+    x = (torch.randn(4, 40, 130, generator=torch.Generator().manual_seed(5)) * 2 + 1).numpy()
+    expected = torch_model.members[0].probabilities(x, lengths)
+    got = onnx_model.members[0].probabilities(x, lengths)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    alone = onnx_model.members[0].probabilities(x[2:3, :17], lengths[2:3])
+    np.testing.assert_allclose(alone[0], got[2], atol=1e-5, rtol=0)
 
 
 def test_the_metadata_holds_classes_normalisation_and_variant(tmp_path):

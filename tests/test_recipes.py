@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from sed_model import cli, recipes, train
+from sed_model.checkpoint import load_checkpoint
 from sed_model.config import TrainConfig, changed_options, make_config
 from sed_model.errors import SedError
 from sed_model.recipes import KEYS, PRESETS, Recipe
@@ -23,6 +24,7 @@ def test_every_preset_is_a_complete_checked_recipe():
             assert isinstance(recipe, Recipe)
             assert (recipe.epochs is None) != (recipe.steps is None)
     assert PRESETS["small"].recipe_for("speaker").augment == ("speed",)
+    assert PRESETS["iemocap"].recipe_for("global").utterance_norm == "none"  # the paper's
     assert set(KEYS) >= {"lr", "cells", "epochs", "steps", "input_dropout", "augment",
                          "ema_decay", "optimizer", "betas", "schedule", "warmup"}
 
@@ -33,6 +35,7 @@ def test_every_preset_is_a_complete_checked_recipe():
     ("ema_decay=0.9", "ema_decay", 0.9), ("betas=0.9,0.98", "betas", (0.9, 0.98)),
     ("augment=speed,mask", "augment", ("speed", "mask")), ("optimizer=adam", "optimizer", "adam"),
     ("attention_dim=none", "attention_dim", None), ("steps=100", "steps", 100),
+    ("utterance_norm=mean", "utterance_norm", "mean"),
 ])
 def test_set_values_are_read_with_the_fields_type(text, key, value):
     assert recipes.parse_assignments([text]) == {key: value}
@@ -67,7 +70,9 @@ def test_checked_values_name_the_field():
     for text, message in (("optimizer=sgd", "optimizer must be one of adam, adamw"),
                           ("head_dropout=1.5", "head_dropout must be in"),
                           ("cells=0", "cells must be positive"),
-                          ("epochs=0", "epochs must be a positive integer")):
+                          ("epochs=0", "epochs must be a positive integer"),
+                          ("utterance_norm=cmvn",
+                           "utterance_norm must be one of none, mean, mean_std")):
         with pytest.raises(SedError, match=message):
             parse("--set", text)
     with pytest.raises(SedError, match="exactly one of epochs and steps"):
@@ -102,6 +107,9 @@ def test_config_json_holds_the_recipe_and_reads_back():
     assert changed_options(saved, config) == []
     assert changed_options(saved, config.with_recipe(lr=2e-3)) == [
         "lr (saved 0.001, now 0.002)"]
+    # a recipe saved before utterance_norm existed trained without it
+    del saved["recipe"]["utterance_norm"]
+    assert TrainConfig.from_json(saved).recipe.utterance_norm == "none"
 
 
 # The flat config.json of a run folder written before the recipe was typed (small, 40
@@ -122,7 +130,9 @@ FLAT_CONFIG = {
 def test_a_flat_config_of_an_older_run_folder_resumes(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(FLAT_CONFIG))
     resumed = TrainConfig.resumed(tmp_path)
-    today = make_config(corpus="emodb", data="/data/emodb", folds="loso", split_seed=0)
+    # it trained without utterance normalisation, which it does not record
+    today = make_config(corpus="emodb", data="/data/emodb", folds="loso", split_seed=0,
+                        utterance_norm="none")
     assert resumed == today
     assert changed_options(FLAT_CONFIG, today) == []
     # an older one still: fields it did not save take the preset's values, but a missing
@@ -135,12 +145,16 @@ def test_a_flat_config_of_an_older_run_folder_resumes(tmp_path):
 
 def test_the_demo_records_set_values_in_config_json(tmp_path):
     out = tmp_path / "run"
-    train.main(["--set", "lr=1e-3", "--set", "cells=32,32", "--epochs", "1", "--folds", "2",
-                "--out-dir", str(out), "--no-progress", "--no-final-model", "--threads", "1"])
+    train.main(["--set", "lr=1e-3", "--set", "cells=32,32", "--set", "utterance_norm=mean",
+                "--epochs", "1", "--folds", "2", "--out-dir", str(out), "--no-progress",
+                "--no-final-model", "--threads", "1"])
     saved = json.loads((out / "config.json").read_text())
     assert saved["recipe"]["lr"] == 1e-3 and saved["recipe"]["cells"] == [32, 32]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["recipe"]["cells"] == [32, 32]
+    # the model a fold trains and keeps is built with the recipe's utterance_norm
+    fold_model = load_checkpoint(next(out.glob("fold-*/last.pt")))
+    assert fold_model["hyperparameters"]["utterance_norm"] == "mean"
 
 
 def test_a_run_resumes_from_another_directory_with_relative_corpus_and_fold_paths(
