@@ -2,6 +2,7 @@
 
     python scripts/make_pretrained_emodb.py --data ../shared/data/emodb
     python scripts/make_pretrained_emodb.py --preset P --normalize speaker
+    python scripts/make_pretrained_emodb.py --set utterance_norm=none   # any recipe field
 
 One ``sed_model.train`` run on EmoDB (all 535 clips, 10 speakers, 7 classes): the
 leave-one-speaker-out cross-validation of the recipe (its UAR goes on the model card), then
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 from sed_model.checkpoint import read_json, write_json
-from sed_model.cli import add_normalize_option, non_negative_int, positive_int
+from sed_model.cli import SetOption, add_normalize_option, non_negative_int, parse_set, positive_int
 from sed_model.config import TrainConfig, make_config
 from sed_model.model import VARIANTS
 from sed_model.pretrained import BUNDLED
@@ -67,17 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (1)")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="feature extraction processes (default: all cores)")
+    parser.add_argument("--set", action=SetOption, default=None, metavar="KEY=VALUE",
+                        help="override one field of the recipe (repeatable), as for train")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="the run folder (default runs/emodb-<variant>-<time>)")
     return parser
 
 
+def run_config(args) -> TrainConfig:
+    """The training configuration of the parsed command line ``args``."""
+    overrides = {}
+    for text in args.set or []:
+        overrides.update(parse_set(text))
+    return make_config(**{"corpus": "emodb", "data": args.data, "variant": args.variant,
+                          "preset": args.preset, "folds": "loso",
+                          "validation_speakers": args.validation_speakers,
+                          "normalize": args.normalize or "global", "device": "cpu",
+                          "seed": args.seed, **overrides})
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = make_config(corpus="emodb", data=args.data, variant=args.variant, preset=args.preset,
-                         folds="loso", validation_speakers=args.validation_speakers,
-                         normalize=args.normalize or "global", device="cpu", seed=args.seed)
+    config = run_config(args)
     out_dir = args.out_dir or default_out_dir("emodb", args.variant)
     commit = _commit()  # before the model file in sed_model/ is replaced
     started = time.time()

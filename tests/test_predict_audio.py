@@ -197,6 +197,13 @@ def test_the_bundled_model_is_small_complete_and_described_by_its_results_file()
     assert script.card_in_readme() == script.render_card(results)  # README card up to date
 
 
+def test_the_bundled_model_script_takes_any_recipe_field():
+    script = load_script("make_pretrained_emodb")
+    config = script.run_config(script.build_parser().parse_args(
+        ["--set", "utterance_norm=none", "--set", "lr=1e-3"]))
+    assert (config.recipe.utterance_norm, config.recipe.lr, config.folds) == ("none", 1e-3, "loso")
+
+
 def test_the_bundled_model_is_package_data():
     text = (ROOT / "pyproject.toml").read_text()  # (tomllib is Python 3.11+)
     section = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
