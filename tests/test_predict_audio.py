@@ -202,6 +202,8 @@ def test_the_bundled_model_script_takes_any_recipe_field():
     config = script.run_config(script.build_parser().parse_args(
         ["--set", "utterance_norm=none", "--set", "lr=1e-3"]))
     assert (config.recipe.utterance_norm, config.recipe.lr, config.folds) == ("none", 1e-3, "loso")
+    default = script.run_config(script.build_parser().parse_args([]))
+    assert default.recipe.utterance_norm == "mean_std"  # small under global
 
 
 def test_the_bundled_model_is_package_data():

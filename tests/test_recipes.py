@@ -24,6 +24,8 @@ def test_every_preset_is_a_complete_checked_recipe():
             assert isinstance(recipe, Recipe)
             assert (recipe.epochs is None) != (recipe.steps is None)
     assert PRESETS["small"].recipe_for("speaker").augment == ("speed",)
+    assert PRESETS["small"].recipe_for("global").utterance_norm == "mean_std"
+    assert PRESETS["small"].recipe_for("speaker").utterance_norm == "none"
     assert PRESETS["iemocap"].recipe_for("global").utterance_norm == "none"  # the paper's
     assert set(KEYS) >= {"lr", "cells", "epochs", "steps", "input_dropout", "augment",
                          "ema_decay", "optimizer", "betas", "schedule", "warmup"}
