@@ -134,6 +134,7 @@ with open("/proc/self/maps") as maps:
     mapped = sorted({line.split()[-1] for line in maps if line.rstrip().endswith("frames.npy")})
 rows = dataset.features.subset(distributed.shard(list(range(len(dataset.features)))))
 print(f"rank {distributed.rank()} maps {','.join(mapped)} rows {len(rows)}", flush=True)
+distributed.teardown()  # a process group left to interpreter exit may abort in gloo's threads
 """
 
 
