@@ -32,7 +32,13 @@ from pathlib import Path
 import torch
 
 from sed_model.checkpoint import read_json, write_json
-from sed_model.cli import SetOption, add_normalize_option, non_negative_int, parse_set, positive_int
+from sed_model.cli import (
+    SetOption,
+    add_normalize_option,
+    non_negative_int,
+    positive_int,
+    set_values,
+)
 from sed_model.config import TrainConfig, make_config
 from sed_model.model import VARIANTS
 from sed_model.pretrained import BUNDLED
@@ -77,14 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_config(args) -> TrainConfig:
     """The training configuration of the parsed command line ``args``."""
-    overrides = {}
-    for text in args.set or []:
-        overrides.update(parse_set(text))
     return make_config(**{"corpus": "emodb", "data": args.data, "variant": args.variant,
                           "preset": args.preset, "folds": "loso",
                           "validation_speakers": args.validation_speakers,
                           "normalize": args.normalize or "global", "device": "cpu",
-                          "seed": args.seed, **overrides})
+                          "seed": args.seed, **set_values(args)})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -208,13 +208,20 @@ def given_options(args: argparse.Namespace) -> dict:
     from any working directory."""
     given = {name: getattr(args, name) for name in TRAINING_OPTIONS
              if getattr(args, name, None) is not None}
-    for text in getattr(args, "set", None) or []:
-        given.update(parse_set(text))
+    given.update(set_values(args))
     for key in ("data", "folds"):
         if key in given and (key == "data" or is_fold_path(given[key])) \
                 and Path(given[key]).exists():
             given[key] = str(Path(given[key]).absolute())
     return given
+
+
+def set_values(args: argparse.Namespace) -> dict:
+    """Every ``--set key=value`` of ``args``, typed, in order (a later value wins)."""
+    values = {}
+    for text in getattr(args, "set", None) or []:
+        values.update(parse_set(text))
+    return values
 
 
 def parse_set(text: str) -> dict:
