@@ -86,13 +86,18 @@ def kill_after_checkpoints(args, env, last: Path, writes: int) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    seen, deadline = set(), time.monotonic() + 120
+    # Every atomic write replaces the file, so its (inode, mtime) changes. Count changes
+    # rather than distinct inodes: ext4 hands the freed inode back, so two writes apart the
+    # file can carry the same inode number again.
+    seen, previous, deadline = 0, None, time.monotonic() + 120
     try:
-        while len(seen) < writes and proc.poll() is None and time.monotonic() < deadline:
+        while seen < writes and proc.poll() is None and time.monotonic() < deadline:
             try:
-                seen.add(last.stat().st_ino)  # every atomic write is a new file (inode)
+                stat = last.stat()
             except FileNotFoundError:
-                pass
+                stat = None
+            if stat is not None and (stat.st_ino, stat.st_mtime_ns) != previous:
+                seen, previous = seen + 1, (stat.st_ino, stat.st_mtime_ns)
             time.sleep(0.005)
         proc.kill()
     finally:
