@@ -163,7 +163,8 @@ def render_card(results: dict) -> str:
         f"| | `{results['model']}` (`{results['file']}`, {results['bytes']:,} bytes) |",
         "| --- | --- |",
         f"| model | `{c['variant']}` variant, cells {c['cells']}, dense {c['dense']}; preset "
-        f"`{c['preset']}`, {c['normalize']} normalisation, augmentation "
+        f"`{c['preset']}`, {c['normalize']} normalisation, utterance_norm "
+        f"`{c.get('utterance_norm', 'none')}`, augmentation "
         f"{' + '.join(c.get('augment') or ()) or 'none'}, seed {c['seed']}; "
         f"{results['final_model']['steps']} steps ({results['final_model']['rule']}) |",
         f"| data | EmoDB 2-second clips (`shared/data/emodb`, 22.05 kHz): all "
