@@ -140,8 +140,10 @@ def test_one_pass_labels_agree_with_per_window_extraction_on_real_speech(model, 
     path = bench.make_recording(tmp_path / "speech.wav", 20.0)
     result = bench.compare(model, path, 2.0, 0.5)
     assert result.windows == 37  # (20 - 2) / 0.5 + 1
-    # the full measurement (10 minutes, goal >= 98%) is benchmarks/timeline_bench.py's
-    assert result.agreement >= 0.98, result
+    # The goal (>= 98% of windows) is measured over 10 minutes (599 windows) by
+    # benchmarks/timeline_bench.py; over 37 windows one flipped label is 97.3%, so allow one.
+    # (The frames themselves are checked exactly by the tests above.)
+    assert result.windows - round(result.agreement * result.windows) <= 1, result
 
 
 # ---------------------------------------------------------------------------- batches
