@@ -21,7 +21,8 @@ table :data:`PRESETS` below, one :class:`Preset` (a recipe plus the changes it m
   normalisation of every utterance by its own mean and standard deviation
   (``utterance_norm="mean_std"``, :func:`sed_model.model.normalize_utterances`). Its values
   were chosen on inner folds of EmoDB's training speakers only (docs/results-protocol.md),
-  except ``utterance_norm`` (docs/recipes.md).
+  except ``utterance_norm``, which suits ``feature``; inner folds prefer ``none`` for
+  ``time`` (docs/recipes.md).
 * ``demo`` trains in about a minute on two CPU cores; ``emodb-cpu`` is a reduced setting for
   EmoDB leave-one-speaker-out on a 2-core CPU.
 
