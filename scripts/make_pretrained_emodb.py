@@ -42,7 +42,7 @@ from sed_model.cli import (
 from sed_model.config import TrainConfig, make_config
 from sed_model.model import VARIANTS
 from sed_model.pretrained import BUNDLED
-from sed_model.recipes import PRESETS, default_preset
+from sed_model.recipes import PRESETS, default_preset, utterance_norms
 from sed_model.results import RunResult
 from sed_model.runtime import RunOptions
 from sed_model.trainer import default_out_dir, format_summary, train
@@ -164,7 +164,7 @@ def render_card(results: dict) -> str:
         "| --- | --- |",
         f"| model | `{c['variant']}` variant, cells {c['cells']}, dense {c['dense']}; preset "
         f"`{c['preset']}`, {c['normalize']} normalisation, utterance_norm "
-        f"`{c.get('utterance_norm', 'none')}`, augmentation "
+        f"`{utterance_norms(c.get('utterance_norm', 'none'))[c['variant']]}`, augmentation "
         f"{' + '.join(c.get('augment') or ()) or 'none'}, seed {c['seed']}; "
         f"{results['final_model']['steps']} steps ({results['final_model']['rule']}) |",
         f"| data | EmoDB 2-second clips (`shared/data/emodb`, 22.05 kHz): all "

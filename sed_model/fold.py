@@ -244,7 +244,8 @@ class FoldTraining:
             n_classes=len(dataset.classes), variant=config.variant, cells=recipe.cells,
             attention_dim=recipe.attention_dim, dense=recipe.dense, backend=config.backend,
             input_dropout=recipe.input_dropout, layer_dropout=recipe.layer_dropout,
-            head_dropout=recipe.head_dropout, utterance_norm=recipe.utterance_norm,
+            head_dropout=recipe.head_dropout,
+            utterance_norm=recipe.utterance_norm_of(config.variant),
         ).to(self.device)
         self.trained_model: torch.nn.Module = self.model  # DDP-wrapped by wrap_distributed
         self.optimizer = optim.make_optimizer(self.model, recipe)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from .augment import candidate_augment, check_augment, needed_speeds
 from .errors import SedError
-from .model import UTTERANCE_NORMS
+from .model import UTTERANCE_NORMS, VARIANTS
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -84,7 +84,9 @@ class Recipe:
     cells: tuple[int, ...] = (64, 64)
     dense: int = 128
     attention_dim: int | None = None
-    utterance_norm: str = "none"  # none, mean or mean_std of each utterance (model.py)
+    # none, mean or mean_std of each utterance (model.py), for every variant or one per
+    # variant ("lstm:none,general:none,time:none,feature:mean_std"): utterance_norms()
+    utterance_norm: str = "none"
     # the optimiser and its schedule
     optimizer: str = "adam"  # adam (coupled L2, as the paper) or adamw (decoupled decay)
     lr: float = 1e-3
@@ -116,6 +118,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", check_augment(self.augment))  # canonical order
+        object.__setattr__(self, "utterance_norm", canonical_utterance_norm(self.utterance_norm))
         self._check_sizes()
         self._check_rates()
         self._check_choices()
@@ -156,9 +159,6 @@ class Recipe:
         if self.optimizer not in OPTIMIZERS:
             raise SedError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; "
                            f"got {self.optimizer!r}")
-        if self.utterance_norm not in UTTERANCE_NORMS:
-            raise SedError(f"utterance_norm must be one of {', '.join(UTTERANCE_NORMS)}; "
-                           f"got {self.utterance_norm!r}")
         if self.schedule not in SCHEDULES:
             raise SedError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         if self.augment_candidates is not None:
@@ -185,6 +185,10 @@ class Recipe:
                 candidates = SPACES[self.search_space].get("augment", ())
         return needed_speeds(self.augment, candidates)
 
+    def utterance_norm_of(self, variant: str) -> str:
+        """The ``utterance_norm`` the model of ``variant`` is built with."""
+        return utterance_norms(self.utterance_norm)[variant]
+
     @property
     def length(self) -> str:
         """The run's length in words: ``40 epochs`` or ``30000 steps``."""
@@ -203,6 +207,41 @@ class Recipe:
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Recipe))
+
+
+def utterance_norms(text: str) -> dict[str, str]:
+    """``utterance_norm`` as one mode per variant: ``"mean_std"`` is that mode for every
+    variant; ``"lstm:none,general:none,time:none,feature:mean_std"`` names each of the four
+    variants once. :class:`SedError` naming the value and what was expected otherwise."""
+    expected = (f"one of {', '.join(UTTERANCE_NORMS)}, or variant:mode for each of "
+                f"{', '.join(VARIANTS)} (e.g. lstm:none,general:none,time:none,feature:mean_std)")
+    if ":" not in text:
+        if text not in UTTERANCE_NORMS:
+            raise SedError(f"utterance_norm must be {expected}; got {text!r}")
+        return dict.fromkeys(VARIANTS, text)
+    modes: dict[str, str] = {}
+    for part in text.split(","):
+        variant, _, mode = (word.strip() for word in part.partition(":"))
+        if variant not in VARIANTS or mode not in UTTERANCE_NORMS or variant in modes:
+            what = ("a variant named twice" if variant in modes
+                    else f"unknown variant {variant!r}" if variant not in VARIANTS
+                    else f"unknown mode {mode!r}")
+            raise SedError(f"utterance_norm={text!r}: {what}; expected {expected}")
+        modes[variant] = mode
+    missing = [v for v in VARIANTS if v not in modes]
+    if missing:
+        raise SedError(f"utterance_norm={text!r} names no mode for {', '.join(missing)}; "
+                       f"expected {expected}")
+    return {v: modes[v] for v in VARIANTS}
+
+
+def canonical_utterance_norm(text: str) -> str:
+    """``text`` (checked by :func:`utterance_norms`) written one way: the one mode when every
+    variant has it, else ``variant:mode`` in the order of the variants."""
+    modes = utterance_norms(text)
+    if len(set(modes.values())) == 1:
+        return modes[VARIANTS[0]]
+    return ",".join(f"{v}:{m}" for v, m in modes.items())
 
 
 @dataclass(frozen=True)

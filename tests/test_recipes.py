@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from sed_model import cli, recipes, train
+from sed_model import cli, compare, recipes, train
 from sed_model.checkpoint import load_checkpoint
 from sed_model.config import TrainConfig, changed_options, make_config
 from sed_model.errors import SedError
@@ -79,6 +79,43 @@ def test_checked_values_name_the_field():
             parse("--set", text)
     with pytest.raises(SedError, match="exactly one of epochs and steps"):
         parse("--epochs", "3", "--set", "steps=4")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("utterance_norm=feature:mean_std", "names no mode for lstm, general, time"),
+    ("utterance_norm=feature:cmvn,time:none,general:none,lstm:none", "unknown mode 'cmvn'"),
+    ("utterance_norm=atention:none,time:none,general:none,lstm:none",
+     "unknown variant 'atention'"),
+    ("utterance_norm=time:none,time:mean,general:none,lstm:none", "a variant named twice"),
+])
+def test_a_per_variant_utterance_norm_names_every_variant_once(text, message):
+    with pytest.raises(SedError, match=message):
+        parse("--set", text)
+
+
+def test_a_per_variant_utterance_norm_is_kept_in_one_written_form():
+    recipe = parse("--set", "utterance_norm=feature: mean_std, time:mean,general:none,"
+                   "lstm:none").recipe
+    assert recipe.utterance_norm == "lstm:none,general:none,time:mean,feature:mean_std"
+    assert [recipe.utterance_norm_of(v) for v in ("lstm", "general", "time", "feature")] == [
+        "none", "none", "mean", "mean_std"]
+    # one mode for every variant is written as that mode
+    same = parse("--set", "utterance_norm=feature:mean,time:mean,general:mean,lstm:mean")
+    assert same.recipe.utterance_norm == "mean"
+    assert parse("--set", "utterance_norm=mean").recipe.utterance_norm_of("lstm") == "mean"
+
+
+def test_compare_builds_each_variant_with_its_own_utterance_norm(tmp_path):
+    out = tmp_path / "c"
+    compare.main(["--variants", "time,feature", "--epochs", "1", "--folds", "2", "--no-baseline",
+                  "--set", "utterance_norm=lstm:none,general:none,time:mean,feature:mean_std",
+                  "--set", "cells=16,16", "--out-dir", str(out), "--no-progress",
+                  "--threads", "1"])
+    for variant, mode in (("time", "mean"), ("feature", "mean_std")):
+        checkpoints = sorted((out / variant).glob("fold-*/last.pt"))
+        assert len(checkpoints) == 2
+        assert {load_checkpoint(p)["hyperparameters"]["utterance_norm"]
+                for p in checkpoints} == {mode}
 
 
 def test_old_flags_still_work_with_a_deprecation_warning():
