@@ -18,11 +18,11 @@ table :data:`PRESETS` below, one :class:`Preset` (a recipe plus the changes it m
   kept; all of a fold's training speakers train (no validation speaker) for 40 epochs, with
   speed perturbation and, under ``global`` normalisation, the speaker-statistics shift
   (:mod:`sed_model.augment`; the shift is the identity under ``speaker``) and the
-  normalisation of every utterance by its own mean and standard deviation
-  (``utterance_norm="mean_std"``, :func:`sed_model.model.normalize_utterances`). Its values
-  were chosen on inner folds of EmoDB's training speakers only (docs/results-protocol.md),
-  except ``utterance_norm``, which suits ``feature``; inner folds prefer ``none`` for
-  ``time`` (docs/recipes.md).
+  normalisation of every ``feature`` utterance by its own mean and standard deviation
+  (``utterance_norm``: ``mean_std`` for ``feature``, ``none`` for the three other variants,
+  :func:`sed_model.model.normalize_utterances`). Its values were chosen on inner folds of
+  EmoDB's training speakers only (docs/results-protocol.md; ``utterance_norm`` per variant,
+  docs/recipes.md).
 * ``demo`` trains in about a minute on two CPU cores; ``emodb-cpu`` is a reduced setting for
   EmoDB leave-one-speaker-out on a 2-core CPU.
 
@@ -278,12 +278,14 @@ PRESETS: dict[str, Preset] = {
         "recipe for small corpora (default for real corpora without a paper preset): "
         "dropout, AdamW with warm-up and cosine decay, clipping, class-balanced loss, "
         "weight EMA, all training speakers, 40 epochs; speed perturbation, and under global "
-        "normalisation the speaker-statistics shift and utterance mean and std normalisation",
+        "normalisation the speaker-statistics shift and, for feature, utterance mean and std "
+        "normalisation",
         Recipe(cells=(64, 64), lr=4e-3, batch_size=32, epochs=40, optimizer="adamw",
                betas=(0.9, 0.999), weight_decay=0.05, schedule="cosine", warmup=0.05,
                input_dropout=0.1, layer_dropout=0.2, head_dropout=0.3, clip_norm=1.0,
                class_balanced=True, label_smoothing=0.1, ema_decay=0.99,
-               validation_speakers=0, augment=("speed", "shift"), utterance_norm="mean_std"),
+               validation_speakers=0, augment=("speed", "shift"),
+               utterance_norm="lstm:none,general:none,time:none,feature:mean_std"),
         speaker={"augment": ("speed",), "utterance_norm": "none"},
     ),
     "emodb-cpu": Preset(

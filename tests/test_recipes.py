@@ -24,7 +24,9 @@ def test_every_preset_is_a_complete_checked_recipe():
             assert isinstance(recipe, Recipe)
             assert (recipe.epochs is None) != (recipe.steps is None)
     assert PRESETS["small"].recipe_for("speaker").augment == ("speed",)
-    assert PRESETS["small"].recipe_for("global").utterance_norm == "mean_std"
+    small = PRESETS["small"].recipe_for("global")
+    assert [small.utterance_norm_of(v) for v in ("feature", "time", "general", "lstm")] == [
+        "mean_std", "none", "none", "none"]  # chosen per variant on inner folds
     assert PRESETS["small"].recipe_for("speaker").utterance_norm == "none"
     assert PRESETS["iemocap"].recipe_for("global").utterance_norm == "none"  # the paper's
     assert set(KEYS) >= {"lr", "cells", "epochs", "steps", "input_dropout", "augment",
