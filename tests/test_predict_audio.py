@@ -196,7 +196,8 @@ def test_the_bundled_model_is_small_complete_and_described_by_its_results_file()
     assert results["classes"] == EMODB_CLASSES and len(results["speakers"]) == 10
     assert checkpoint["config"]["preset"] == results["config"]["preset"]
     assert (checkpoint["hyperparameters"].get("utterance_norm", "none")
-            == utterance_norms(results["config"].get("utterance_norm", "none"))["feature"])
+            == utterance_norms(results["config"].get("utterance_norm", "none"))[
+                checkpoint["config"]["variant"]])
     assert script.card_in_readme() == script.render_card(results)  # README card up to date
 
 
