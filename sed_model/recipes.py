@@ -222,12 +222,16 @@ def utterance_norms(text: str) -> dict[str, str]:
     modes: dict[str, str] = {}
     for part in text.split(","):
         variant, _, mode = (word.strip() for word in part.partition(":"))
-        if variant not in VARIANTS or mode not in UTTERANCE_NORMS or variant in modes:
-            what = ("a variant named twice" if variant in modes
-                    else f"unknown variant {variant!r}" if variant not in VARIANTS
-                    else f"unknown mode {mode!r}")
-            raise SedError(f"utterance_norm={text!r}: {what}; expected {expected}")
-        modes[variant] = mode
+        if variant in modes:
+            problem = "a variant named twice"
+        elif variant not in VARIANTS:
+            problem = f"unknown variant {variant!r}"
+        elif mode not in UTTERANCE_NORMS:
+            problem = f"unknown mode {mode!r}"
+        else:
+            modes[variant] = mode
+            continue
+        raise SedError(f"utterance_norm={text!r}: {problem}; expected {expected}")
     missing = [v for v in VARIANTS if v not in modes]
     if missing:
         raise SedError(f"utterance_norm={text!r} names no mode for {', '.join(missing)}; "
