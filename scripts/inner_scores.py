@@ -7,7 +7,7 @@
 This is the evidence a change of the default recipe is chosen on. For every outer fold of the
 protocol, and every seed, each setting (the run's recipe with the given ``TrainConfig``
 overrides) trains on the ``--inner-folds`` speaker-grouped inner folds of the outer fold's
-training speakers, exactly as ``--augment-candidates`` does (:mod:`sed_model.selection`), and
+training speakers, exactly as the nested selection does (:mod:`sed_model.selection`), and
 its score is the UAR pooled over the inner test utterances. The outer test speakers are never
 trained on nor scored: nothing here reads them. The script prints each setting's mean inner
 UAR and, per setting, on how many (fold, seed) runs it beat the first setting, and writes

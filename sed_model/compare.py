@@ -55,6 +55,7 @@ from .results import RESULTS_SCHEMA, RunResult
 from .runtime import RunOptions, keep_freed_memory
 from .search import SearchSummary
 from .seeds import SeedSummary, seed_configs, seed_dir, summarize_seeds, write_seed_summary
+from .selection import candidate_settings
 from .stats import PairedComparison, paired_comparison
 from .tables import render_table
 from .trainer import TrainConfig, finish_run, prepare_run, train, train_or_read_fold
@@ -204,14 +205,13 @@ def _svm_summary(svm: dict, folds: list[list[str]]) -> SeedSummary:
                        fold_uar=[f["final"]["uar"] for f in svm["folds"]])
 
 
-def augment_choices(runs: list[RunResult]) -> dict[str, int] | None:
-    """How often the inner folds chose each augmentation candidate, over the folds of
-    ``runs`` (one variant's results, every seed); None when the runs chose none."""
-    picks = [f.augment_selection["chosen"] for run in runs for f in run.folds
-             if f.augment_selection]
+def selection_choices(runs: list[RunResult]) -> dict[str, int] | None:
+    """How often the inner folds chose each candidate of the nested selection, over the folds
+    of ``runs`` (one variant's results, every seed); None when the runs chose none."""
+    picks = [f.selection["chosen"] for run in runs for f in run.folds if f.selection]
     if not picks:
         return None
-    return {c: picks.count(c) for c in runs[0].config.recipe.augment_candidates}
+    return {c: picks.count(c) for c in candidate_settings(runs[0].config.recipe)}
 
 
 def _ensembles(out_dir: Path, results: dict[str, list[RunResult]],
@@ -279,7 +279,7 @@ class Comparison:
     config: dict  # the configuration every variant shares (TrainConfig JSON, variant None)
     summaries: dict[str, SeedSummary]
     paired: list[PairedComparison]
-    augment_choices: dict | None = None  # variant -> candidate -> folds that chose it
+    selection_choices: dict | None = None  # variant -> candidate -> folds that chose it
     svm_tuning: dict | None = None  # None: the SVM's fixed C (or no SVM)
     single_runs: dict[str, RunResult] | None = None  # with one seed
     ensembles: dict[str, SeedSummary] | None = None  # with several seeds: their ensemble
@@ -290,7 +290,7 @@ class Comparison:
            summaries: dict[str, SeedSummary], svm: dict | None,
            ensembles: dict[str, SeedSummary] | None = None) -> Comparison:
         first = next(iter(results))
-        choices = {v: augment_choices(runs) for v, runs in results.items()}
+        choices = {v: selection_choices(runs) for v, runs in results.items()}
         searches = {v: SearchSummary.of([f.search for run in runs for f in run.folds])
                     for v, runs in results.items()}
         return cls(dataset.corpus, list(dataset.classes), len(dataset.utterances),
@@ -318,6 +318,8 @@ class Comparison:
     @classmethod
     def from_json(cls, d: dict) -> Comparison:
         d = {k: v for k, v in d.items() if k != "schema"}
+        if "augment_choices" in d:  # the name of a selection of the augmentation alone
+            d["selection_choices"] = d.pop("augment_choices")
         singles, ensembles = d.pop("single_runs", None), d.pop("ensembles", None)
         searches = d.pop("searches", None)
         return cls(**{**d, "searches": searches and {v: SearchSummary(**r)
@@ -458,19 +460,19 @@ def format_tables(comparison: Comparison, *, markdown: bool = False) -> str:
         if index == 0 and comparison.paired:
             lines = [p.line() for p in comparison.paired]
             parts += [("- " if markdown else "  ") + line for line in lines] + [""]
-        if index == 0 and comparison.augment_choices:
-            parts += [_augment_choices_line(comparison.augment_choices), ""]
+        if index == 0 and comparison.selection_choices:
+            parts += [_selection_choices_line(comparison.selection_choices), ""]
         if index == 0 and comparison.searches:
             parts += [_searches_line(comparison), ""]
     return "\n".join(parts).rstrip()
 
 
-def _augment_choices_line(choices: dict[str, dict[str, int]]) -> str:
-    """Which augmentation the inner folds chose, per variant, counted over fold runs."""
+def _selection_choices_line(choices: dict[str, dict[str, int]]) -> str:
+    """Which candidate the inner folds chose, per variant, counted over fold runs."""
     per_variant = ["{}: {} of {} fold runs".format(
         TABLE_LABELS[v], ", ".join(f"{c} {n}" for c, n in counts.items()), sum(counts.values()))
         for v, counts in choices.items()]
-    return "Augmentation chosen by the inner folds (nested selection): " + "; ".join(per_variant)
+    return "Chosen by the inner folds (nested selection): " + "; ".join(per_variant)
 
 
 def _searches_line(comparison: Comparison) -> str:

@@ -126,8 +126,8 @@ class FoldResult:
     ``final`` is the model after the last step, ``best`` the best test UAR during training
     and ``selected`` (with validation speakers only, as ``n_validation`` and
     ``validation_speakers``) the step with the best validation UAR. ``augment`` is the
-    augmentation the fold trained with; ``augment_selection`` (a nested selection only,
-    :class:`sed_model.selection.AugmentSelection` as a dict) how the inner folds chose it,
+    augmentation the fold trained with; ``selection`` (a nested selection only,
+    :class:`sed_model.selection.Selection` as a dict) how the inner folds chose its setting,
     ``search`` (:class:`sed_model.search.SearchResult` as a dict) how they chose the recipe.
     """
 
@@ -144,7 +144,7 @@ class FoldResult:
     validation_speakers: list[str] | None = None
     selected: Evaluation | None = None
     augment: list[str] = field(default_factory=list)
-    augment_selection: dict | None = None
+    selection: dict | None = None
     search: dict | None = None
 
     def evaluation(self, which: str) -> Evaluation:
@@ -158,10 +158,10 @@ class FoldResult:
         if self.selected is not None:
             d.update(n_validation=self.n_validation, validation_speakers=self.validation_speakers,
                      selected=self.selected.to_dict())
-        if self.augment or self.augment_selection is not None:
+        if self.augment or self.selection is not None:
             d["augment"] = self.augment
-        if self.augment_selection is not None:
-            d["augment_selection"] = self.augment_selection
+        if self.selection is not None:
+            d["selection"] = self.selection
         if self.search is not None:
             d["search"] = self.search
         return d
@@ -170,6 +170,8 @@ class FoldResult:
     def from_dict(cls, d: dict) -> FoldResult:
         evaluations = {k: Evaluation.from_dict(d.get(k)) for k in ("final", "best", "selected")}
         plain = {k: v for k, v in d.items() if k not in evaluations}
+        if "augment_selection" in plain:  # the name of a selection of the augmentation alone
+            plain["selection"] = plain.pop("augment_selection")
         return cls(**plain, **evaluations)
 
     @classmethod
@@ -454,11 +456,11 @@ def train_fold(
     resume: bool = False,
     progress: bool = True,
     on_checkpoint: Callable[[Path, int], None] | None = None,
-    augment_selection=None,
+    selection=None,
     search=None,
 ) -> FoldResult:
     """Train one fold and return its result (also written to ``fold_dir/metrics.json``);
-    ``augment_selection`` (a :class:`sed_model.selection.AugmentSelection`) and ``search``
+    ``selection`` (a :class:`sed_model.selection.Selection`) and ``search``
     (a :class:`sed_model.search.SearchResult`) are recorded in it."""
     run = FoldTraining(config, dataset, fold, fold_index, fold_count, fold_dir, on_checkpoint)
     if resume:
@@ -483,8 +485,8 @@ def train_fold(
                                                     "best": f"{run.state.best.uar:.3f}"}
                 bar.set_postfix(loss=f"{run.state.history[-1]['train_loss']:.3f}", **tested)
     result = run.result()
-    if augment_selection is not None:
-        result.augment_selection = augment_selection.to_dict()
+    if selection is not None:
+        result.selection = selection.to_dict()
     if search is not None:
         result.search = search.to_dict()
     if distributed.is_main():

@@ -31,7 +31,8 @@ Overrides (:func:`override`) are read from text with the field's own type: integ
 ``augment=speed,mask``, ``augment=none``). Two fields come in pairs: setting ``epochs``
 clears ``steps`` and the other way round (a run's length is given one way), and setting
 ``augment_candidates`` without ``augment`` turns the preset's augmentation off (a nested
-selection chooses it).
+selection chooses it), as ``utterance_norm_candidates`` without ``utterance_norm`` sets
+``utterance_norm`` to ``none``.
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ class Recipe:
     per epoch. ``attention_dim`` None means ``d_a = H_i``. ``validation_speakers`` K holds
     out K of each fold's training speakers and reports the step with the best validation
     UAR; None lets the trainer decide from the folds (1 when there are several folds and
-    each keeps at least 4 training speakers, else 0). ``augment_candidates``: a nested
-    selection of the augmentation on ``inner_folds`` speaker-grouped inner folds of each
-    fold's training speakers (:mod:`sed_model.selection`). ``search_trials`` N > 0 chooses
+    each keeps at least 4 training speakers, else 0). ``augment_candidates`` and
+    ``utterance_norm_candidates``: a nested selection of the augmentation and of the
+    utterance normalisation on ``inner_folds`` speaker-grouped inner folds of each fold's
+    training speakers (:mod:`sed_model.selection`). ``search_trials`` N > 0 chooses
     the settings of :data:`SPACES` ``[search_space]`` per fold on those inner folds, N
     settings tried (:mod:`sed_model.search`).
     """
@@ -111,6 +113,7 @@ class Recipe:
     validation_speakers: int | None = None
     augment: tuple[str, ...] = ()
     augment_candidates: tuple[str, ...] | None = None
+    utterance_norm_candidates: tuple[str, ...] | None = None  # modes, chosen per fold
     inner_folds: int = 3
     # per-fold selection of the recipe on inner folds of the training speakers
     search_trials: int = 0
@@ -170,12 +173,32 @@ class Recipe:
                                f"got {', '.join(candidates)}")
             if self.augment:
                 raise SedError("give augment or augment_candidates, not both")
+        if self.utterance_norm_candidates is not None:
+            self._check_utterance_norm_candidates()
         if self.search_space not in SPACES:
             raise SedError(f"search_space must be one of {', '.join(SPACES)}; "
                            f"got {self.search_space!r}")
-        if self.search_trials and self.augment_candidates is not None:
-            raise SedError("give search_trials or augment_candidates, not both (the search "
-                           "chooses the augmentation too)")
+        if self.search_trials and self.selects:
+            raise SedError("give search_trials or augment_candidates/utterance_norm_candidates, "
+                           "not both (the search chooses per fold too)")
+
+    def _check_utterance_norm_candidates(self) -> None:
+        candidates = self.utterance_norm_candidates
+        unknown = [c for c in candidates if c not in UTTERANCE_NORMS]
+        if unknown:
+            raise SedError(f"utterance_norm_candidates: unknown mode {unknown[0]!r}; expected "
+                           f"modes from {', '.join(UTTERANCE_NORMS)}")
+        if len(set(candidates)) != len(candidates) or len(candidates) < 2:
+            raise SedError("utterance_norm_candidates needs at least two different modes; "
+                           f"got {', '.join(candidates)}")
+        if self.utterance_norm != "none":
+            raise SedError(f"give utterance_norm or utterance_norm_candidates, not both; got "
+                           f"utterance_norm={self.utterance_norm!r}")
+
+    @property
+    def selects(self) -> bool:
+        """Whether each fold chooses a setting on inner folds (:mod:`sed_model.selection`)."""
+        return self.augment_candidates is not None or self.utterance_norm_candidates is not None
 
     @property
     def speeds(self) -> tuple:
@@ -383,5 +406,7 @@ def override(recipe: Recipe, values: Mapping[str, object]) -> Recipe:
         values["epochs"] = None
     if values.get("augment_candidates") is not None and "augment" not in values:
         values["augment"] = ()
+    if values.get("utterance_norm_candidates") is not None and "utterance_norm" not in values:
+        values["utterance_norm"] = "none"
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
     return dataclasses.replace(recipe, **values)

@@ -1,18 +1,21 @@
-"""Nested selection of the augmentation: inner folds of each fold's training speakers choose it.
+"""Nested selection: inner folds of each fold's training speakers choose among candidates.
 
-With ``augment_candidates`` (``--set augment_candidates=none,mask,crop``) every outer fold
-runs, before it trains, an inner cross-validation on its own training speakers only:
+With candidates for the augmentation (``--set augment_candidates=none,mask,crop``), for the
+utterance normalisation (``--set utterance_norm_candidates=none,mean_std``) or both (every
+combination is a candidate), every outer fold runs, before it trains, an inner
+cross-validation on its own training speakers only:
 
 1. the training speakers are split into ``inner_folds`` speaker-grouped folds
    (:func:`inner_folds`; the outer test and validation speakers are never in them);
-2. every candidate trains on each inner fold with the run's recipe (normalisation fitted on
-   the inner training speakers, as for an outer fold) and its inner score is the UAR of the
-   inner folds' final models, pooled over the inner test utterances;
+2. every candidate trains on each inner fold with the run's recipe changed by the candidate
+   (normalisation fitted on the inner training speakers, as for an outer fold) and its inner
+   score is the UAR of the inner folds' final models, pooled over the inner test utterances;
 3. the candidate with the best inner score is chosen (ties: the earlier in the list, so list
-   ``none`` first to prefer no augmentation), and the outer fold trains with it.
+   ``none`` first to prefer the plain setting), and the outer fold trains with it.
 
-Nothing about the outer test speakers enters the choice. The deployment model (``model.pt``)
-takes the candidate chosen by most folds (ties: the earlier in the list).
+Nothing about the outer test speakers enters the choice. Each fold trains one variant, so
+each variant chooses for itself. The deployment model (``model.pt``) takes the candidate
+chosen by most folds (ties: the earlier in the list).
 
 The inner runs are kept in ``fold-XX/inner/<candidate>/fold-J`` and are resumable as folds
 are: a finished inner run (its ``metrics.json``) is read back, not trained again.
@@ -35,25 +38,50 @@ from .config import TrainConfig
 from .data import Dataset, check_training_split
 from .fold import FoldResult, train_fold
 from .metrics import report_from_confusion
+from .recipes import Recipe
 from .splits import Fold, make_folds
 
 
 @dataclass
-class AugmentSelection:
-    """How the inner folds chose a fold's augmentation: every candidate's pooled inner UAR
-    (in the order given) and the chosen candidate."""
+class Selection:
+    """How the inner folds chose a fold's setting: every candidate's pooled inner UAR (in the
+    order tried), the chosen candidate, and each candidate's recipe changes as ``--set``
+    writes them."""
 
     scores: dict[str, float]
     chosen: str
     inner_folds: int
+    settings: dict[str, dict[str, str]]
 
     def to_dict(self) -> dict:
         return {"scores": dict(self.scores), "chosen": self.chosen,
-                "inner_folds": self.inner_folds}
+                "inner_folds": self.inner_folds,
+                "settings": {name: dict(s) for name, s in self.settings.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict) -> AugmentSelection:
-        return cls(dict(d["scores"]), d["chosen"], d["inner_folds"])
+    def from_dict(cls, d: dict) -> Selection:
+        """From ``metrics.json``; a record without ``settings`` chose an augmentation."""
+        settings = d.get("settings") or {name: {"augment": name} for name in d["scores"]}
+        return cls(dict(d["scores"]), d["chosen"], d["inner_folds"], settings)
+
+
+def candidate_settings(recipe: Recipe) -> dict[str, dict[str, str]]:
+    """The candidates of ``recipe``'s nested selection, in the order they are tried: a name
+    (the folder of its inner runs) and its recipe changes as ``--set`` writes them. With one
+    candidate list the name is the candidate (``mask+crop``, ``mean_std``); with both, every
+    augmentation is tried with every ``utterance_norm``: ``augment=none_utterance_norm=none``.
+    Empty without a nested selection."""
+    lists = {key: values for key, values in (("augment", recipe.augment_candidates),
+                                             ("utterance_norm", recipe.utterance_norm_candidates))
+             if values}
+    if not lists:
+        return {}
+    settings = [{}]
+    for key, values in lists.items():
+        settings = [{**setting, key: value} for setting in settings for value in values]
+    if len(lists) == 1:
+        return {next(iter(setting.values())): setting for setting in settings}
+    return {"_".join(f"{k}={v}" for k, v in setting.items()): setting for setting in settings}
 
 
 def inner_folds(dataset: Dataset, fold: Fold, k: int, seed: int) -> list[Fold]:
@@ -70,9 +98,12 @@ def inner_folds(dataset: Dataset, fold: Fold, k: int, seed: int) -> list[Fold]:
     return inner
 
 
-def candidate_config(config: TrainConfig, candidate: str) -> TrainConfig:
-    """``config`` training with ``candidate``'s augmentation and no selection of its own."""
-    return config.with_recipe(augment=candidate_augment(candidate), augment_candidates=None)
+def candidate_config(config: TrainConfig, setting: dict[str, str]) -> TrainConfig:
+    """``config`` training with a candidate's recipe changes (:func:`candidate_settings`) and
+    no selection of its own."""
+    changes = {key: candidate_augment(text) if key == "augment" else text
+               for key, text in setting.items()}
+    return config.with_recipe(**changes, augment_candidates=None, utterance_norm_candidates=None)
 
 
 def inner_score(config: TrainConfig, dataset: Dataset, folds: list[Fold], runs_dir: Path, *,
@@ -90,24 +121,26 @@ def inner_score(config: TrainConfig, dataset: Dataset, folds: list[Fold], runs_d
     return report_from_confusion(confusion, dataset.classes)["uar"]
 
 
-def choose_augmentation(config: TrainConfig, dataset: Dataset, fold: Fold, fold_index: int,
-                        fold_dir: Path, *, progress: bool = True) -> AugmentSelection:
-    """Score every candidate of ``config.recipe.augment_candidates`` on inner folds of ``fold``'s
-    training speakers and choose one (see the module docstring)."""
+def choose_setting(config: TrainConfig, dataset: Dataset, fold: Fold, fold_index: int,
+                   fold_dir: Path, *, progress: bool = True) -> Selection:
+    """Score every candidate of ``config.recipe``'s nested selection on inner folds of
+    ``fold``'s training speakers and choose one (see the module docstring)."""
     folds = inner_folds(dataset, fold, config.recipe.inner_folds,
                         seed=config.folds_seed + fold_index)
-    scores = {candidate: inner_score(candidate_config(config, candidate), dataset, folds,
-                                     fold_dir / "inner" / candidate, progress=progress)
-              for candidate in config.recipe.augment_candidates}
-    chosen = max(config.recipe.augment_candidates, key=lambda c: scores[c])  # ties: the first
+    settings = candidate_settings(config.recipe)
+    scores = {name: inner_score(candidate_config(config, setting), dataset, folds,
+                                fold_dir / "inner" / name, progress=progress)
+              for name, setting in settings.items()}
+    chosen = max(settings, key=lambda name: scores[name])  # ties: the first
     if distributed.is_main():
         tqdm.write(f"{config.variant} seed {config.seed} fold {fold_index + 1} ({fold.name}): "
                    f"inner UAR " + ", ".join(f"{c} {u:.3f}" for c, u in scores.items())
                    + f" -> {chosen}")
-    return AugmentSelection(scores, chosen, len(folds))
+    return Selection(scores, chosen, len(folds), settings)
 
 
-def majority_candidate(config: TrainConfig, selections: list[AugmentSelection]) -> str:
-    """The candidate chosen by most folds; ties: the earlier in ``augment_candidates``."""
+def majority_setting(selections: list[Selection]) -> dict[str, str]:
+    """The recipe changes of the candidate chosen by most folds; ties: the earlier tried."""
     votes = Counter(s.chosen for s in selections)
-    return max(config.recipe.augment_candidates, key=lambda c: votes[c])
+    settings = selections[0].settings
+    return settings[max(settings, key=lambda name: votes[name])]

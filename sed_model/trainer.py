@@ -80,7 +80,7 @@ from .plots import plot_confusion, plot_curves
 from .results import RunResult
 from .runtime import RunOptions, check_backend, check_precision, resolve_device
 from .search import search_recipe
-from .selection import AugmentSelection, candidate_config, choose_augmentation, majority_candidate
+from .selection import Selection, candidate_config, choose_setting, majority_setting
 from .splits import Fold, make_folds, with_validation_speakers
 
 __all__ = ["TrainConfig", "evaluate_split", "finish_run", "format_summary", "predict_split",
@@ -143,14 +143,14 @@ def _fold_line(config: TrainConfig, fold: Fold, count: int, result: FoldResult,
     if result.selected is not None:
         selected = (f"selected UAR {result.selected.uar:.3f} at step {result.selected.step} "
                     f"(validation speakers {', '.join(result.validation_speakers)}), ")
-    augmented = ""
-    if result.augment_selection is not None:
-        augmented = f"augment {result.augment_selection['chosen']}, "
+    chosen = ""
+    if result.selection is not None:
+        chosen = f"chose {result.selection['chosen']}, "
     if result.search is not None:
-        augmented = f"searched inner UAR {result.search['inner_uar']:.3f}, "
+        chosen = f"searched inner UAR {result.search['inner_uar']:.3f}, "
     return (f"{config.variant} seed {config.seed} fold {result.index + 1}/{count} ({fold.name}, "
             f"{result.n_test} "
-            f"test utterances, {status}): {augmented}{selected}final UAR {result.final.uar:.3f}, "
+            f"test utterances, {status}): {chosen}{selected}final UAR {result.final.uar:.3f}, "
             f"best UAR {result.best.uar:.3f} at step {result.best.step}")
 
 
@@ -169,17 +169,17 @@ def train_or_read_fold(config: TrainConfig, dataset: Dataset, folds: list[Fold],
         result, status = finished, "done before, skipped"
     else:
         fold_config, selection, search = config, None, None
-        if config.recipe.augment_candidates:
-            selection = choose_augmentation(config, dataset, fold, index, fold_dir,
-                                            progress=progress)
-            fold_config = candidate_config(config, selection.chosen)
+        if config.recipe.selects:
+            selection = choose_setting(config, dataset, fold, index, fold_dir,
+                                       progress=progress)
+            fold_config = candidate_config(config, selection.settings[selection.chosen])
         if config.recipe.search_trials:
             search = search_recipe(config, dataset, fold, config.folds_seed + index,
                                    fold_dir / "search", progress=progress)
             fold_config = search.config_for(config)
         result = train_fold(fold_config, dataset, fold, index, len(folds), fold_dir,
                             resume=resume, progress=progress, on_checkpoint=on_checkpoint,
-                            augment_selection=selection, search=search)
+                            selection=selection, search=search)
         status = "trained"
     if distributed.is_main():
         tqdm.write(_fold_line(config, fold, len(folds), result, status))
@@ -297,16 +297,17 @@ def _train_final_model(config: TrainConfig, dataset: Dataset, folds: list[Fold],
     """Train (or, resumed, continue or skip) the deployment model; write ``model.pt``."""
     everyone = Fold("all speakers", train=tuple(range(len(dataset.utterances))), test=())
     search = None
-    if config.recipe.augment_candidates:
-        selections = [AugmentSelection.from_dict(r.augment_selection) for r in results]
-        config = candidate_config(config, majority_candidate(config, selections))
+    if config.recipe.selects:
+        selections = [Selection.from_dict(r.selection) for r in results]
+        config = candidate_config(config, majority_setting(selections))
     if config.recipe.search_trials:
         search = search_recipe(config, dataset, everyone, config.folds_seed + len(folds),
                                out_dir / FINAL_DIR / "search", progress=progress)
         config = search.config_for(config)
     final_config, rule = final_model_steps(config, dataset, folds, results)
     info = {"file": MODEL_FILE, "n_train": len(everyone.train), "rule": rule,
-            "augment": list(final_config.recipe.augment)}
+            "augment": list(final_config.recipe.augment),
+            "utterance_norm": final_config.recipe.utterance_norm_of(config.variant)}
     if search is not None:
         info["search"] = search.to_dict()
     if not (resume and (out_dir / MODEL_FILE).exists()):

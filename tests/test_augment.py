@@ -1,10 +1,8 @@
-"""Training-time augmentation (speed, shift, crop, mask, mixup) and its nested selection by inner
-folds."""
+"""Training-time augmentation (speed, shift, crop, mask, mixup); its nested selection by inner
+folds is in test_selection.py."""
 
 import hashlib
-import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,7 +26,7 @@ from sed_model.features import FeatureConfig, Normalizer
 from sed_model.features import cache as feature_cache
 from sed_model.features.opensmile_frames import opensmile_version, speed_perturbed
 from sed_model.runtime import RunOptions
-from sed_model.trainer import dataset_folds, train
+from sed_model.trainer import train
 
 QUIET = RunOptions(progress=False)  # no progress bars in tests
 
@@ -115,7 +113,7 @@ def test_draws_depend_on_seed_fold_and_step_only():
 def test_augment_options_are_checked_and_canonical():
     assert make_config(augment=("mask", "crop")).recipe.augment == ("crop", "mask")
     assert make_config(augment=("none",)).recipe.augment == ()
-    candidate = selection.candidate_config(make_config(), "mask+crop")
+    candidate = selection.candidate_config(make_config(), {"augment": "mask+crop"})
     assert candidate.recipe.augment == ("crop", "mask")
     assert make_config(augment_candidates=("none", "speed+mask")).recipe.augment_candidates == (
         "none", "speed+mask")
@@ -281,72 +279,6 @@ def test_shift_is_refused_under_speaker_normalisation():
     for bad in (dict(augment=("shift",)), dict(augment_candidates=("none", "speed+shift"))):
         with pytest.raises(SedError, match="--normalize global"):
             make_config(normalize="speaker", **bad)
-
-
-def test_inner_folds_split_only_the_training_speakers():
-    dataset = random_dataset(speakers=("s1", "s2", "s3", "s4", "s5", "s6"))
-    config = tiny_config(folds="3")
-    speakers = np.array(dataset.speakers)
-    for fold in dataset_folds(dataset, config.folds, 0, validation_speakers=1):
-        inner = selection.inner_folds(dataset, fold, 2, seed=0)
-        assert len(inner) == 2
-        outside = set(fold.test) | set(fold.validation)
-        for f in inner:
-            assert not (set(f.train) | set(f.test)) & outside
-            assert not set(speakers[list(f.train)]) & set(speakers[list(f.test)])
-        assert sorted(i for f in inner for i in f.test) == sorted(fold.train)
-
-
-def test_nested_selection_chooses_the_best_inner_candidate_and_resumes(tmp_path, monkeypatch):
-    dataset = random_dataset(speakers=("s1", "s2", "s3", "s4", "s5", "s6"))
-    config = tiny_config(folds="2", steps=4, augment_candidates=("none", "mask+crop"),
-                         inner_folds=2)
-    metrics = train(config, tmp_path, dataset=dataset, options=QUIET).to_json()
-    chosen = []
-    for index, fold in enumerate(metrics["folds"]):
-        picked = fold["augment_selection"]
-        assert set(picked["scores"]) == {"none", "mask+crop"} and picked["inner_folds"] == 2
-        best = max(picked["scores"].values())
-        first_best = next(c for c, s in picked["scores"].items() if s == best)
-        assert picked["chosen"] == first_best
-        assert fold["augment"] == list(augment.candidate_augment(first_best))
-        for candidate in picked["scores"]:  # the inner runs' pooled UAR is the score
-            inner_dir = tmp_path / f"fold-{index + 1:02d}" / "inner" / candidate
-            confusion = sum(np.array(json.loads((d / "metrics.json").read_text())
-                                     ["final"]["confusion"]) for d in inner_dir.iterdir())
-            recall = np.diag(confusion) / confusion.sum(axis=1)
-            assert picked["scores"][candidate] == pytest.approx(np.nanmean(recall))
-        chosen.append(picked["chosen"])
-    majority = max(config.recipe.augment_candidates, key=chosen.count)
-    assert metrics["final_model"]["augment"] == list(augment.candidate_augment(majority))
-
-    # resumed after fold 2's outer training was lost: its inner runs are read back
-    (tmp_path / "fold-02" / "metrics.json").unlink()
-    calls = []
-    real_train_fold = selection.train_fold
-    monkeypatch.setattr(selection, "train_fold",
-                        lambda *a, **k: calls.append(a) or real_train_fold(*a, **k))
-    again = train(config, tmp_path, dataset=dataset, options=QUIET, resume=True).to_json()
-    assert calls == []
-    assert again["folds"][1]["augment_selection"] == metrics["folds"][1]["augment_selection"]
-    assert again["summary"] == metrics["summary"]
-
-
-def test_compare_counts_the_inner_folds_choices():
-    from sed_model.compare import _augment_choices_line, augment_choices
-
-    config = make_config(augment_candidates=("none", "mask+crop"))
-
-    def run(*chosen):  # what augment_choices reads of a RunResult
-        return SimpleNamespace(config=config, folds=[
-            SimpleNamespace(augment_selection={"chosen": c}) for c in chosen])
-
-    assert augment_choices([SimpleNamespace(config=make_config(), folds=[
-        SimpleNamespace(augment_selection=None)])]) is None
-    counts = augment_choices([run("none", "mask+crop"), run("none", "none")])
-    assert counts == {"none": 3, "mask+crop": 1}
-    assert _augment_choices_line({"feature": counts}).endswith(
-        "Feature: none 3, mask+crop 1 of 4 fold runs")
 
 
 # ------------------------------------------------------------------ speed perturbation
