@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,15 @@ def _commit() -> str | None:
     return (commit + " with uncommitted changes to sed_model" if changed else commit) or None
 
 
+def portable_command(argv: list[str]) -> str:
+    """The command as the card shows it: absolute paths written relative to the repository
+    root, where the command runs, so that the card names no one's home or work folder."""
+    def portable(word: str) -> str:
+        return os.path.relpath(word, ROOT) if os.path.isabs(word) else word
+
+    return " ".join(["python scripts/make_pretrained_emodb.py", *map(portable, argv)])
+
+
 def results_record(run: RunResult, config: TrainConfig, size: int, wall: float,
                    argv: list[str] | None, commit: str | None) -> dict:
     """What the model card says, as data."""
@@ -146,7 +156,7 @@ def results_record(run: RunResult, config: TrainConfig, size: int, wall: float,
                  "uar_mean": summary.uar["mean"], "uar_std": summary.uar["std"],
                  "best_during_training_uar": run.summary["best"].pooled["uar"]},
         "wall_seconds": round(wall),
-        "command": "python scripts/make_pretrained_emodb.py " + " ".join(argv or sys.argv[1:]),
+        "command": portable_command(argv or sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
         "commit": commit,
     }

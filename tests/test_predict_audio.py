@@ -3,6 +3,7 @@ the bundled pretrained model (issue 13, points 2, 3 and 4)."""
 
 import csv
 import json
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -208,6 +209,15 @@ def test_the_bundled_model_script_takes_any_recipe_field():
     assert (config.recipe.utterance_norm, config.recipe.lr, config.folds) == ("none", 1e-3, "loso")
     default = script.run_config(script.build_parser().parse_args([]))
     assert default.recipe.utterance_norm_of("feature") == "mean_std"  # small under global
+
+
+def test_the_bundled_model_card_names_no_local_folder():
+    script = load_script("make_pretrained_emodb")
+    command = script.portable_command(["--data", str(ROOT.parent / "shared" / "data" / "emodb"),
+                                       "--set", "lr=1e-3", "--out-dir", "/tmp/pretrained"])
+    assert command == ("python scripts/make_pretrained_emodb.py --data ../shared/data/emodb "
+                       f"--set lr=1e-3 --out-dir {os.path.relpath('/tmp/pretrained', ROOT)}")
+    assert not any(os.path.isabs(word) for word in script.saved_results()["command"].split())
 
 
 def test_the_bundled_model_is_package_data():
