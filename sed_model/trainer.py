@@ -296,18 +296,20 @@ def _train_final_model(config: TrainConfig, dataset: Dataset, folds: list[Fold],
                        progress: bool, on_checkpoint) -> dict:
     """Train (or, resumed, continue or skip) the deployment model; write ``model.pt``."""
     everyone = Fold("all speakers", train=tuple(range(len(dataset.utterances))), test=())
-    search = None
+    search, chosen = None, {}
     if config.recipe.selects:
         selections = [Selection.from_dict(r.selection) for r in results]
-        config = candidate_config(config, majority_setting(selections))
+        chosen = majority_setting(selections)
+        config = candidate_config(config, chosen)
     if config.recipe.search_trials:
         search = search_recipe(config, dataset, everyone, config.folds_seed + len(folds),
                                out_dir / FINAL_DIR / "search", progress=progress)
         config = search.config_for(config)
     final_config, rule = final_model_steps(config, dataset, folds, results)
     info = {"file": MODEL_FILE, "n_train": len(everyone.train), "rule": rule,
-            "augment": list(final_config.recipe.augment),
-            "utterance_norm": final_config.recipe.utterance_norm_of(config.variant)}
+            "augment": list(final_config.recipe.augment)}
+    if "utterance_norm" in chosen:
+        info["utterance_norm"] = chosen["utterance_norm"]
     if search is not None:
         info["search"] = search.to_dict()
     if not (resume and (out_dir / MODEL_FILE).exists()):
