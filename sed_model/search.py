@@ -48,7 +48,7 @@ from .errors import SedError
 from .fold import FoldResult, train_fold
 from .metrics import report_from_confusion
 from .recipes import SPACES, parse_value
-from .selection import inner_folds
+from .selection import inner_folds, setting_name
 from .splits import Fold
 
 STARTUP_TRIALS = 4  # settings never pruned: the median needs a few scores first
@@ -79,11 +79,6 @@ def recipe_setting(recipe, choices: dict[str, tuple[str, ...]]) -> dict[str, str
         if matching:
             setting[key] = matching[0]
     return setting
-
-
-def setting_name(setting: dict[str, str]) -> str:
-    """A folder name for a setting: ``lr=4e-3_epochs=40_cells=64-64_...``."""
-    return "_".join(f"{k}={v.replace(',', '-')}" for k, v in setting.items())
 
 
 @dataclass

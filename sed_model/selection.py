@@ -65,6 +65,11 @@ class Selection:
         return cls(dict(d["scores"]), d["chosen"], d["inner_folds"], settings)
 
 
+def setting_name(setting: dict[str, str]) -> str:
+    """A folder name for a setting: ``lr=4e-3_epochs=40_cells=64-64_...``."""
+    return "_".join(f"{k}={v.replace(',', '-')}" for k, v in setting.items())
+
+
 def candidate_settings(recipe: Recipe) -> dict[str, dict[str, str]]:
     """The candidates of ``recipe``'s nested selection, in the order they are tried: a name
     (the folder of its inner runs) and its recipe changes as ``--set`` writes them. With one
@@ -81,7 +86,7 @@ def candidate_settings(recipe: Recipe) -> dict[str, dict[str, str]]:
         settings = [{**setting, key: value} for setting in settings for value in values]
     if len(lists) == 1:
         return {next(iter(setting.values())): setting for setting in settings}
-    return {"_".join(f"{k}={v}" for k, v in setting.items()): setting for setting in settings}
+    return {setting_name(setting): setting for setting in settings}
 
 
 def inner_folds(dataset: Dataset, fold: Fold, k: int, seed: int) -> list[Fold]:
