@@ -15,6 +15,7 @@ reading, whatever the size of the corpus.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ import torch
 from .corpora import Corpus, load_corpus
 from .errors import SedError
 from .features import FeatureConfig, Normalizer
-from .features.store import corpus_frames, frame_lengths, select_rows
+from .features.store import Frames, corpus_frames, frame_lengths, select_rows
 from .splits import Fold
+from .vad import speech_span
 
 
 @dataclass
@@ -90,6 +92,28 @@ def load_dataset(
         skipped=len(utterances) - len(kept),
         speed_features=speed_features,
     )
+
+
+def trim_frames(frames: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+    """Each utterance's frames from just before its first speech frame to just after its
+    last (:func:`sed_model.vad.speech_span`): views of ``frames``, no copy."""
+    spans = np.array([speech_span(np.asarray(f)) for f in frames], dtype=np.int64).reshape(-1, 2)
+    if isinstance(frames, Frames):
+        return Frames(frames.data, frames.starts + spans[:, 0], frames.starts + spans[:, 1],
+                      frames.mapping)
+    return [f[start:stop] for f, (start, stop) in zip(frames, spans)]
+
+
+def trim_edge_quiet(dataset: Dataset) -> Dataset:
+    """``dataset`` with the quiet before and after each utterance's speech cut away, in the
+    original frames and every speed-perturbed version (each by its own speech frames)."""
+    trimmed = getattr(dataset, "_trimmed", None)
+    if trimmed is None:
+        trimmed = dataclasses.replace(
+            dataset, features=trim_frames(dataset.features),
+            speed_features={s: trim_frames(f) for s, f in dataset.speed_features.items()})
+        object.__setattr__(dataset, "_trimmed", trimmed)
+    return trimmed
 
 
 def check_training_split(dataset: Dataset, fold: Fold) -> None:

@@ -24,7 +24,15 @@ from tqdm.auto import tqdm
 from . import augment, distributed, optim
 from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig, changed_options
-from .data import Dataset, Split, epoch_batches, evaluation_batches, make_split, steps_per_epoch
+from .data import (
+    Dataset,
+    Split,
+    epoch_batches,
+    evaluation_batches,
+    make_split,
+    steps_per_epoch,
+    trim_edge_quiet,
+)
 from .ensemble import save_predictions
 from .errors import SedError
 from .features import Normalizer
@@ -223,6 +231,8 @@ class FoldTraining:
     def __init__(self, config: TrainConfig, dataset: Dataset, fold: Fold, index: int,
                  count: int, fold_dir: Path,
                  on_checkpoint: Callable[[Path, int], None] | None = None) -> None:
+        if config.recipe.edge_quiet_of(config.variant) == "trim":
+            dataset = trim_edge_quiet(dataset)
         self.config, self.dataset, self.fold = config, dataset, fold
         self.index, self.count, self.fold_dir = index, count, fold_dir
         self.on_checkpoint = on_checkpoint

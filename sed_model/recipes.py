@@ -32,7 +32,8 @@ Overrides (:func:`override`) are read from text with the field's own type: integ
 clears ``steps`` and the other way round (a run's length is given one way), and setting
 ``augment_candidates`` without ``augment`` turns the preset's augmentation off (a nested
 selection chooses it), as ``utterance_norm_candidates`` without ``utterance_norm`` sets
-``utterance_norm`` to ``none``.
+``utterance_norm`` to ``none`` and ``edge_quiet_candidates`` without ``edge_quiet`` sets
+``edge_quiet`` to ``keep``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ from .model import UTTERANCE_NORMS, VARIANTS
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
+EDGE_QUIET = ("keep", "trim")
+# the fields a nested selection chooses per fold, each from its ``<key>_candidates``
+SELECTED_KEYS = ("augment", "utterance_norm", "edge_quiet")
 
 # Search spaces: each key is a recipe field, each value the choices (as --set writes them).
 # ``small`` is the search for the ``small`` recipe: the learning rate, the training length,
@@ -74,12 +78,12 @@ class Recipe:
     per epoch. ``attention_dim`` None means ``d_a = H_i``. ``validation_speakers`` K holds
     out K of each fold's training speakers and reports the step with the best validation
     UAR; None lets the trainer decide from the folds (1 when there are several folds and
-    each keeps at least 4 training speakers, else 0). ``augment_candidates`` and
-    ``utterance_norm_candidates``: a nested selection of the augmentation and of the
-    utterance normalisation on ``inner_folds`` speaker-grouped inner folds of each fold's
-    training speakers (:mod:`sed_model.selection`). ``search_trials`` N > 0 chooses
-    the settings of :data:`SPACES` ``[search_space]`` per fold on those inner folds, N
-    settings tried (:mod:`sed_model.search`).
+    each keeps at least 4 training speakers, else 0). ``augment_candidates``,
+    ``utterance_norm_candidates`` and ``edge_quiet_candidates``: a nested selection of the
+    augmentation, the utterance normalisation and the edges' quiet on ``inner_folds``
+    speaker-grouped inner folds of each fold's training speakers (:mod:`sed_model.selection`).
+    ``search_trials`` N > 0 chooses the settings of :data:`SPACES` ``[search_space]`` per
+    fold on those inner folds, N settings tried (:mod:`sed_model.search`).
     """
 
     # the model
@@ -89,6 +93,9 @@ class Recipe:
     # none, mean or mean_std of each utterance (model.py), for every variant or one per
     # variant ("lstm:none,general:none,time:none,feature:mean_std"): utterance_norms()
     utterance_norm: str = "none"
+    # keep, or trim the quiet before and after each utterance's speech (data.trim_edge_quiet),
+    # for every variant or one per variant ("lstm:trim,general:trim,time:keep,feature:keep")
+    edge_quiet: str = "keep"
     # the optimiser and its schedule
     optimizer: str = "adam"  # adam (coupled L2, as the paper) or adamw (decoupled decay)
     lr: float = 1e-3
@@ -114,6 +121,7 @@ class Recipe:
     augment: tuple[str, ...] = ()
     augment_candidates: tuple[str, ...] | None = None
     utterance_norm_candidates: tuple[str, ...] | None = None  # modes, chosen per fold
+    edge_quiet_candidates: tuple[str, ...] | None = None  # keep and trim, chosen per fold
     inner_folds: int = 3
     # per-fold selection of the recipe on inner folds of the training speakers
     search_trials: int = 0
@@ -121,7 +129,9 @@ class Recipe:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", check_augment(self.augment))  # canonical order
-        object.__setattr__(self, "utterance_norm", canonical_utterance_norm(self.utterance_norm))
+        object.__setattr__(self, "utterance_norm",
+                           canonical_per_variant(utterance_norms(self.utterance_norm)))
+        object.__setattr__(self, "edge_quiet", canonical_per_variant(edge_quiets(self.edge_quiet)))
         self._check_sizes()
         self._check_rates()
         self._check_choices()
@@ -174,31 +184,35 @@ class Recipe:
             if self.augment:
                 raise SedError("give augment or augment_candidates, not both")
         if self.utterance_norm_candidates is not None:
-            self._check_utterance_norm_candidates()
+            self._check_mode_candidates("utterance_norm", UTTERANCE_NORMS, "none")
+        if self.edge_quiet_candidates is not None:
+            self._check_mode_candidates("edge_quiet", EDGE_QUIET, "keep")
         if self.search_space not in SPACES:
             raise SedError(f"search_space must be one of {', '.join(SPACES)}; "
                            f"got {self.search_space!r}")
         if self.search_trials and self.selects:
-            raise SedError("give search_trials or augment_candidates/utterance_norm_candidates, "
-                           "not both (the search chooses per fold too)")
+            raise SedError("give search_trials or a nested selection (augment_candidates, "
+                           "utterance_norm_candidates, edge_quiet_candidates), not both (the "
+                           "search chooses per fold too)")
 
-    def _check_utterance_norm_candidates(self) -> None:
-        candidates = self.utterance_norm_candidates
-        unknown = [c for c in candidates if c not in UTTERANCE_NORMS]
+    def _check_mode_candidates(self, key: str, modes: tuple[str, ...], plain: str) -> None:
+        """``<key>_candidates``: known, distinct modes, and ``key`` itself left at ``plain``."""
+        candidates = getattr(self, f"{key}_candidates")
+        unknown = [c for c in candidates if c not in modes]
         if unknown:
-            raise SedError(f"utterance_norm_candidates: unknown mode {unknown[0]!r}; expected "
-                           f"modes from {', '.join(UTTERANCE_NORMS)}")
+            raise SedError(f"{key}_candidates: unknown mode {unknown[0]!r}; expected "
+                           f"modes from {', '.join(modes)}")
         if len(set(candidates)) != len(candidates) or len(candidates) < 2:
-            raise SedError("utterance_norm_candidates needs at least two different modes; "
+            raise SedError(f"{key}_candidates needs at least two different modes; "
                            f"got {', '.join(candidates)}")
-        if self.utterance_norm != "none":
-            raise SedError(f"give utterance_norm or utterance_norm_candidates, not both; got "
-                           f"utterance_norm={self.utterance_norm!r}")
+        if getattr(self, key) != plain:
+            raise SedError(f"give {key} or {key}_candidates, not both; got "
+                           f"{key}={getattr(self, key)!r}")
 
     @property
     def selects(self) -> bool:
         """Whether each fold chooses a setting on inner folds (:mod:`sed_model.selection`)."""
-        return self.augment_candidates is not None or self.utterance_norm_candidates is not None
+        return any(getattr(self, f"{key}_candidates") is not None for key in SELECTED_KEYS)
 
     @property
     def speeds(self) -> tuple:
@@ -211,6 +225,10 @@ class Recipe:
     def utterance_norm_of(self, variant: str) -> str:
         """The ``utterance_norm`` the model of ``variant`` is built with."""
         return utterance_norms(self.utterance_norm)[variant]
+
+    def edge_quiet_of(self, variant: str) -> str:
+        """Whether ``variant`` keeps or trims the quiet at each utterance's edges."""
+        return edge_quiets(self.edge_quiet)[variant]
 
     @property
     def length(self) -> str:
@@ -232,43 +250,54 @@ class Recipe:
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Recipe))
 
 
-def utterance_norms(text: str) -> dict[str, str]:
-    """``utterance_norm`` as one mode per variant: ``"mean_std"`` is that mode for every
-    variant; ``"lstm:none,general:none,time:none,feature:mean_std"`` names each of the four
-    variants once. :class:`SedError` naming the value and what was expected otherwise."""
-    expected = (f"one of {', '.join(UTTERANCE_NORMS)}, or variant:mode for each of "
-                f"{', '.join(VARIANTS)} (e.g. lstm:none,general:none,time:none,feature:mean_std)")
+def per_variant(key: str, text: str, modes: tuple[str, ...], example: str) -> dict[str, str]:
+    """A field set per variant, as one mode per variant: a mode alone is that mode for every
+    variant; ``variant:mode,...`` (``example``) names each of the four variants once.
+    :class:`SedError` naming the field, the value and what was expected otherwise."""
+    expected = (f"one of {', '.join(modes)}, or variant:mode for each of "
+                f"{', '.join(VARIANTS)} (e.g. {example})")
     if ":" not in text:
-        if text not in UTTERANCE_NORMS:
-            raise SedError(f"utterance_norm must be {expected}; got {text!r}")
+        if text not in modes:
+            raise SedError(f"{key} must be {expected}; got {text!r}")
         return dict.fromkeys(VARIANTS, text)
-    modes: dict[str, str] = {}
+    chosen: dict[str, str] = {}
     for part in text.split(","):
         variant, _, mode = (word.strip() for word in part.partition(":"))
-        if variant in modes:
+        if variant in chosen:
             problem = "a variant named twice"
         elif variant not in VARIANTS:
             problem = f"unknown variant {variant!r}"
-        elif mode not in UTTERANCE_NORMS:
+        elif mode not in modes:
             problem = f"unknown mode {mode!r}"
         else:
-            modes[variant] = mode
+            chosen[variant] = mode
             continue
-        raise SedError(f"utterance_norm={text!r}: {problem}; expected {expected}")
-    missing = [v for v in VARIANTS if v not in modes]
+        raise SedError(f"{key}={text!r}: {problem}; expected {expected}")
+    missing = [v for v in VARIANTS if v not in chosen]
     if missing:
-        raise SedError(f"utterance_norm={text!r} names no mode for {', '.join(missing)}; "
+        raise SedError(f"{key}={text!r} names no mode for {', '.join(missing)}; "
                        f"expected {expected}")
-    return {v: modes[v] for v in VARIANTS}
+    return {v: chosen[v] for v in VARIANTS}
 
 
-def canonical_utterance_norm(text: str) -> str:
-    """``text`` (checked by :func:`utterance_norms`) written one way: the one mode when every
-    variant has it, else ``variant:mode`` in the order of the variants."""
-    modes = utterance_norms(text)
-    if len(set(modes.values())) == 1:
-        return modes[VARIANTS[0]]
-    return ",".join(f"{v}:{m}" for v, m in modes.items())
+def canonical_per_variant(chosen: dict[str, str]) -> str:
+    """One mode per variant written one way: the mode alone when every variant has it, else
+    ``variant:mode`` in the order of the variants."""
+    if len(set(chosen.values())) == 1:
+        return chosen[VARIANTS[0]]
+    return ",".join(f"{v}:{m}" for v, m in chosen.items())
+
+
+def utterance_norms(text: str) -> dict[str, str]:
+    """``utterance_norm`` as one mode per variant (:func:`per_variant`)."""
+    return per_variant("utterance_norm", text, UTTERANCE_NORMS,
+                       "lstm:none,general:none,time:none,feature:mean_std")
+
+
+def edge_quiets(text: str) -> dict[str, str]:
+    """``edge_quiet`` as one mode per variant (:func:`per_variant`)."""
+    return per_variant("edge_quiet", text, EDGE_QUIET,
+                       "lstm:trim,general:trim,time:keep,feature:keep")
 
 
 @dataclass(frozen=True)
@@ -408,5 +437,7 @@ def override(recipe: Recipe, values: Mapping[str, object]) -> Recipe:
         values["augment"] = ()
     if values.get("utterance_norm_candidates") is not None and "utterance_norm" not in values:
         values["utterance_norm"] = "none"
+    if values.get("edge_quiet_candidates") is not None and "edge_quiet" not in values:
+        values["edge_quiet"] = "keep"
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
     return dataclasses.replace(recipe, **values)

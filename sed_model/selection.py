@@ -1,7 +1,8 @@
 """Nested selection: inner folds of each fold's training speakers choose among candidates.
 
 With candidates for the augmentation (``--set augment_candidates=none,mask,crop``), for the
-utterance normalisation (``--set utterance_norm_candidates=none,mean_std``) or both (every
+utterance normalisation (``--set utterance_norm_candidates=none,mean_std``), for the quiet at
+the utterances' edges (``--set edge_quiet_candidates=keep,trim``) or several of them (every
 combination is a candidate), every outer fold runs, before it trains, an inner
 cross-validation on its own training speakers only:
 
@@ -38,7 +39,7 @@ from .config import TrainConfig
 from .data import Dataset, check_training_split
 from .fold import FoldResult, train_fold
 from .metrics import report_from_confusion
-from .recipes import Recipe
+from .recipes import SELECTED_KEYS, Recipe
 from .splits import Fold, make_folds
 
 
@@ -73,12 +74,11 @@ def setting_name(setting: dict[str, str]) -> str:
 def candidate_settings(recipe: Recipe) -> dict[str, dict[str, str]]:
     """The candidates of ``recipe``'s nested selection, in the order they are tried: a name
     (the folder of its inner runs) and its recipe changes as ``--set`` writes them. With one
-    candidate list the name is the candidate (``mask+crop``, ``mean_std``); with both, every
-    augmentation is tried with every ``utterance_norm``: ``augment=none_utterance_norm=none``.
-    Empty without a nested selection."""
-    lists = {key: values for key, values in (("augment", recipe.augment_candidates),
-                                             ("utterance_norm", recipe.utterance_norm_candidates))
-             if values}
+    candidate list the name is the candidate (``mask+crop``, ``mean_std``, ``trim``); with
+    several, every combination is tried: ``augment=none_utterance_norm=none``. Empty without a
+    nested selection."""
+    lists = {key: getattr(recipe, f"{key}_candidates") for key in SELECTED_KEYS
+             if getattr(recipe, f"{key}_candidates")}
     if not lists:
         return {}
     settings = [{}]
@@ -108,7 +108,8 @@ def candidate_config(config: TrainConfig, setting: dict[str, str]) -> TrainConfi
     no selection of its own."""
     changes = {key: candidate_augment(text) if key == "augment" else text
                for key, text in setting.items()}
-    return config.with_recipe(**changes, augment_candidates=None, utterance_norm_candidates=None)
+    cleared = {f"{key}_candidates": None for key in SELECTED_KEYS}
+    return config.with_recipe(**changes, **cleared)
 
 
 def inner_score(config: TrainConfig, dataset: Dataset, folds: list[Fold], runs_dir: Path, *,

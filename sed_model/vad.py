@@ -163,6 +163,19 @@ class FrameRule:
                 & (frames[:, LOUDNESS_COLUMN] > self.loudness_min))
 
 
+EDGE_MARGIN_FRAMES = 20  # 0.2 s kept before the first and after the last speech frame
+
+
+def speech_span(frames: np.ndarray, margin: int = EDGE_MARGIN_FRAMES) -> tuple[int, int]:
+    """``(start, stop)``: the frames of an utterance from ``margin`` frames before its first
+    speech frame to ``margin`` after its last, by the ``opensmile`` rule on its raw ComParE
+    frames; the whole utterance when the rule finds no speech in it."""
+    speech = np.flatnonzero(FrameRule().speech(frames)) if len(frames) else np.zeros(0, int)
+    if not len(speech):
+        return 0, len(frames)
+    return max(0, int(speech[0]) - margin), min(len(frames), int(speech[-1]) + 1 + margin)
+
+
 def make_detector(name: str) -> SignalDetector | FrameRule | None:
     """The detector called ``name`` (``none``: None); a SedError naming the package to install
     when its optional package is missing."""

@@ -124,7 +124,7 @@ def test_a_pruned_setting_is_never_chosen():
 def test_search_settings_are_checked():
     with pytest.raises(SedError, match="search_space must be one of"):
         make_config(search_trials=2, search_space="huge")
-    with pytest.raises(SedError, match="search_trials or augment_candidates"):
+    with pytest.raises(SedError, match="search_trials or a nested selection"):
         make_config(search_trials=2, augment_candidates=("none", "mask"))
     with pytest.raises(SedError, match="search_trials must be 0"):
         make_config(search_trials=-1)

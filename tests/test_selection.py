@@ -127,7 +127,7 @@ def test_utterance_norm_candidates_replace_the_presets_mode():
     (["--set", "utterance_norm_candidates=none,mean_std", "--set", "utterance_norm=mean"],
      "give utterance_norm or utterance_norm_candidates, not both"),
     (["--set", "utterance_norm_candidates=none,mean_std", "--set", "search_trials=2"],
-     "give search_trials or augment_candidates/utterance_norm_candidates"),
+     "give search_trials or a nested selection"),
 ])
 def test_bad_utterance_norm_candidates_are_one_line_errors(options, message):
     with pytest.raises(SedError, match=message):
