@@ -70,13 +70,18 @@ from tqdm.auto import tqdm
 
 from . import pretrained
 from .audio import SignalReport, open_audio
-from .checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
+from .checkpoint import (
+    edge_quiet_from_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+    normalizer_from_checkpoint,
+)
 from .errors import AudioError, DataWarning, SedError
 from .features import Normalizer, extract_frames, load_audio
 from .model import VARIANTS_WITH_ATTENTION
 from .runtime import check_backend, resolve_device
 from .seeds import seed_runs
-from .vad import FrameRule, SignalDetector, SpeechTrack, make_detector
+from .vad import FrameRule, SignalDetector, SpeechTrack, make_detector, speech_span
 from .windows import (
     SEGMENT_SECONDS,
     Envelope,
@@ -168,6 +173,16 @@ class Member:
     path: Path
     config: dict
     fold: dict
+    edge_quiet: str = "keep"  # "trim": the model reads each input from its speech's edges
+
+    def span(self, frames: np.ndarray) -> tuple[int, int]:
+        """The frames of an input (raw ComParE frames) that the model reads: all of them, or
+        with ``edge_quiet`` ``trim`` those around its speech (:func:`speech_span`)."""
+        return speech_span(frames) if self.edge_quiet == "trim" else (0, len(frames))
+
+    def read(self, frames: np.ndarray) -> np.ndarray:
+        start, stop = self.span(frames)
+        return frames[start:stop]
 
     def probabilities(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """(B, classes) class probabilities of normalised frames ``features`` (B, T, D),
@@ -194,7 +209,9 @@ def load_onnx(path: Path) -> tuple[OnnxMember, list[str]]:
 
     net = OnnxNet(path)
     normalizer = Normalizer(**net.metadata["normalizer"])
-    return OnnxMember(net, normalizer, Path(path), {}, {}), net.class_names
+    member = OnnxMember(net, normalizer, Path(path), {}, {},
+                        edge_quiet=net.metadata.get("edge_quiet", "keep"))
+    return member, net.class_names
 
 
 def resolve_checkpoints(name_or_path: str | Path, ensemble: bool = False) -> tuple[list[Path], str]:
@@ -269,7 +286,8 @@ def load_model(name_or_path: str | Path = pretrained.DEFAULT, *, ensemble: bool 
         members.append(Member(model_from_checkpoint(checkpoint, backend=backend,
                                                     device=str(target)),
                               normalizer_from_checkpoint(checkpoint), path,
-                              checkpoint["config"], checkpoint.get("fold", {})))
+                              checkpoint["config"], checkpoint.get("fold", {}),
+                              edge_quiet_from_checkpoint(checkpoint)))
     return EmotionModel(members, class_names, description, target)
 
 
@@ -431,13 +449,17 @@ class EmotionModel:
 
     def _attention(self, decoded: dict) -> dict:
         member = self.members[0]
-        x = member.normalizer.new_speaker([decoded["frames"]])[0]
+        frames = decoded["frames"]
+        start, stop = member.span(frames)
+        x = member.normalizer.new_speaker([frames[start:stop]])[0]
         lengths = torch.tensor([len(x)], device=self.device)
         with torch.no_grad():
             _, weights = member.model.forward_with_attention(
                 torch.from_numpy(x)[None].to(self.device), lengths)
         return {"signal": decoded["signal"], "sample_rate": decoded["rate"],
-                "variant": self.variant, "weights": [w[0].cpu().numpy() for w in weights]}
+                "variant": self.variant,
+                "weights": [_over_all_frames(w[0].cpu().numpy(), start, len(frames))
+                            for w in weights]}
 
     def _prediction(self, path, probabilities: np.ndarray | None, duration: float | None,
                     segments: list[Segment] | None = None) -> Prediction:
@@ -462,7 +484,8 @@ class EmotionModel:
         speakers = [0] * len(frames) if speakers is None else list(speakers)
         order = sorted(range(len(frames)), key=lambda i: -len(frames[i]))
         for member in self.members if frames else []:
-            normalised = _normalise(member.normalizer, frames, speakers, recording)
+            read = [member.read(f) for f in frames]
+            normalised = _normalise(member.normalizer, read, speakers, recording)
             for first in range(0, len(order), WINDOW_BATCH):
                 rows = order[first:first + WINDOW_BATCH]
                 x, lengths = pad_batch([normalised[i] for i in rows])
@@ -593,6 +616,18 @@ def _normalise(normalizer: Normalizer, frames: list[np.ndarray], speakers: list[
         for i, x in zip(chosen, normalizer.new_speaker([frames[i] for i in chosen])):
             normalised[i] = x
     return normalised
+
+
+def _over_all_frames(weights: np.ndarray, start: int, frames: int) -> np.ndarray:
+    """Attention ``weights`` of the frames a model read from ``start`` on, placed among all
+    ``frames`` of the input: the frames it did not read get no time-attention weight, and
+    uniform feature-attention weights (no focus)."""
+    if len(weights) == frames:
+        return weights
+    fill = 0.0 if weights.ndim == 1 else 1.0 / weights.shape[1]
+    out = np.full((frames, *weights.shape[1:]), fill, dtype=weights.dtype)
+    out[start:start + len(weights)] = weights
+    return out
 
 
 def pad_batch(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

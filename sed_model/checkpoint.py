@@ -119,6 +119,17 @@ def model_from_checkpoint(
     return model.to(device).eval()
 
 
+def edge_quiet_from_checkpoint(checkpoint: dict) -> str:
+    """``keep`` or ``trim``: what the checkpoint's model was trained to read of each
+    utterance (``trim``: the frames around its speech, :func:`sed_model.vad.speech_span`); a
+    checkpoint written before the option kept every frame."""
+    from .recipes import edge_quiets
+
+    config = checkpoint.get("config", {})
+    text = config.get("recipe", config).get("edge_quiet", "keep")
+    return edge_quiets(text)[checkpoint["hyperparameters"]["variant"]]
+
+
 def normalizer_from_checkpoint(checkpoint: dict) -> Normalizer:
     """The training split's normalisation statistics stored in a checkpoint."""
     return Normalizer.from_state_dict(checkpoint["normalizer"])

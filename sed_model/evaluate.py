@@ -32,7 +32,7 @@ import numpy as np
 from .api import fold_checkpoints, load_model
 from .checkpoint import read_json
 from .cli import NameList, add_data_options, run_main
-from .data import Dataset, load_dataset, make_split
+from .data import Dataset, load_dataset, make_split, trim_edge_quiet
 from .errors import SedError
 from .features.store import select_rows
 from .fold import predict_split
@@ -93,9 +93,10 @@ def evaluate_checkpoint(
     trained_on = set()
     evaluated = {dataset.speakers[i] for i in indices}
     for member in model.members:
+        read = trim_edge_quiet(dataset) if member.edge_quiet == "trim" else dataset
         normalizer = member.normalizer.with_speakers(
-            select_rows(dataset.features, indices), [dataset.speakers[i] for i in indices])
-        split = make_split(dataset, indices, normalizer)  # speaker mode: each speaker's own
+            select_rows(read.features, indices), [dataset.speakers[i] for i in indices])
+        split = make_split(read, indices, normalizer)  # speaker mode: each speaker's own
         probabilities += predict_split(member.model, split, model.device)
         if member.config["corpus"] == dataset.corpus:
             trained_on |= evaluated - set(member.fold.get("test_speakers", []))

@@ -15,7 +15,9 @@ The metadata (``metadata_props`` of the file, each value a JSON text; :data:`MET
 holds what a runtime needs around the graph: the class names in output order, the
 normalisation statistics (mode, mean, std; a ``speaker`` model normalises each recording
 with its own statistics, as :meth:`sed_model.features.Normalizer.new_speaker` does), the
-variant and hyperparameters, and the openSMILE feature configuration the frames come from.
+variant and hyperparameters, the openSMILE feature configuration the frames come from, and
+``edge_quiet`` (``trim``: a runtime gives the model only the frames around the input's
+speech, :func:`sed_model.vad.speech_span`).
 ``sed_model.load_model("model.onnx")`` and ``predict --checkpoint model.onnx`` read it.
 
 Every export is checked: the file is run with onnxruntime on a batch of several lengths and
@@ -40,7 +42,7 @@ OPSET = 17
 CHECK_TOLERANCE = 1e-4  # largest |probability difference| accepted by the export check
 CHECK_LENGTHS = (120, 1, 37, 200)  # the rows of the check batch (a 1-step row included)
 METADATA_KEYS = ("format", "class_names", "normalizer", "variant", "hyperparameters",
-                 "feature_config", "source")
+                 "feature_config", "edge_quiet", "source")
 DESCRIPTION = ("Export a trained model to ONNX (inputs features (B, T, 130) float32 and lengths "
                "(B,) int64, output class probabilities; class names and normalisation in the "
                "file's metadata). Run it with python -m sed_model.predict --checkpoint OUT.onnx.")
@@ -70,6 +72,7 @@ def require(module: str):
 
 def metadata(checkpoint: dict, source: str) -> dict[str, str]:
     """The ``metadata_props`` of an exported checkpoint (JSON texts, see the module doc)."""
+    from .checkpoint import edge_quiet_from_checkpoint
     from .features import FEATURE_DIM, FeatureConfig
 
     normalizer = checkpoint["normalizer"]
@@ -81,6 +84,7 @@ def metadata(checkpoint: dict, source: str) -> dict[str, str]:
         "variant": checkpoint["hyperparameters"]["variant"],
         "hyperparameters": dict(checkpoint["hyperparameters"], backend="reference"),
         "feature_config": {**dataclasses.asdict(FeatureConfig()), "feature_dim": FEATURE_DIM},
+        "edge_quiet": edge_quiet_from_checkpoint(checkpoint),
         "source": source,
     }
     return {key: json.dumps(values[key]) for key in METADATA_KEYS}
