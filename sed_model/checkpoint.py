@@ -40,6 +40,7 @@ import torch
 from .errors import SedError
 from .features import Normalizer
 from .model import DenseLSTMAttention
+from .recipes import edge_quiets
 
 CHECKPOINT_FORMAT = "sed_model-checkpoint-1"
 
@@ -123,8 +124,6 @@ def edge_quiet_from_checkpoint(checkpoint: dict) -> str:
     """``keep`` or ``trim``: what the checkpoint's model was trained to read of each
     utterance (``trim``: the frames around its speech, :func:`sed_model.vad.speech_span`); a
     checkpoint written before the option kept every frame."""
-    from .recipes import edge_quiets
-
     config = checkpoint.get("config", {})
     text = config.get("recipe", config).get("edge_quiet", "keep")
     return edge_quiets(text)[checkpoint["hyperparameters"]["variant"]]

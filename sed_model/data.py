@@ -49,6 +49,8 @@ class Dataset:
     skipped: int  # utterances the feature extractor could not use
     # speed -> (T_i', 130) frames of every utterance played that much faster (augment "speed")
     speed_features: dict[float, Sequence[np.ndarray]] = field(default_factory=dict)
+    # this dataset with the quiet at each utterance's edges cut away (trim_edge_quiet)
+    trimmed: Dataset | None = field(default=None, repr=False, compare=False)
 
     @property
     def speakers(self) -> list[str]:
@@ -107,13 +109,11 @@ def trim_frames(frames: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
 def trim_edge_quiet(dataset: Dataset) -> Dataset:
     """``dataset`` with the quiet before and after each utterance's speech cut away, in the
     original frames and every speed-perturbed version (each by its own speech frames)."""
-    trimmed = getattr(dataset, "_trimmed", None)
-    if trimmed is None:
-        trimmed = dataclasses.replace(
+    if dataset.trimmed is None:  # made once, then shared by every fold that trims
+        dataset.trimmed = dataclasses.replace(
             dataset, features=trim_frames(dataset.features),
             speed_features={s: trim_frames(f) for s, f in dataset.speed_features.items()})
-        object.__setattr__(dataset, "_trimmed", trimmed)
-    return trimmed
+    return dataset.trimmed
 
 
 def check_training_split(dataset: Dataset, fold: Fold) -> None:
