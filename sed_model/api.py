@@ -483,9 +483,12 @@ class EmotionModel:
         total = np.zeros((len(frames), len(self.class_names)))
         speakers = [0] * len(frames) if speakers is None else list(speakers)
         order = sorted(range(len(frames)), key=lambda i: -len(frames[i]))
+        read: dict[str, list[np.ndarray]] = {}  # the frames members read, cut once per mode
         for member in self.members if frames else []:
-            read = [member.read(f) for f in frames]
-            normalised = _normalise(member.normalizer, read, speakers, recording)
+            if member.edge_quiet not in read:
+                read[member.edge_quiet] = [member.read(f) for f in frames]
+            normalised = _normalise(member.normalizer, read[member.edge_quiet], speakers,
+                                    recording)
             for first in range(0, len(order), WINDOW_BATCH):
                 rows = order[first:first + WINDOW_BATCH]
                 x, lengths = pad_batch([normalised[i] for i in rows])
