@@ -33,7 +33,8 @@ clears ``steps`` and the other way round (a run's length is given one way), and 
 ``augment_candidates`` without ``augment`` turns the preset's augmentation off (a nested
 selection chooses it), as ``utterance_norm_candidates`` without ``utterance_norm`` sets
 ``utterance_norm`` to ``none`` and ``edge_quiet_candidates`` without ``edge_quiet`` sets
-``edge_quiet`` to ``keep``.
+``edge_quiet`` to ``keep``. ``epochs_candidates`` leaves ``epochs`` as it is: each candidate
+replaces it (and clears ``steps``) in the runs that train with it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 EDGE_QUIET = ("keep", "trim")
 # the fields a nested selection chooses per fold, each from its ``<key>_candidates``
-SELECTED_KEYS = ("augment", "utterance_norm", "edge_quiet")
+SELECTED_KEYS = ("augment", "utterance_norm", "edge_quiet", "epochs")
 
 # Search spaces: each key is a recipe field, each value the choices (as --set writes them).
 # ``small`` is the search for the ``small`` recipe: the learning rate, the training length,
@@ -79,9 +80,10 @@ class Recipe:
     out K of each fold's training speakers and reports the step with the best validation
     UAR; None lets the trainer decide from the folds (1 when there are several folds and
     each keeps at least 4 training speakers, else 0). ``augment_candidates``,
-    ``utterance_norm_candidates`` and ``edge_quiet_candidates``: a nested selection of the
-    augmentation, the utterance normalisation and the edges' quiet on ``inner_folds``
-    speaker-grouped inner folds of each fold's training speakers (:mod:`sed_model.selection`).
+    ``utterance_norm_candidates``, ``edge_quiet_candidates`` and ``epochs_candidates``: a
+    nested selection of the augmentation, the utterance normalisation, the edges' quiet and
+    the training length on ``inner_folds`` speaker-grouped inner folds of each fold's
+    training speakers (:mod:`sed_model.selection`).
     ``search_trials`` N > 0 chooses the settings of :data:`SPACES` ``[search_space]`` per
     fold on those inner folds, N settings tried (:mod:`sed_model.search`).
     """
@@ -122,6 +124,7 @@ class Recipe:
     augment_candidates: tuple[str, ...] | None = None
     utterance_norm_candidates: tuple[str, ...] | None = None  # modes, chosen per fold
     edge_quiet_candidates: tuple[str, ...] | None = None  # keep and trim, chosen per fold
+    epochs_candidates: tuple[int, ...] | None = None  # training lengths, chosen per fold
     inner_folds: int = 3
     # per-fold selection of the recipe on inner folds of the training speakers
     search_trials: int = 0
@@ -187,13 +190,15 @@ class Recipe:
             self._check_mode_candidates("utterance_norm", UTTERANCE_NORMS, "none")
         if self.edge_quiet_candidates is not None:
             self._check_mode_candidates("edge_quiet", EDGE_QUIET, "keep")
+        if self.epochs_candidates is not None:
+            self._check_epochs_candidates()
         if self.search_space not in SPACES:
             raise SedError(f"search_space must be one of {', '.join(SPACES)}; "
                            f"got {self.search_space!r}")
         if self.search_trials and self.selects:
-            raise SedError("give search_trials or a nested selection (augment_candidates, "
-                           "utterance_norm_candidates, edge_quiet_candidates), not both (the "
-                           "search chooses per fold too)")
+            raise SedError("give search_trials or a nested selection ("
+                           + ", ".join(f"{key}_candidates" for key in SELECTED_KEYS)
+                           + "), not both (the search chooses per fold too)")
 
     def _check_mode_candidates(self, key: str, modes: tuple[str, ...], plain: str) -> None:
         """``<key>_candidates``: known, distinct modes, and ``key`` itself left at ``plain``."""
@@ -208,6 +213,16 @@ class Recipe:
         if getattr(self, key) != plain:
             raise SedError(f"give {key} or {key}_candidates, not both; got "
                            f"{key}={getattr(self, key)!r}")
+
+    def _check_epochs_candidates(self) -> None:
+        """``epochs_candidates``: at least two different positive lengths."""
+        candidates = self.epochs_candidates
+        if any(c < 1 for c in candidates):
+            raise SedError(f"epochs_candidates must be positive numbers of epochs; got "
+                           f"{', '.join(map(str, candidates))}")
+        if len(set(candidates)) != len(candidates) or len(candidates) < 2:
+            raise SedError(f"epochs_candidates needs at least two different lengths; "
+                           f"got {', '.join(map(str, candidates))}")
 
     @property
     def selects(self) -> bool:

@@ -2,9 +2,10 @@
 
 With candidates for the augmentation (``--set augment_candidates=none,mask,crop``), for the
 utterance normalisation (``--set utterance_norm_candidates=none,mean_std``), for the quiet at
-the utterances' edges (``--set edge_quiet_candidates=keep,trim``) or several of them (every
-combination is a candidate), every outer fold runs, before it trains, an inner
-cross-validation on its own training speakers only:
+the utterances' edges (``--set edge_quiet_candidates=keep,trim``), for the training length
+(``--set epochs_candidates=20,40``) or several of them (every combination is a candidate),
+every outer fold runs, before it trains, an inner cross-validation on its own training
+speakers only:
 
 1. the training speakers are split into ``inner_folds`` speaker-grouped folds
    (:func:`inner_folds`; the outer test and validation speakers are never in them);
@@ -39,7 +40,7 @@ from .config import TrainConfig
 from .data import Dataset, check_training_split
 from .fold import FoldResult, train_fold
 from .metrics import report_from_confusion
-from .recipes import SELECTED_KEYS, Recipe
+from .recipes import SELECTED_KEYS, Recipe, parse_value
 from .splits import Fold, make_folds
 
 
@@ -74,17 +75,17 @@ def setting_name(setting: dict[str, str]) -> str:
 def candidate_settings(recipe: Recipe) -> dict[str, dict[str, str]]:
     """The candidates of ``recipe``'s nested selection, in the order they are tried: a name
     (the folder of its inner runs) and its recipe changes as ``--set`` writes them. With one
-    candidate list the name is the candidate (``mask+crop``, ``mean_std``, ``trim``); with
-    several, every combination is tried: ``augment=none_utterance_norm=none``. Empty without a
-    nested selection."""
+    list of modes the name is the candidate (``mask+crop``, ``mean_std``, ``trim``); a length,
+    or every combination of several lists, is named by its changes (``epochs=20``,
+    ``augment=none_utterance_norm=none``). Empty without a nested selection."""
     lists = {key: getattr(recipe, f"{key}_candidates") for key in SELECTED_KEYS
              if getattr(recipe, f"{key}_candidates")}
     if not lists:
         return {}
     settings = [{}]
     for key, values in lists.items():
-        settings = [{**setting, key: value} for setting in settings for value in values]
-    if len(lists) == 1:
+        settings = [{**setting, key: str(value)} for setting in settings for value in values]
+    if len(lists) == 1 and "epochs" not in lists:
         return {next(iter(setting.values())): setting for setting in settings}
     return {setting_name(setting): setting for setting in settings}
 
@@ -106,7 +107,7 @@ def inner_folds(dataset: Dataset, fold: Fold, k: int, seed: int) -> list[Fold]:
 def candidate_config(config: TrainConfig, setting: dict[str, str]) -> TrainConfig:
     """``config`` training with a candidate's recipe changes (:func:`candidate_settings`) and
     no selection of its own."""
-    changes = {key: candidate_augment(text) if key == "augment" else text
+    changes = {key: candidate_augment(text) if key == "augment" else parse_value(key, text)
                for key, text in setting.items()}
     cleared = {f"{key}_candidates": None for key in SELECTED_KEYS}
     return config.with_recipe(**changes, **cleared)

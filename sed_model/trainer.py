@@ -308,9 +308,9 @@ def _train_final_model(config: TrainConfig, dataset: Dataset, folds: list[Fold],
     final_config, rule = final_model_steps(config, dataset, folds, results)
     info = {"file": MODEL_FILE, "n_train": len(everyone.train), "rule": rule,
             "augment": list(final_config.recipe.augment)}
-    for key in ("utterance_norm", "edge_quiet"):
+    for key in ("utterance_norm", "edge_quiet", "epochs"):
         if key in chosen:
-            info[key] = chosen[key]
+            info[key] = getattr(config.recipe, key)
     if search is not None:
         info["search"] = search.to_dict()
     if not (resume and (out_dir / MODEL_FILE).exists()):

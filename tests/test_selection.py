@@ -210,3 +210,53 @@ def test_a_committed_comparison_reads_back():
     saved = json.loads(path.read_text())
     assert "augment_choices" in saved  # written before the selection covered utterance_norm
     assert Comparison.from_json(saved).selection_choices is None
+
+
+def test_epochs_candidates_are_parsed_and_checked():
+    recipe = parse("--corpus", "emodb", "--set", "epochs_candidates=20,40").recipe
+    assert recipe.epochs_candidates == (20, 40) and recipe.selects
+    assert recipe.epochs == 40  # the preset's length stays; each candidate replaces it
+    for options, message in [
+            (["--set", "epochs_candidates=20"], "at least two different lengths"),
+            (["--set", "epochs_candidates=20,20"], "at least two different lengths"),
+            (["--set", "epochs_candidates=0,20"], "positive numbers of epochs; got 0, 20"),
+            (["--set", "epochs_candidates=20,forty"], "epochs_candidates='20,forty': expected"),
+            (["--set", "epochs_candidates=20,40", "--set", "search_trials=2"],
+             "epochs_candidates\\), not both")]:
+        with pytest.raises(SedError, match=message):
+            parse("--corpus", "emodb", *options)
+
+
+def test_a_length_candidate_is_named_by_its_change_and_replaces_steps():
+    config = tiny_config(epochs_candidates=(1, 3))  # tiny_config's length is in steps
+    settings = selection.candidate_settings(config.recipe)
+    assert settings == {"epochs=1": {"epochs": "1"}, "epochs=3": {"epochs": "3"}}
+    chosen = selection.candidate_config(config, settings["epochs=3"])
+    assert (chosen.recipe.epochs, chosen.recipe.steps) == (3, None)
+    assert not chosen.recipe.selects
+    both = tiny_config(epochs_candidates=(1, 3), edge_quiet_candidates=("keep", "trim"))
+    assert list(selection.candidate_settings(both.recipe)) == [
+        "edge_quiet=keep_epochs=1", "edge_quiet=keep_epochs=3",
+        "edge_quiet=trim_epochs=1", "edge_quiet=trim_epochs=3"]
+
+
+def test_each_fold_trains_for_the_length_its_inner_folds_chose(tmp_path, monkeypatch):
+    """Inner scores that prefer 2 epochs on fold 1 and 1 epoch on fold 2: each fold trains for
+    its own choice, and model.pt for the first candidate (one vote each)."""
+    preferred = {"fold-01": 2, "fold-02": 1}
+
+    def scored(config, dataset, folds, runs_dir, progress=True):
+        return 0.6 if config.recipe.epochs == preferred[runs_dir.parent.parent.name] else 0.4
+
+    monkeypatch.setattr(selection, "inner_score", scored)
+    dataset = random_dataset(speakers=SPEAKERS)
+    config = tiny_config(folds="2", epochs_candidates=(1, 2), inner_folds=2)
+    metrics = train_run(config, tmp_path, dataset=dataset, options=QUIET).to_json()
+    folds = metrics["folds"]
+    assert [f["selection"]["chosen"] for f in folds] == ["epochs=2", "epochs=1"]
+    assert folds[0]["selection"]["settings"]["epochs=2"] == {"epochs": "2"}
+    per_epoch = [-(-f["n_train"] // 8) for f in folds]  # batch_size 8
+    assert [f["steps"] for f in folds] == [2 * per_epoch[0], 1 * per_epoch[1]]
+    final = metrics["final_model"]
+    assert final["epochs"] == 1
+    assert final["steps"] == -(-len(dataset.utterances) // 8)
