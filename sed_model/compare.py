@@ -163,6 +163,13 @@ def _train_all(runs: list[tuple[TrainConfig, Path]], *, resume: bool, options: R
                              options=options, meanwhile=meanwhile)
 
 
+def svm_tuned(config: TrainConfig, svm_tune: bool) -> bool:
+    """Whether the comparison's SVM chooses its C on inner folds: when asked, and whenever
+    the recipe chooses settings per fold (a search or a nested selection), so that both
+    systems have a tuning budget on the same inner folds."""
+    return svm_tune or config.recipe.search_trials > 0 or config.recipe.selects
+
+
 def _run_svm(config: TrainConfig, options: RunOptions, tune: bool = False,
              saved: Path | None = None) -> dict:
     """The SVM on the comparison's folds (the same protocol and seed) and normalisation;
@@ -349,8 +356,8 @@ def compare(
 ) -> Comparison:
     """Train ``variants`` with ``config`` (its ``variant`` is ignored), ``seeds`` times each,
     into ``out_dir``, and the SVM on the same folds unless not ``baseline`` (with
-    ``svm_tune``, or when the recipe searches its settings per fold, the SVM's C is chosen on
-    inner folds of each fold's training speakers too: the same tuning budget for both).
+    ``svm_tune``, or when the recipe chooses settings per fold, the SVM's C is chosen on inner
+    folds of each fold's training speakers too: :func:`svm_tuned`).
     With several seeds every variant's ensemble is reported too: one of all the seeds, or with
     ``ensemble_size`` K the ``seeds / K`` disjoint ensembles of K seeds, mean and spread.
 
@@ -376,8 +383,7 @@ def compare(
     svm_options = dataclasses.replace(options, progress=options.progress and jobs == 1)
     trained, svm = _train_all(
         runs, resume=resume, options=options, jobs=jobs, threads=threads, dataset=dataset,
-        meanwhile=lambda: _run_svm(config, svm_options,
-                                   svm_tune or config.recipe.search_trials > 0,
+        meanwhile=lambda: _run_svm(config, svm_options, svm_tuned(config, svm_tune),
                                    saved=out_dir / "baseline.json" if resume else None)
         if baseline else None)
     results = {v: [m for (c, _), m in zip(runs, trained) if c.variant == v] for v in variants}
@@ -503,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="choose the SVM's C per fold on inner_folds speaker-grouped "
                              "inner folds of the fold's training speakers (as sed_model."
                              "baseline --tune); default: the fixed C, or tuned when the recipe "
-                             "searches its settings (--set search_trials=N)")
+                             "chooses settings per fold (--set search_trials=N or a "
+                             "<key>_candidates list)")
     parser.add_argument("--ensemble-size", type=positive_int, default=None, metavar="K",
                         help="with --seeds N: report N/K disjoint ensembles of K seeds each "
                              "(their mean and spread, as for single models over seeds) "

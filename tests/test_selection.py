@@ -11,7 +11,7 @@ from test_trainer import random_dataset, tiny_config
 
 from sed_model import augment, cli, selection, train
 from sed_model.checkpoint import load_checkpoint
-from sed_model.compare import Comparison, _selection_choices_line, selection_choices
+from sed_model.compare import Comparison, _selection_choices_line, selection_choices, svm_tuned
 from sed_model.config import make_config
 from sed_model.errors import SedError
 from sed_model.fold import FoldResult
@@ -260,3 +260,11 @@ def test_each_fold_trains_for_the_length_its_inner_folds_chose(tmp_path, monkeyp
     final = metrics["final_model"]
     assert final["epochs"] == 1
     assert final["steps"] == -(-len(dataset.utterances) // 8)
+
+
+def test_the_svm_is_tuned_whenever_the_recipe_chooses_per_fold():
+    assert not svm_tuned(make_config(corpus="emodb"), svm_tune=False)
+    assert svm_tuned(make_config(corpus="emodb"), svm_tune=True)
+    for choosing in (dict(epochs_candidates=(20, 40)), dict(augment_candidates=("none", "mask")),
+                     dict(search_trials=2)):
+        assert svm_tuned(make_config(corpus="emodb", **choosing), svm_tune=False)
