@@ -38,6 +38,7 @@ from . import distributed
 from .augment import candidate_augment
 from .config import TrainConfig
 from .data import Dataset, check_training_split
+from .errors import SedError
 from .fold import FoldResult, train_fold
 from .metrics import report_from_confusion
 from .recipes import SELECTED_KEYS, Recipe, parse_value
@@ -94,6 +95,12 @@ def inner_folds(dataset: Dataset, fold: Fold, k: int, seed: int) -> list[Fold]:
     """``k`` speaker-grouped folds of ``fold``'s training utterances (dataset indices)."""
     train = np.asarray(fold.train, dtype=np.int64)
     utterances = [dataset.utterances[i] for i in train]
+    speakers = len({u.speaker for u in utterances})
+    if not 2 <= k <= speakers:
+        allowed = (f"which allow 2 to {speakers} speaker-grouped inner folds; set inner_folds "
+                   "in that range or use" if speakers >= 2 else "too few for inner folds; use")
+        raise SedError(f"inner_folds={k}: {fold.name} trains on {speakers} speakers, {allowed} "
+                       "folds with more training speakers")
     folds = make_folds(utterances, "kfold", seed=seed, k=k)
     inner = [Fold(f"{fold.name}, inner {j + 1}/{k}",
                   train=tuple(int(i) for i in train[list(f.train)]),

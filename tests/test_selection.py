@@ -268,3 +268,11 @@ def test_the_svm_is_tuned_whenever_the_recipe_chooses_per_fold():
     for choosing in (dict(epochs_candidates=(20, 40)), dict(augment_candidates=("none", "mask")),
                      dict(search_trials=2)):
         assert svm_tuned(make_config(corpus="emodb", **choosing), svm_tune=False)
+
+
+def test_too_many_inner_folds_for_a_folds_training_speakers_is_a_one_line_error():
+    dataset = random_dataset(speakers=SPEAKERS)
+    fold = dataset_folds(dataset, "3", 0, validation_speakers=0)[0]  # 4 training speakers
+    with pytest.raises(SedError, match=r"inner_folds=5: .* trains on 4 speakers, which "
+                                       r"allow 2 to 4 speaker-grouped inner folds"):
+        selection.inner_folds(dataset, fold, 5, seed=0)
