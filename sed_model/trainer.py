@@ -77,6 +77,7 @@ from .data import Dataset, check_training_split, load_dataset, steps_per_epoch
 from .errors import SedError
 from .fold import FoldResult, evaluate_split, predict_split, train_fold
 from .plots import plot_confusion, plot_curves
+from .recipes import SELECTED_KEYS
 from .results import RunResult
 from .runtime import RunOptions, check_backend, check_precision, resolve_device
 from .search import search_recipe
@@ -308,8 +309,8 @@ def _train_final_model(config: TrainConfig, dataset: Dataset, folds: list[Fold],
     final_config, rule = final_model_steps(config, dataset, folds, results)
     info = {"file": MODEL_FILE, "n_train": len(everyone.train), "rule": rule,
             "augment": list(final_config.recipe.augment)}
-    for key in ("utterance_norm", "edge_quiet", "epochs"):
-        if key in chosen:
+    for key in SELECTED_KEYS:  # the chosen setting (augment is recorded above in any case)
+        if key in chosen and key != "augment":
             info[key] = getattr(config.recipe, key)
     if search is not None:
         info["search"] = search.to_dict()
