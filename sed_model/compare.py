@@ -59,6 +59,7 @@ from .selection import candidate_settings
 from .stats import PairedComparison, paired_comparison
 from .tables import render_table
 from .trainer import TrainConfig, finish_run, prepare_run, train, train_or_read_fold
+from .workers import exit_with_parent
 
 TABLE_LABELS = {"lstm": "LSTM", "general": "General", "time": "Time", "feature": "Feature",
                 "svm": "SVM (functionals)"}
@@ -102,6 +103,7 @@ _worker_dataset: Dataset | None = None
 
 def _start_worker(threads: int, corpus: str, data, speeds: tuple, options: RunOptions) -> None:
     global _worker_dataset
+    exit_with_parent()
     torch.set_num_threads(threads)
     keep_freed_memory()
     _worker_dataset = load_dataset(corpus, data, speeds=speeds, **options.data(progress=False))

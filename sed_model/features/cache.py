@@ -39,6 +39,7 @@ from sed_model.features.opensmile_frames import (
     opensmile_version,
 )
 from sed_model.paths import feature_cache_dir
+from sed_model.workers import exit_with_parent
 
 CACHE_FORMAT = 1  # bump when the stored arrays change meaning (alignment, dtype, ...)
 
@@ -205,7 +206,8 @@ def _outcomes(jobs: list[_Job], workers: int) -> Iterator[tuple]:
     if workers <= 1:
         yield from map(_compute, jobs)
         return
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=exit_with_parent)
     try:
         chunksize = max(1, min(16, len(jobs) // (workers * 8)))
         yield from executor.map(_compute, jobs, chunksize=chunksize)
