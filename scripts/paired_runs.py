@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from sed_model.checkpoint import read_json
+from sed_model.cli import run_main
 from sed_model.compare import Comparison
 from sed_model.errors import SedError
 from sed_model.seeds import SeedSummary
@@ -72,18 +73,18 @@ def paired_runs(folder_a: Path, folder_b: Path, variant: str) -> list[PairedComp
     return pairs
 
 
-def main(argv: list[str] | None = None) -> None:
+def _paired_runs_command(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("a", type=Path, help="a compare folder (comparison.json)")
     parser.add_argument("b", type=Path, help="the compare folder to set it against")
     parser.add_argument("--variant", default="feature", help="the variant (default feature)")
     args = parser.parse_args(argv)
-    try:
-        pairs = paired_runs(args.a, args.b, args.variant)
-    except SedError as e:
-        parser.exit(2, f"error: {e}\n")
-    for pair in pairs:
+    for pair in paired_runs(args.a, args.b, args.variant):
         print(pair.line())
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_main(_paired_runs_command, argv)
 
 
 if __name__ == "__main__":
