@@ -11,7 +11,8 @@ training speakers, exactly as the nested selection does (:mod:`sed_model.selecti
 its score is the UAR pooled over the inner test utterances. The outer test speakers are never
 trained on nor scored: nothing here reads them. The script prints each setting's mean inner
 UAR and, per setting, on how many (fold, seed) runs it beat the first setting, and writes
-``scores.json``. Finished inner runs are read back, so an interrupted run continues.
+``scores.json`` (with each inner fold's own UAR, to judge a margin against the inner folds'
+spread). Finished inner runs are read back, so an interrupted run continues.
 
 A setting is a name followed by ``option=value`` overrides of :class:`TrainConfig`
 (``epochs=40``, ``cells=128,128``, ``augment=speed+shift+mixup``, ``augment=none``,
@@ -68,22 +69,26 @@ def parse_setting(words: list[str]) -> Setting:
 
 
 def score_settings(configs: dict[str, TrainConfig], dataset, folds, seeds, out_dir: Path, *,
-                   progress: bool = True) -> dict[str, dict[str, float]]:
-    """``{setting: {"seed S, <fold name>": inner UAR}}`` for every seed and outer fold; the
-    inner runs live in ``out_dir/seed-S/fold-XX/<setting>/fold-J``."""
+                   progress: bool = True
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[float]]]]:
+    """``{setting: {"seed S, <fold name>": inner UAR}}`` for every seed and outer fold, and
+    the same with each inner fold's own UAR; the inner runs live in
+    ``out_dir/seed-S/fold-XX/<setting>/fold-J``."""
     scores: dict[str, dict[str, float]] = {name: {} for name in configs}
+    fold_scores: dict[str, dict[str, list[float]]] = {name: {} for name in configs}
     for seed in seeds:
         for index, fold in enumerate(folds):
             for name, config in configs.items():
                 fold_dir = out_dir / f"seed-{seed}" / f"fold-{index + 1:02d}" / name
                 folds_of_fold = inner_folds(dataset, fold, config.recipe.inner_folds,
                                             seed=config.folds_seed + index)
-                uar = inner_score(dataclasses.replace(config, seed=seed), dataset,
-                                  folds_of_fold, fold_dir, progress=progress)
-                scores[name][f"seed {seed}, {fold.name}"] = uar
+                score = inner_score(dataclasses.replace(config, seed=seed), dataset,
+                                    folds_of_fold, fold_dir, progress=progress)
+                scores[name][f"seed {seed}, {fold.name}"] = score.uar
+                fold_scores[name][f"seed {seed}, {fold.name}"] = list(score.fold_uars)
                 print(f"seed {seed} fold {index + 1}/{len(folds)} ({fold.name}) {name}: "
-                      f"inner UAR {uar:.4f}", flush=True)
-    return scores
+                      f"inner UAR {score.uar:.4f}", flush=True)
+    return scores, fold_scores
 
 
 def summarize(scores: dict[str, dict[str, float]], reference: str) -> list[str]:
@@ -143,15 +148,16 @@ def main(argv: list[str] | None = None) -> None:
     dataset = load_dataset(args.corpus, args.data, progress=not args.no_progress, speeds=speeds)
     folds = dataset_folds(dataset, args.folds, seed=0)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    scores = score_settings(configs, dataset, folds, seeds, args.out_dir,
-                            progress=not args.no_progress)
+    scores, fold_scores = score_settings(configs, dataset, folds, seeds, args.out_dir,
+                                         progress=not args.no_progress)
     lines = summarize(scores, reference)
     print("\n".join(lines))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "scores.json").write_text(json.dumps({
         "settings": {s.name: {k: list(v) if isinstance(v, tuple) else v
                               for k, v in s.overrides.items()} for s in settings},
-        "base": base.to_json(), "scores": scores, "summary": lines}, indent=2) + "\n")
+        "base": base.to_json(), "scores": scores, "inner_fold_scores": fold_scores,
+        "summary": lines}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

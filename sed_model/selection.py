@@ -13,7 +13,10 @@ speakers only:
    (normalisation fitted on the inner training speakers, as for an outer fold) and its inner
    score is the UAR of the inner folds' final models, pooled over the inner test utterances;
 3. the candidate with the best inner score is chosen (ties: the earlier in the list, so list
-   ``none`` first to prefer the plain setting), and the outer fold trains with it.
+   ``none`` first to prefer the plain setting), and the outer fold trains with it. Each inner
+   fold's own UAR is kept too, and the fold's line gives the chosen candidate's mean gain
+   over the first on the inner folds with its standard error (:meth:`Selection.margin`): a
+   gain within it is a weak preference.
 
 Nothing about the outer test speakers enters the choice. Each fold trains one variant, so
 each variant chooses for itself. The deployment model (``model.pt``) takes the candidate
@@ -28,7 +31,7 @@ training utterances per outer fold.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,27 +48,50 @@ from .recipes import SELECTED_KEYS, Recipe, parse_value
 from .splits import Fold, make_folds
 
 
+@dataclass(frozen=True)
+class InnerScore:
+    """A candidate's inner score: the UAR pooled over the inner folds' test utterances (what
+    chooses) and each inner fold's own UAR (how much the folds agree)."""
+
+    uar: float
+    fold_uars: tuple[float, ...]
+
+
 @dataclass
 class Selection:
     """How the inner folds chose a fold's setting: every candidate's pooled inner UAR (in the
-    order tried), the chosen candidate, and each candidate's recipe changes as ``--set``
-    writes them."""
+    order tried), the chosen candidate, each candidate's recipe changes as ``--set`` writes
+    them, and each candidate's UAR on every inner fold (empty in records written before
+    they were kept)."""
 
     scores: dict[str, float]
     chosen: str
     inner_folds: int
     settings: dict[str, dict[str, str]]
+    fold_scores: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"scores": dict(self.scores), "chosen": self.chosen,
                 "inner_folds": self.inner_folds,
-                "settings": {name: dict(s) for name, s in self.settings.items()}}
+                "settings": {name: dict(s) for name, s in self.settings.items()},
+                "fold_scores": {name: list(u) for name, u in self.fold_scores.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> Selection:
         """From ``metrics.json``; a record without ``settings`` chose an augmentation."""
         settings = d.get("settings") or {name: {"augment": name} for name in d["scores"]}
-        return cls(dict(d["scores"]), d["chosen"], d["inner_folds"], settings)
+        fold_scores = {name: list(u) for name, u in (d.get("fold_scores") or {}).items()}
+        return cls(dict(d["scores"]), d["chosen"], d["inner_folds"], settings, fold_scores)
+
+    def margin(self) -> tuple[float, float] | None:
+        """The chosen candidate against the first tried, over the inner folds: the mean of
+        the paired per-fold UAR differences and its standard error; ``None`` where the first
+        was chosen or the per-fold scores are not known."""
+        first = next(iter(self.scores))
+        if self.chosen == first or not self.fold_scores:
+            return None
+        diff = np.subtract(self.fold_scores[self.chosen], self.fold_scores[first])
+        return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def setting_name(setting: dict[str, str]) -> str:
@@ -121,18 +147,21 @@ def candidate_config(config: TrainConfig, setting: dict[str, str]) -> TrainConfi
 
 
 def inner_score(config: TrainConfig, dataset: Dataset, folds: list[Fold], runs_dir: Path, *,
-                progress: bool = True) -> float:
-    """UAR of ``config``'s final models on the inner ``folds``, pooled over their test
-    utterances; inner fold ``j`` runs in ``runs_dir/fold-j`` (a finished one is read back)."""
-    confusion = np.zeros((len(dataset.classes),) * 2, dtype=np.int64)
+                progress: bool = True) -> InnerScore:
+    """``config``'s final models on the inner ``folds``: the UAR pooled over their test
+    utterances and each fold's own; inner fold ``j`` runs in ``runs_dir/fold-j`` (a finished
+    one is read back)."""
+    confusions = []
     for j, inner in enumerate(folds):
         run_dir = runs_dir / f"fold-{j + 1}"
         result = FoldResult.finished(run_dir)
         if result is None:
             result = train_fold(config, dataset, inner, j, len(folds), run_dir, resume=True,
                                 progress=progress)
-        confusion += np.asarray(result.final.report["confusion"], dtype=np.int64)
-    return report_from_confusion(confusion, dataset.classes)["uar"]
+        confusions.append(np.asarray(result.final.report["confusion"], dtype=np.int64))
+    pooled = report_from_confusion(sum(confusions), dataset.classes)["uar"]
+    return InnerScore(pooled, tuple(report_from_confusion(c, dataset.classes)["uar"]
+                                    for c in confusions))
 
 
 def choose_setting(config: TrainConfig, dataset: Dataset, fold: Fold, fold_index: int,
@@ -142,15 +171,21 @@ def choose_setting(config: TrainConfig, dataset: Dataset, fold: Fold, fold_index
     folds = inner_folds(dataset, fold, config.recipe.inner_folds,
                         seed=config.folds_seed + fold_index)
     settings = candidate_settings(config.recipe)
-    scores = {name: inner_score(candidate_config(config, setting), dataset, folds,
-                                fold_dir / "inner" / name, progress=progress)
-              for name, setting in settings.items()}
+    inner = {name: inner_score(candidate_config(config, setting), dataset, folds,
+                               fold_dir / "inner" / name, progress=progress)
+             for name, setting in settings.items()}
+    scores = {name: score.uar for name, score in inner.items()}
     chosen = max(settings, key=lambda name: scores[name])  # ties: the first
+    picked = Selection(scores, chosen, len(folds), settings,
+                       {name: list(score.fold_uars) for name, score in inner.items()})
     if distributed.is_main():
+        margin = picked.margin()
+        spread = "" if margin is None else (f" ({margin[0]:+.3f} +- {margin[1]:.3f} over the "
+                                             f"{len(folds)} inner folds)")
         tqdm.write(f"{config.variant} seed {config.seed} fold {fold_index + 1} ({fold.name}): "
                    f"inner UAR " + ", ".join(f"{c} {u:.3f}" for c, u in scores.items())
-                   + f" -> {chosen}")
-    return Selection(scores, chosen, len(folds), settings)
+                   + f" -> {chosen}{spread}")
+    return picked
 
 
 def majority_setting(selections: list[Selection]) -> dict[str, str]:

@@ -42,7 +42,8 @@ def test_scores_are_pooled_inner_uar_of_training_speakers_only_and_read_back(tmp
     configs = {"short": base, "long": tiny_config(folds="2", steps=6, inner_folds=2,
                                                   validation_speakers=0)}
     folds = dataset_folds(dataset, "2", seed=0)
-    scores = script.score_settings(configs, dataset, folds, [3, 4], tmp_path, progress=False)
+    scores, fold_scores = script.score_settings(configs, dataset, folds, [3, 4], tmp_path,
+                                                progress=False)
     assert set(scores) == {"short", "long"}
     assert len(scores["short"]) == len(folds) * 2
     for index, fold in enumerate(folds):
@@ -50,23 +51,26 @@ def test_scores_are_pooled_inner_uar_of_training_speakers_only_and_read_back(tmp
         for seed in (3, 4):
             for name, config in configs.items():
                 runs = tmp_path / f"seed-{seed}" / f"fold-{index + 1:02d}" / name
-                confusion = 0
+                confusion, per_fold = 0, []
                 for j, f in enumerate(inner):
                     metrics = json.loads((runs / f"fold-{j + 1}" / "metrics.json").read_text())
                     assert metrics["steps"] == config.recipe.steps
                     # never an outer test utterance: inner train and test are training ones
                     assert metrics["n_train"] == len(f.train) and metrics["n_test"] == len(f.test)
                     assert not (set(f.train) | set(f.test)) & set(fold.test)
-                    confusion = confusion + np.array(metrics["final"]["confusion"])
+                    own = np.array(metrics["final"]["confusion"])
+                    confusion = confusion + own
+                    per_fold.append(np.nanmean(np.diag(own) / own.sum(axis=1)))
                 recall = np.diag(confusion) / confusion.sum(axis=1)
                 key = f"seed {seed}, {fold.name}"
                 assert scores[name][key] == pytest.approx(np.nanmean(recall))
+                assert fold_scores[name][key] == pytest.approx(per_fold)
     assert scores["short"] != scores["long"]
 
     # a second call trains nothing: every finished inner run is read back
     monkeypatch.setattr(selection, "train_fold", lambda *a, **k: pytest.fail("trained again"))
     assert script.score_settings(configs, dataset, folds, [3, 4], tmp_path,
-                                 progress=False) == scores
+                                 progress=False) == (scores, fold_scores)
 
 
 def test_summary_counts_runs_better_and_worse_than_the_reference():

@@ -71,12 +71,16 @@ def test_nested_selection_chooses_the_best_inner_augmentation_and_resumes(tmp_pa
     for index, fold in enumerate(metrics["folds"]):
         assert fold["augment"] == list(augment.candidate_augment(chosen[index]))
         for candidate, score in fold["selection"]["scores"].items():
-            # the score is the inner runs' UAR pooled over their test utterances
+            # the score is the inner runs' UAR pooled over their test utterances, and each
+            # inner run's own UAR is kept beside it
             inner_dir = tmp_path / f"fold-{index + 1:02d}" / "inner" / candidate
-            confusion = sum(np.array(json.loads((d / "metrics.json").read_text())
-                                     ["final"]["confusion"]) for d in inner_dir.iterdir())
+            own = [np.array(json.loads((inner_dir / f"fold-{j}" / "metrics.json").read_text())
+                            ["final"]["confusion"]) for j in (1, 2)]
+            confusion = sum(own)
             recall = np.diag(confusion) / confusion.sum(axis=1)
             assert score == pytest.approx(np.nanmean(recall))
+            assert fold["selection"]["fold_scores"][candidate] == pytest.approx(
+                [np.nanmean(np.diag(c) / c.sum(axis=1)) for c in own])
     majority = max(candidates, key=chosen.count)
     assert metrics["final_model"]["augment"] == list(augment.candidate_augment(majority))
 
@@ -180,8 +184,9 @@ def test_the_choice_follows_the_inner_scores_not_the_order(tmp_path, monkeypatch
     preferred = {"fold-01": "mean_std", "fold-02": "none"}
 
     def scored(config, dataset, folds, runs_dir, progress=True):
-        return 0.6 if config.recipe.utterance_norm == preferred[runs_dir.parent.parent.name] \
+        uar = 0.6 if config.recipe.utterance_norm == preferred[runs_dir.parent.parent.name] \
             else 0.4
+        return selection.InnerScore(uar, (uar,) * len(folds))
 
     monkeypatch.setattr(selection, "inner_score", scored)
     dataset = random_dataset(speakers=SPEAKERS)
@@ -203,6 +208,41 @@ def test_a_fold_that_selected_its_augmentation_before_reads_back():
     assert read.chosen == "mask"
     assert read.settings == {"none": {"augment": "none"}, "mask": {"augment": "mask"}}
     assert result.to_dict()["selection"] == old["augment_selection"]
+
+
+def test_the_margin_is_the_chosen_candidates_paired_inner_fold_gain_and_its_error():
+    picked = selection.Selection(
+        {"keep": 0.50, "trim": 0.60}, "trim", 3, {"keep": {}, "trim": {}},
+        {"keep": [0.5, 0.5, 0.5], "trim": [0.6, 0.5, 0.7]})
+    mean, error = picked.margin()
+    assert mean == pytest.approx(0.1)
+    assert error == pytest.approx(np.std([0.1, 0.0, 0.2], ddof=1) / np.sqrt(3))
+    assert selection.Selection.from_dict(picked.to_dict()) == picked
+    first = selection.Selection(picked.scores, "keep", 3, picked.settings, picked.fold_scores)
+    assert first.margin() is None  # the first candidate has no margin over itself
+    older = {"scores": picked.scores, "chosen": "trim", "inner_folds": 3,
+             "settings": picked.settings}  # written before the per-fold scores were kept
+    assert selection.Selection.from_dict(older).fold_scores == {}
+    assert selection.Selection.from_dict(older).margin() is None
+
+
+def test_the_folds_line_shows_the_margin_against_the_inner_folds_spread(tmp_path,
+                                                                        monkeypatch, capsys):
+    by_mode = {"none": (0.5, 0.5), "mean_std": (0.7, 0.5)}
+
+    def scored(config, dataset, folds, runs_dir, progress=True):
+        per_fold = by_mode[config.recipe.utterance_norm]
+        return selection.InnerScore(float(np.mean(per_fold)), per_fold)
+
+    monkeypatch.setattr(selection, "inner_score", scored)
+    dataset = random_dataset(speakers=SPEAKERS)
+    config = tiny_config(folds="2", steps=2, utterance_norm_candidates=("none", "mean_std"),
+                         inner_folds=2)
+    train_run(config, tmp_path, dataset=dataset, options=QUIET)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "inner UAR" in line]
+    assert len(lines) == 2
+    assert all(line.endswith("-> mean_std (+0.100 +- 0.100 over the 2 inner folds)")
+               for line in lines)
 
 
 def test_a_committed_comparison_reads_back():
@@ -246,7 +286,8 @@ def test_each_fold_trains_for_the_length_its_inner_folds_chose(tmp_path, monkeyp
     preferred = {"fold-01": 2, "fold-02": 1}
 
     def scored(config, dataset, folds, runs_dir, progress=True):
-        return 0.6 if config.recipe.epochs == preferred[runs_dir.parent.parent.name] else 0.4
+        uar = 0.6 if config.recipe.epochs == preferred[runs_dir.parent.parent.name] else 0.4
+        return selection.InnerScore(uar, (uar,) * len(folds))
 
     monkeypatch.setattr(selection, "inner_score", scored)
     dataset = random_dataset(speakers=SPEAKERS)

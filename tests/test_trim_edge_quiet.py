@@ -235,7 +235,8 @@ def test_each_fold_trims_or_keeps_as_its_inner_folds_chose(tmp_path, monkeypatch
 
     def scored(config, dataset, folds, runs_dir, progress=True):
         chosen = config.recipe.edge_quiet_of(config.variant)
-        return 0.6 if chosen == preferred[runs_dir.parent.parent.name] else 0.4
+        uar = 0.6 if chosen == preferred[runs_dir.parent.parent.name] else 0.4
+        return selection.InnerScore(uar, (uar,) * len(folds))
 
     monkeypatch.setattr(selection, "inner_score", scored)
     config = tiny_config(folds="2", steps=2, edge_quiet_candidates=("keep", "trim"),
