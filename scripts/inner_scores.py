@@ -32,6 +32,7 @@ import torch
 
 from sed_model import recipes
 from sed_model.augment import candidate_augment, needed_speeds
+from sed_model.cli import run_main
 from sed_model.config import TrainConfig, make_config
 from sed_model.data import load_dataset
 from sed_model.errors import SedError
@@ -50,9 +51,10 @@ class Setting:
 
 def parse_value(option: str, text: str):
     """The value of recipe field ``option`` written as ``text``; an augmentation is written
-    as a candidate (``speed+shift``, ``none``)."""
+    as a candidate, its names joined by ``+`` or by commas as ``--set`` writes them
+    (``speed+shift``, ``speed,shift``, ``none``)."""
     if option == "augment":
-        return candidate_augment(text)
+        return candidate_augment(text.replace(",", "+"))
     return recipes.parse_value(option, text)
 
 
@@ -161,4 +163,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, None)

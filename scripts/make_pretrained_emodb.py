@@ -38,6 +38,7 @@ from sed_model.cli import (
     add_normalize_option,
     non_negative_int,
     positive_int,
+    run_main,
     set_values,
 )
 from sed_model.config import TrainConfig, make_config
@@ -212,4 +213,4 @@ def saved_results() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, None)

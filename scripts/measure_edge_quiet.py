@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sed_model.audio import load_audio
+from sed_model.cli import run_main
 from sed_model.corpora import CORPUS_NAMES, load_corpus
 
 FRAME_S = 0.025
@@ -69,4 +70,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, None)

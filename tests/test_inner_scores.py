@@ -1,10 +1,12 @@
 """scripts/inner_scores.py: recipe settings scored on inner folds of the training speakers."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from script_loader import load_script
+from script_loader import SCRIPTS, load_script
 from test_trainer import random_dataset, tiny_config
 
 from sed_model import selection
@@ -27,11 +29,24 @@ def test_settings_parse_into_training_options():
                                  "augment": ("speed", "shift", "mixup"),
                                  "class_balanced": False}
     assert script.parse_setting(["plain", "augment=none"]).overrides == {"augment": ()}
+    assert script.parse_setting(["commas", "augment=speed,shift"]).overrides == {
+        "augment": ("speed", "shift")}
     assert script.parse_setting(["as-is"]).overrides == {}
     with pytest.raises(SedError, match="unknown recipe key 'epoch'"):
         script.parse_setting(["typo", "epoch=40"])
     with pytest.raises(SedError, match="expected option=value, got 'epochs'"):
         script.parse_setting(["bare", "epochs"])
+
+
+def test_a_bad_setting_on_the_command_line_is_one_error_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "inner_scores.py"), "--corpus", "demo",
+         "--data", str(tmp_path), "--setting", "wide", "augment=speed+wings",
+         "--out-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "error: augmentation candidate 'speed+wings': unknown augmentation")
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
 
 
 def test_scores_are_pooled_inner_uar_of_training_speakers_only_and_read_back(tmp_path,
